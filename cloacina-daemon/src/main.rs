@@ -1,0 +1,391 @@
+//! `cloacina-daemon`: the workstation scheduler (DESIGN §8). Thin by design: it parses
+//! arguments, sets up logging, wires the library's runner, schedulers, registries and
+//! reconciler together, and turns file-system events, timers and signals into reconciliation
+//! passes. The rules live in `cloacina::{daemon, reconciler, ...}`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use cloacina::config::{Config, Home};
+use cloacina::daemon::discovery::{self, Scanner};
+use cloacina::daemon::pidfile::PidFile;
+use cloacina::daemon::status::{self, DaemonStatus, PackageLine};
+use cloacina::reconciler::{DesiredPackage, PackageSource, PackageState, Reconciler, Runtime};
+use cloacina::registry::ReactorRegistry;
+use cloacina::schedule::cron::{CronConfig, CronScheduler};
+use cloacina::schedule::trigger::{TriggerConfig, TriggerScheduler};
+use cloacina::store::{ExecutionFilter, ExecutionStatus, Store, now_ms};
+use cloacina::{Runner, RunnerConfig};
+use notify_debouncer_full::notify::RecursiveMode;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cloacina-daemon",
+    about = "Cloacina's workstation daemon",
+    version
+)]
+struct Args {
+    /// The Cloacina home directory (default ~/.cloacina).
+    #[arg(long)]
+    home: Option<PathBuf>,
+    /// Another package folder to watch (repeatable); merged with the default folder and
+    /// `[watch] directories`.
+    #[arg(long = "watch-dir")]
+    watch_dirs: Vec<PathBuf>,
+    /// Reconciler fallback poll interval in milliseconds (default: `[daemon]
+    /// poll_interval_ms`, else 500).
+    #[arg(long)]
+    poll_interval: Option<u64>,
+    /// Debug-level logging on stderr.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+fn main() {
+    let args = Args::parse();
+    let code = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => match rt.block_on(run(args)) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("Error: {e:#}");
+                1
+            }
+        },
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+async fn run(args: Args) -> anyhow::Result<i32> {
+    let home = Home::resolve(args.home.as_deref())?;
+    for dir in [home.root().to_path_buf(), home.packages(), home.logs()] {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let config = Config::load(&home.config())?;
+    init_logging(&home, &config, args.verbose)?;
+    let _pid = PidFile::acquire(&home.daemon_pid())?;
+    let started = Instant::now();
+
+    let url = format!("sqlite://{}", home.database().display());
+    let store = Store::open(&url)
+        .await
+        .with_context(|| format!("opening {}", home.database().display()))?;
+    let runner = Runner::start(
+        store.clone(),
+        RunnerConfig {
+            shutdown_timeout: config.daemon.shutdown_timeout(),
+            ..RunnerConfig::default()
+        },
+    )
+    .await?;
+    let cron = CronScheduler::new(store.clone(), runner.clone(), cron_config(&config));
+    cron.start();
+    let triggers = TriggerScheduler::new(
+        store.clone(),
+        runner.clone(),
+        TriggerConfig {
+            base_interval: config.daemon.trigger_poll_interval(),
+        },
+    );
+    let starter_runner = runner.clone();
+    let reactors = ReactorRegistry::new(Some(Arc::new(move |workflow: String, ctx| {
+        let r = starter_runner.clone();
+        Box::pin(async move { r.submit(&workflow, ctx).await.map_err(|e| e.to_string()) })
+    })));
+    let reconciler = Arc::new(Reconciler::new(
+        Runtime {
+            runner: runner.clone(),
+            reactors,
+            cron: cron.clone(),
+            triggers: triggers.clone(),
+        },
+        home.library_cache(),
+    ));
+
+    let mut config = config;
+    let mut dirs = discovery::watch_dirs(&home, &args.watch_dirs, &config.watch.directories)?;
+    let mut scanner = Scanner::default();
+    let snapshot = Arc::new(Mutex::new(None::<DaemonStatus>));
+    let last_pass = Arc::new(Mutex::new(None::<i64>));
+
+    pass(&reconciler, &mut scanner, &dirs).await;
+    *lock(&last_pass) = Some(now_ms());
+    refresh(&snapshot, &reconciler, &store, &dirs, started, &last_pass).await;
+    let status_fn = {
+        let snapshot = snapshot.clone();
+        Arc::new(move || lock(&snapshot).clone().unwrap_or_else(starting)) as status::StatusFn
+    };
+    let socket = status::serve(&home.daemon_socket(), status_fn).await?;
+
+    let (fs_tx, mut fs_rx) = mpsc::unbounded_channel::<()>();
+    let mut watcher = watch(&dirs, config.daemon.watcher_debounce(), fs_tx.clone())?;
+    let mut interval = tokio::time::interval(
+        args.poll_interval
+            .map(Duration::from_millis)
+            .unwrap_or_else(|| config.daemon.poll_interval()),
+    );
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    tracing::info!(watch_dirs = ?dirs, pid = std::process::id(), "daemon started");
+
+    loop {
+        tokio::select! {
+            Some(()) = fs_rx.recv() => {
+                while fs_rx.try_recv().is_ok() {}
+            }
+            _ = interval.tick() => {}
+            _ = sighup.recv() => {
+                match Config::load(&home.config()) {
+                    Ok(fresh) => {
+                        config = fresh;
+                        match discovery::watch_dirs(&home, &args.watch_dirs, &config.watch.directories) {
+                            Ok(d) => {
+                                dirs = d;
+                                watcher = watch(&dirs, config.daemon.watcher_debounce(), fs_tx.clone())?;
+                                tracing::info!(watch_dirs = ?dirs, "configuration reloaded (SIGHUP)");
+                            }
+                            Err(e) => tracing::error!("configuration reload failed, keeping the old one: {e}"),
+                        }
+                    }
+                    Err(e) => tracing::error!("configuration reload failed, keeping the old one: {e}"),
+                }
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+        pass(&reconciler, &mut scanner, &dirs).await;
+        *lock(&last_pass) = Some(now_ms());
+        refresh(&snapshot, &reconciler, &store, &dirs, started, &last_pass).await;
+    }
+
+    // Graceful shutdown: a second SIGINT exits at once with status 1.
+    tracing::info!(
+        timeout_s = config.daemon.shutdown_timeout_s,
+        "shutting down: draining in-flight workflows"
+    );
+    tokio::spawn(async move {
+        if sigint.recv().await.is_some() {
+            eprintln!("second interrupt: exiting now");
+            std::process::exit(1);
+        }
+    });
+    drop(watcher);
+    triggers.stop().await;
+    cron.stop().await;
+    let report = runner.shutdown().await?;
+    socket.abort();
+    let _ = std::fs::remove_file(home.daemon_socket());
+    tracing::info!(
+        drained = report.drained,
+        released = report.released,
+        "daemon stopped"
+    );
+    Ok(0)
+}
+
+fn cron_config(config: &Config) -> CronConfig {
+    CronConfig {
+        max_catchup: config.daemon.cron_max_catchup,
+        recovery_interval: config.daemon.cron_recovery_interval(),
+        lost_threshold: config.daemon.cron_lost_threshold(),
+        ..CronConfig::default()
+    }
+}
+
+/// One reconciliation pass over the archives currently in the watch folders.
+async fn pass(reconciler: &Reconciler, scanner: &mut Scanner, dirs: &[PathBuf]) {
+    let (found, problems) = scanner.scan(dirs);
+    for p in problems {
+        tracing::warn!("{p}");
+    }
+    let desired = found
+        .into_iter()
+        .map(|f| DesiredPackage {
+            id: f.sha256,
+            tenant: "public".to_string(),
+            source: PackageSource::Archive(f.path),
+        })
+        .collect();
+    let report = reconciler.reconcile(desired).await;
+    if !(report.loaded.is_empty() && report.unloaded.is_empty() && report.upgraded.is_empty()) {
+        tracing::info!(
+            loaded = report.loaded.len(),
+            unloaded = report.unloaded.len(),
+            upgraded = report.upgraded.len(),
+            "reconciliation pass"
+        );
+    }
+}
+
+async fn refresh(
+    snapshot: &Mutex<Option<DaemonStatus>>,
+    reconciler: &Reconciler,
+    store: &Store,
+    dirs: &[PathBuf],
+    started: Instant,
+    last_pass: &Mutex<Option<i64>>,
+) {
+    let mut active = 0;
+    for s in [
+        ExecutionStatus::Pending,
+        ExecutionStatus::Running,
+        ExecutionStatus::Paused,
+    ] {
+        let filter = ExecutionFilter {
+            status: Some(s),
+            limit: Some(10_000),
+            ..ExecutionFilter::default()
+        };
+        active += store
+            .execution_list(filter)
+            .await
+            .map(|v| v.len())
+            .unwrap_or(0);
+    }
+    let statuses = reconciler.statuses();
+    let degraded = statuses.iter().any(|s| {
+        matches!(
+            s.state,
+            PackageState::Failed | PackageState::PartiallyUnloaded
+        )
+    });
+    let packages = statuses
+        .iter()
+        .map(|s| PackageLine {
+            name: s.name.clone().unwrap_or_else(|| "(unreadable)".to_string()),
+            version: s.version.clone().unwrap_or_default(),
+            state: serde_json::to_value(s.state)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            last_error: s.last_error.clone().or_else(|| s.waiting_for.clone()),
+            path: s.source.clone(),
+        })
+        .collect();
+    *lock(snapshot) = Some(DaemonStatus {
+        health: if degraded { "degraded" } else { "healthy" }.to_string(),
+        pid: std::process::id(),
+        uptime_s: started.elapsed().as_secs(),
+        packages_loaded: statuses
+            .iter()
+            .filter(|s| s.state == PackageState::Loaded)
+            .count(),
+        last_reconciliation: *lock(last_pass),
+        active_workflows: active,
+        watch_dirs: dirs.iter().map(|d| d.display().to_string()).collect(),
+        packages,
+    });
+}
+
+fn starting() -> DaemonStatus {
+    DaemonStatus {
+        health: "starting".to_string(),
+        pid: std::process::id(),
+        uptime_s: 0,
+        packages_loaded: 0,
+        last_reconciliation: None,
+        active_workflows: 0,
+        watch_dirs: Vec::new(),
+        packages: Vec::new(),
+    }
+}
+
+/// Watches the folders (debounced); each settled burst of changes sends one wake-up.
+fn watch(
+    dirs: &[PathBuf],
+    debounce: Duration,
+    tx: mpsc::UnboundedSender<()>,
+) -> anyhow::Result<
+    notify_debouncer_full::Debouncer<
+        notify_debouncer_full::notify::RecommendedWatcher,
+        notify_debouncer_full::RecommendedCache,
+    >,
+> {
+    let mut debouncer = notify_debouncer_full::new_debouncer(debounce, None, move |_events| {
+        let _ = tx.send(());
+    })?;
+    for dir in dirs {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            tracing::warn!("cannot create watch folder {}: {e}", dir.display());
+            continue;
+        }
+        if let Err(e) = debouncer.watch(dir, RecursiveMode::NonRecursive) {
+            tracing::warn!(
+                "cannot watch {}: {e}; the poll interval still covers it",
+                dir.display()
+            );
+        }
+    }
+    Ok(debouncer)
+}
+
+/// Human-readable logs on stderr, JSON lines in `<home>/logs/cloacina.log` (rotated daily).
+fn init_logging(home: &Home, config: &Config, verbose: bool) -> anyhow::Result<()> {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, fmt};
+    let level = if verbose {
+        "debug".to_string()
+    } else {
+        config.daemon.log_level.to_lowercase()
+    };
+    let filter = |default: &str| {
+        if verbose {
+            EnvFilter::new(default)
+        } else {
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
+        }
+    };
+    let file = file_rotate::FileRotate::new(
+        home.logs().join("cloacina.log"),
+        file_rotate::suffix::AppendTimestamp::default(file_rotate::suffix::FileLimit::MaxFiles(14)),
+        file_rotate::ContentLimit::Time(file_rotate::TimeFrequency::Daily),
+        file_rotate::compression::Compression::None,
+        None,
+    );
+    let file = Arc::new(Mutex::new(file));
+    let writer = move || LockedWriter(file.clone());
+    tracing_subscriber::registry()
+        .with(
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter(&level)),
+        )
+        .with(
+            fmt::layer()
+                .json()
+                .with_ansi(false)
+                .with_writer(writer)
+                .with_filter(filter(&level)),
+        )
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+/// A `Write` that locks the shared rotating file for each write.
+struct LockedWriter(Arc<Mutex<file_rotate::FileRotate<file_rotate::suffix::AppendTimestamp>>>);
+
+impl std::io::Write for LockedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        lock(&self.0).write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        lock(&self.0).flush()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,232 @@
+//! `cloacinactl daemon start|stop|status|health`: local service management through the PID
+//! file and the health socket (spec: CLI reference, "daemon").
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use cloacina::config::{Config, Home};
+use cloacina::daemon::pidfile::{process_alive, read_pid};
+use cloacina::daemon::status::{self, DaemonStatus};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::json;
+
+use crate::cli::{DaemonCommand, DaemonStartArgs, DaemonStopArgs};
+use crate::error::CliError;
+use crate::output::{Report, emit, fields};
+use crate::settings::Settings;
+
+const DAEMON_BINARY: &str = "cloacina-daemon";
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub fn run(settings: &Settings, command: &DaemonCommand) -> Result<(), CliError> {
+    let home = Home::at(settings.home()?);
+    match command {
+        DaemonCommand::Start(args) => start(settings, &home, args),
+        DaemonCommand::Stop(args) => stop(&home, args),
+        DaemonCommand::Status(_) => show_status(settings, &home),
+        DaemonCommand::Health => match probe(&home) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(CliError::Silent(2)),
+        },
+    }
+}
+
+/// Finds `cloacina-daemon` beside this executable, then on `PATH`.
+fn daemon_binary() -> Result<PathBuf, CliError> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(DAEMON_BINARY)));
+    if let Some(path) = beside.as_ref().filter(|p| p.is_file()) {
+        return Ok(path.clone());
+    }
+    if let Some(found) = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(DAEMON_BINARY))
+            .find(|p| p.is_file())
+    }) {
+        return Ok(found);
+    }
+    Err(CliError::User(format!(
+        "cannot find {DAEMON_BINARY} beside cloacinactl ({}) or on PATH; build it with 'cargo build -p cloacina-daemon' or add it to PATH",
+        beside
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "unknown".to_string())
+    )))
+}
+
+/// Replaces this process with the daemon, in the foreground.
+fn start(settings: &Settings, home: &Home, args: &DaemonStartArgs) -> Result<(), CliError> {
+    use std::os::unix::process::CommandExt;
+    let binary = daemon_binary()?;
+    let mut cmd = std::process::Command::new(&binary);
+    cmd.arg("--home").arg(home.root());
+    for dir in &args.watch_dirs {
+        cmd.arg("--watch-dir").arg(dir);
+    }
+    if let Some(ms) = args.poll_interval {
+        cmd.arg("--poll-interval").arg(ms.to_string());
+    }
+    if settings.verbose {
+        cmd.arg("--verbose");
+    }
+    let err = cmd.exec();
+    Err(CliError::User(format!(
+        "cannot start {}: {err}",
+        binary.display()
+    )))
+}
+
+/// SIGTERM (or SIGKILL) to the recorded daemon, then waits for it to exit.
+fn stop(home: &Home, args: &DaemonStopArgs) -> Result<(), CliError> {
+    let pid_file = home.daemon_pid();
+    let pid = read_pid(&pid_file)
+        .map_err(|e| CliError::User(e.to_string()))?
+        .ok_or_else(|| {
+            CliError::Network(format!(
+                "no daemon PID file at {}; the daemon is not running",
+                pid_file.display()
+            ))
+        })?;
+    if !process_alive(pid) {
+        return Err(CliError::Network(format!(
+            "the daemon recorded in {} (pid {pid}) is not running; remove the stale file or start it with 'cloacinactl daemon start'",
+            pid_file.display()
+        )));
+    }
+    let signal = if args.force {
+        Signal::SIGKILL
+    } else {
+        Signal::SIGTERM
+    };
+    kill(Pid::from_raw(pid), signal)
+        .map_err(|e| CliError::Network(format!("cannot signal the daemon (pid {pid}): {e}")))?;
+    // Wait for the drain: the configured shutdown timeout, plus a margin.
+    let drain = Config::load(&home.config())
+        .map(|c| c.daemon.shutdown_timeout())
+        .unwrap_or(Duration::from_secs(30));
+    let deadline = Instant::now() + drain + Duration::from_secs(10);
+    while process_alive(pid) {
+        if Instant::now() > deadline {
+            return Err(CliError::User(format!(
+                "the daemon (pid {pid}) did not stop within {}s; 'cloacinactl daemon stop --force' kills it",
+                (drain + Duration::from_secs(10)).as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if args.force {
+        // SIGKILL skips the daemon's own clean-up.
+        let _ = std::fs::remove_file(&pid_file);
+        let _ = std::fs::remove_file(home.daemon_socket());
+    }
+    println!("stopped the daemon (pid {pid})");
+    Ok(())
+}
+
+fn probe(home: &Home) -> Result<DaemonStatus, CliError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::User(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(status::probe(&home.daemon_socket(), PROBE_TIMEOUT))
+        .map_err(|e| CliError::Network(e.to_string()))
+}
+
+fn show_status(settings: &Settings, home: &Home) -> Result<(), CliError> {
+    let s = probe(home)?;
+    let value = serde_json::to_value(&s).unwrap_or_else(|_| json!({}));
+    let mut text = fields(&[
+        ("health", s.health.clone()),
+        ("pid", s.pid.to_string()),
+        ("uptime", human_duration(s.uptime_s)),
+        ("packages loaded", s.packages_loaded.to_string()),
+        ("last reconciliation", last_pass(s.last_reconciliation)),
+        ("active workflows", s.active_workflows.to_string()),
+        ("watch folders", s.watch_dirs.join(", ")),
+    ]);
+    if !s.packages.is_empty() {
+        text.push('\n');
+        text.push_str(&package_table(&s, settings.color));
+    }
+    emit(
+        settings,
+        &Report {
+            id: s.pid.to_string(),
+            value,
+            text,
+        },
+    )
+}
+
+fn package_table(s: &DaemonStatus, color: bool) -> String {
+    let rows: Vec<[String; 4]> = s
+        .packages
+        .iter()
+        .map(|p| {
+            [
+                p.name.clone(),
+                p.version.clone(),
+                p.state.clone(),
+                truncate(p.last_error.as_deref().unwrap_or(""), 70),
+            ]
+        })
+        .collect();
+    let head = ["NAME", "VERSION", "STATE", "LAST ERROR"];
+    let widths: Vec<usize> = (0..4)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([head[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: [&str; 4]| {
+        let mut out = String::from("  ");
+        for (i, c) in cells.iter().enumerate() {
+            out.push_str(&format!("{c:<w$}  ", w = widths[i]));
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = line(head);
+    for r in &rows {
+        let state = if color && r[2] != "loaded" {
+            format!("\x1b[1;33m{}\x1b[0m", r[2])
+        } else {
+            r[2].clone()
+        };
+        let mut l = line([&r[0], &r[1], &r[2], &r[3]]);
+        if state != r[2] {
+            l = l.replacen(&r[2], &state, 1);
+        }
+        out.push_str(&l);
+    }
+    out
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        text.chars().take(max.saturating_sub(1)).collect::<String>() + "…"
+    }
+}
+
+fn human_duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{}s", s / 60, s % 60),
+        s => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+fn last_pass(ms: Option<i64>) -> String {
+    match ms {
+        None => "never".to_string(),
+        Some(at) => {
+            let ago = (cloacina::store::now_ms() - at).max(0) / 1000;
+            format!("{} ago", human_duration(ago as u64))
+        }
+    }
+}

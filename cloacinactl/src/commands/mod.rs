@@ -1,0 +1,5 @@
+//! One module per noun.
+
+pub mod daemon;
+pub mod package;
+pub mod scaffold;

@@ -1,0 +1,9 @@
+use cloacina_macros::task;
+use cloacina_workflow::{Context, TaskError};
+
+#[task]
+fn fetch(_ctx: &mut Context) -> Result<(), TaskError> {
+    Ok(())
+}
+
+fn main() {}

@@ -1,0 +1,350 @@
+//! `config.toml` and the Cloacina home directory, shared by `cloacinactl` and the daemon.
+//!
+//! The file is optional and every field has a default; unknown keys are an error that names
+//! the key, so a typo never silently does nothing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Why the configuration or home directory could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("invalid configuration in {path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("cannot find your home directory: $HOME is not set; pass --home PATH")]
+    NoHome,
+}
+
+/// The whole `config.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Database URL for commands that need one (admin, server start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// The profile used when `--profile` is not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_profile: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub profiles: BTreeMap<String, Profile>,
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    #[serde(default)]
+    pub compiler: CompilerConfig,
+    #[serde(default)]
+    pub watch: WatchConfig,
+}
+
+/// A server-targeting profile: `[profiles.<name>]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// Raw key, `env:VAR`, `file:PATH` (`keyring:NAME` is reserved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+}
+
+/// `[daemon]`: every key of the CLI reference, with its default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Reconciler fallback poll interval (the file watcher gives immediate detection).
+    pub poll_interval_ms: u64,
+    /// trace / debug / info / warn / error.
+    pub log_level: String,
+    /// Graceful drain timeout on SIGINT/SIGTERM.
+    pub shutdown_timeout_s: u64,
+    /// File-watcher debounce.
+    pub watcher_debounce_ms: u64,
+    /// Custom-poll trigger base interval.
+    pub trigger_poll_interval_ms: u64,
+    /// Most catch-up executions per cron schedule; absent means unlimited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cron_max_catchup: Option<u32>,
+    /// Cron recovery sweeper cadence.
+    pub cron_recovery_interval_s: u64,
+    /// How late a cron fire may be before the sweeper reclaims it.
+    pub cron_lost_threshold_min: u64,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: 500,
+            log_level: "info".to_string(),
+            shutdown_timeout_s: 30,
+            watcher_debounce_ms: 500,
+            trigger_poll_interval_ms: 1000,
+            cron_max_catchup: None,
+            cron_recovery_interval_s: 300,
+            cron_lost_threshold_min: 10,
+        }
+    }
+}
+
+impl DaemonConfig {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms.max(1))
+    }
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_s)
+    }
+    pub fn watcher_debounce(&self) -> Duration {
+        Duration::from_millis(self.watcher_debounce_ms)
+    }
+    pub fn trigger_poll_interval(&self) -> Duration {
+        Duration::from_millis(self.trigger_poll_interval_ms.max(1))
+    }
+    pub fn cron_recovery_interval(&self) -> Duration {
+        Duration::from_secs(self.cron_recovery_interval_s.max(1))
+    }
+    pub fn cron_lost_threshold(&self) -> Duration {
+        Duration::from_secs(self.cron_lost_threshold_min.saturating_mul(60))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        const LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
+        if !LEVELS.contains(&self.log_level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "daemon.log_level '{}' is not one of: {}",
+                self.log_level,
+                LEVELS.join(", ")
+            ));
+        }
+        if self.poll_interval_ms == 0 {
+            return Err("daemon.poll_interval_ms must be greater than 0".to_string());
+        }
+        if self.trigger_poll_interval_ms == 0 {
+            return Err("daemon.trigger_poll_interval_ms must be greater than 0".to_string());
+        }
+        Ok(())
+    }
+}
+
+/// `[compiler]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompilerConfig {
+    /// Where `compiler status` / `compiler health` probe.
+    pub local_addr: String,
+}
+
+impl Default for CompilerConfig {
+    fn default() -> Self {
+        Self {
+            local_addr: "127.0.0.1:9000".to_string(),
+        }
+    }
+}
+
+/// `[watch]`: extra package folders for the daemon (`~` expanded).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchConfig {
+    pub directories: Vec<String>,
+}
+
+impl Config {
+    /// Parses config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        config
+            .daemon
+            .validate()
+            .map_err(|message| ConfigError::Invalid {
+                path: path.display().to_string(),
+                message,
+            })?;
+        Ok(config)
+    }
+
+    /// Loads `path`; a missing file is the default configuration.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(e) => Err(ConfigError::Read {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// `~` or `~/...` expanded with `$HOME`; other paths unchanged.
+pub fn expand_tilde(path: &Path) -> Result<PathBuf, ConfigError> {
+    let Some(text) = path.to_str() else {
+        return Ok(path.to_path_buf());
+    };
+    let rest = match text {
+        "~" => "",
+        t if t.starts_with("~/") => &t[2..],
+        _ => return Ok(path.to_path_buf()),
+    };
+    let home = match std::env::var_os("HOME") {
+        Some(h) if !h.is_empty() => PathBuf::from(h),
+        _ => return Err(ConfigError::NoHome),
+    };
+    Ok(if rest.is_empty() {
+        home
+    } else {
+        home.join(rest)
+    })
+}
+
+/// The Cloacina home directory (`~/.cloacina` or `--home`) and every path under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Home {
+    root: PathBuf,
+}
+
+impl Home {
+    /// `explicit` (from `--home`, `~` expanded) or `~/.cloacina`.
+    pub fn resolve(explicit: Option<&Path>) -> Result<Home, ConfigError> {
+        let root = match explicit {
+            Some(p) => expand_tilde(p)?,
+            None => expand_tilde(Path::new("~/.cloacina"))?,
+        };
+        Ok(Home { root })
+    }
+
+    pub fn at(root: impl Into<PathBuf>) -> Home {
+        Home { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+    pub fn database(&self) -> PathBuf {
+        self.root.join("cloacina.db")
+    }
+    pub fn packages(&self) -> PathBuf {
+        self.root.join("packages")
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+    pub fn daemon_socket(&self) -> PathBuf {
+        self.root.join("daemon.sock")
+    }
+    pub fn daemon_pid(&self) -> PathBuf {
+        self.root.join("daemon.pid")
+    }
+    pub fn server_pid(&self) -> PathBuf {
+        self.root.join("server.pid")
+    }
+    pub fn compiler_pid(&self) -> PathBuf {
+        self.root.join("compiler.pid")
+    }
+    pub fn bootstrap_key(&self) -> PathBuf {
+        self.root.join("bootstrap-key")
+    }
+    /// Content-addressed copies of package libraries.
+    pub fn library_cache(&self) -> PathBuf {
+        self.root.join("cache").join("libraries")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_cli_reference() {
+        let c = Config::parse("", Path::new("config.toml")).expect("empty is fine");
+        assert_eq!(c.daemon, DaemonConfig::default());
+        assert_eq!(c.daemon.poll_interval_ms, 500);
+        assert_eq!(c.daemon.shutdown_timeout_s, 30);
+        assert_eq!(c.daemon.watcher_debounce_ms, 500);
+        assert_eq!(c.daemon.trigger_poll_interval_ms, 1000);
+        assert_eq!(c.daemon.cron_max_catchup, None);
+        assert_eq!(c.daemon.cron_recovery_interval_s, 300);
+        assert_eq!(c.daemon.cron_lost_threshold_min, 10);
+        assert_eq!(c.compiler.local_addr, "127.0.0.1:9000");
+    }
+
+    #[test]
+    fn the_reference_example_parses() {
+        let text = r#"
+database_url = "sqlite:///path/to/cloacina.db"
+default_profile = "prod"
+[profiles.prod]
+server = "https://api.example.com"
+api_key = "env:CLOACINA_API_KEY"
+[profiles.staging]
+server = "https://staging.example.com"
+api_key = "file:/etc/cloacina/staging-key"
+[daemon]
+poll_interval_ms = 500
+log_level = "info"
+shutdown_timeout_s = 30
+watcher_debounce_ms = 500
+trigger_poll_interval_ms = 1000
+cron_max_catchup = 100
+cron_recovery_interval_s = 300
+cron_lost_threshold_min = 10
+[compiler]
+local_addr = "127.0.0.1:9000"
+[watch]
+directories = ["~/my-workflows", "/opt/cloacina/packages"]
+"#;
+        let c = Config::parse(text, Path::new("config.toml")).expect("valid");
+        assert_eq!(c.default_profile.as_deref(), Some("prod"));
+        assert_eq!(c.profiles.len(), 2);
+        assert_eq!(c.daemon.cron_max_catchup, Some(100));
+        assert_eq!(c.watch.directories.len(), 2);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Config::parse(
+            "[daemon]\npoll_intervall_ms = 5\n",
+            Path::new("/h/config.toml"),
+        )
+        .expect_err("typo");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("invalid configuration in /h/config.toml:"),
+            "{text}"
+        );
+        assert!(text.contains("poll_intervall_ms"), "{text}");
+        let e =
+            Config::parse("colour = true\n", Path::new("c.toml")).expect_err("unknown top-level");
+        assert!(e.to_string().contains("colour"), "{e}");
+        let e = Config::parse("[daemon]\nlog_level = \"loud\"\n", Path::new("c.toml"))
+            .expect_err("bad level");
+        assert!(
+            e.to_string()
+                .contains("daemon.log_level 'loud' is not one of"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn home_layout() {
+        let h = Home::at("/x");
+        assert_eq!(h.config(), PathBuf::from("/x/config.toml"));
+        assert_eq!(h.database(), PathBuf::from("/x/cloacina.db"));
+        assert_eq!(h.daemon_socket(), PathBuf::from("/x/daemon.sock"));
+        assert_eq!(h.daemon_pid(), PathBuf::from("/x/daemon.pid"));
+        assert_eq!(h.packages(), PathBuf::from("/x/packages"));
+        assert_eq!(h.logs(), PathBuf::from("/x/logs"));
+        assert_eq!(
+            expand_tilde(Path::new("/abs")).expect("abs"),
+            PathBuf::from("/abs")
+        );
+    }
+}

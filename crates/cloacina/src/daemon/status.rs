@@ -1,0 +1,142 @@
+//! The daemon's health socket (`<home>/daemon.sock`): connect, read one JSON status document,
+//! done. `cloacinactl daemon status` and `daemon health` are its clients.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+
+use super::DaemonError;
+
+/// What the socket answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    /// `healthy`, or `degraded` when a package failed to load or is stuck part-way.
+    pub health: String,
+    pub pid: u32,
+    pub uptime_s: u64,
+    pub packages_loaded: usize,
+    /// When the last reconciliation pass finished (Unix milliseconds), if any has.
+    pub last_reconciliation: Option<i64>,
+    /// Executions of this daemon not yet finished.
+    pub active_workflows: usize,
+    pub watch_dirs: Vec<String>,
+    pub packages: Vec<PackageLine>,
+}
+
+/// One package as `daemon status` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageLine {
+    pub name: String,
+    pub version: String,
+    /// `loaded`, `waiting`, `failed` or `partially_unloaded`.
+    pub state: String,
+    pub last_error: Option<String>,
+    pub path: Option<String>,
+}
+
+/// Produces the current status on each connection.
+pub type StatusFn = Arc<dyn Fn() -> DaemonStatus + Send + Sync>;
+
+/// Binds the socket (replacing a stale one) and answers every connection with the status.
+pub async fn serve(
+    path: &Path,
+    status: StatusFn,
+) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
+    if path.exists() {
+        // A live daemon is excluded by the PID file, so a socket file here is stale.
+        std::fs::remove_file(path).map_err(|e| DaemonError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| DaemonError::Io {
+        path: path.display().to_string(),
+        message: format!("cannot listen on the health socket: {e}"),
+    })?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let doc = status();
+            tokio::spawn(async move {
+                if let Ok(mut text) = serde_json::to_vec(&doc) {
+                    text.push(b'\n');
+                    let _ = stream.write_all(&text).await;
+                    let _ = stream.shutdown().await;
+                }
+            });
+        }
+    }))
+}
+
+/// Reads one status document from the socket.
+pub async fn probe(path: &Path, timeout: Duration) -> Result<DaemonStatus, DaemonError> {
+    let unreachable = |message: String| DaemonError::Unreachable {
+        path: path.display().to_string(),
+        message,
+    };
+    let read = async {
+        let mut stream = UnixStream::connect(path)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let mut buf = Vec::new();
+        stream
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        serde_json::from_slice::<DaemonStatus>(&buf)
+            .map_err(|e| unreachable(format!("unreadable status: {e}")))
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| unreachable(format!("no answer within {timeout:?}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn serves_and_probes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let sock = dir.path().join("daemon.sock");
+        std::fs::write(&sock, b"stale").expect("stale file");
+        let doc = DaemonStatus {
+            health: "healthy".into(),
+            pid: 42,
+            uptime_s: 7,
+            packages_loaded: 1,
+            last_reconciliation: Some(1),
+            active_workflows: 0,
+            watch_dirs: vec!["/w".into()],
+            packages: vec![PackageLine {
+                name: "p".into(),
+                version: "1.0.0".into(),
+                state: "loaded".into(),
+                last_error: None,
+                path: None,
+            }],
+        };
+        let expected = doc.clone();
+        let server = serve(&sock, Arc::new(move || doc.clone()))
+            .await
+            .expect("serve");
+        let got = probe(&sock, Duration::from_secs(5)).await.expect("probe");
+        assert_eq!(got, expected);
+        server.abort();
+        let missing = probe(&dir.path().join("nope.sock"), Duration::from_secs(1))
+            .await
+            .expect_err("nothing there");
+        assert!(
+            missing
+                .to_string()
+                .starts_with("cannot reach the daemon at"),
+            "{missing}"
+        );
+    }
+}

@@ -1,0 +1,882 @@
+//! The runner: durable, event-driven execution of workflows on SQLite or PostgreSQL.
+//!
+//! Work flows like this. `submit` writes the execution and its root tasks as `Ready` in one
+//! transaction; the store signals `TasksReady`. The dispatcher, woken by that signal (in
+//! process at once; from other processes through `LISTEN/NOTIFY`), claims as many ready tasks
+//! as it has free slots — each claim a status-checked update that bumps the attempt, the
+//! fencing token — and runs them. When a body ends, its output, its status, its dependents'
+//! readiness, the execution's counters and the events commit in one transaction; the
+//! dependents that became ready wake the dispatcher again. Polling is only a slow safety net.
+//!
+//! Guarantee: each task body runs at least once per successful attempt and its committed
+//! result is recorded exactly once; a body runs again only after its lease expired (counted
+//! as a recovery, with an event) or after its runner shut down past the drain timeout.
+
+mod cache;
+mod config;
+mod executor;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, watch};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+pub use config::RunnerConfig;
+
+use crate::store::{
+    AttemptOutcome, ClaimRequest, ClaimedTask, EventRecord, ExecutionFilter, ExecutionRecord,
+    ExecutionStatus, FINAL_CONTEXT, Handoff, NewExecution, Store, StoreError, StoreSignal,
+    TaskFinish, TaskRecord, now_ms,
+};
+use crate::workflow::{Context, Workflow, WorkflowError};
+
+/// Why a runner operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Workflow(#[from] WorkflowError),
+    #[error(
+        "workflow '{name}' is not registered on this runner{}",
+        suggestion.as_ref().map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_default()
+    )]
+    UnknownWorkflow {
+        name: String,
+        suggestion: Option<String>,
+    },
+    #[error("execution {0} not found")]
+    ExecutionNotFound(Uuid),
+    #[error("timed out after {0:?} waiting for execution {1} to finish; it is still running")]
+    WaitTimeout(Duration, Uuid),
+    #[error("the runner is shutting down; no new work is accepted")]
+    ShuttingDown,
+    #[error("invalid runner configuration: {0}")]
+    Config(String),
+}
+
+/// How an execution ended (or stands, for `status`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionResult {
+    pub id: Uuid,
+    pub workflow: String,
+    pub status: ExecutionStatus,
+    /// The final context (input merged with the leaf outputs); absent unless the run ended
+    /// Completed or Failed.
+    pub context: Option<Context>,
+    pub error: Option<String>,
+}
+
+/// What `shutdown` did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ShutdownReport {
+    /// Tasks that finished during the drain.
+    pub drained: usize,
+    /// Tasks still running at the timeout, whose leases were handed back.
+    pub released: usize,
+}
+
+/// Counters for observability and tests.
+#[derive(Debug, Default)]
+pub struct RunnerStats {
+    pub claimed: AtomicU64,
+    pub completed: AtomicU64,
+    pub failed: AtomicU64,
+    pub retried: AtomicU64,
+    pub skipped: AtomicU64,
+    /// Results discarded because the attempt had lost its lease to a newer one.
+    pub fenced: AtomicU64,
+    /// Tasks (of any runner) this runner put back to Ready after a lost lease.
+    pub recovered: AtomicU64,
+}
+
+/// Registered workflows: the current version per name, and every version seen, so runs keep
+/// the version they started with.
+#[derive(Default)]
+struct Catalog {
+    current: HashMap<String, Served>,
+    versions: HashMap<(String, String), Arc<Workflow>>,
+}
+
+/// The version that serves a workflow name, and the package it came from (none when the
+/// workflow was registered by embedding code).
+#[derive(Clone)]
+struct Served {
+    workflow: Arc<Workflow>,
+    package_id: Option<String>,
+}
+
+/// One line of the workflow catalog.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CatalogEntry {
+    pub name: String,
+    pub version: String,
+    pub package_id: Option<String>,
+}
+
+struct Shared {
+    store: Store,
+    config: RunnerConfig,
+    owner: String,
+    catalog: RwLock<Catalog>,
+    wake: Notify,
+    slots: Arc<Semaphore>,
+    /// Running tasks per execution, with the execution's cancellation switch.
+    running: Mutex<HashMap<Uuid, (watch::Sender<bool>, usize)>>,
+    /// Spawned task runners by slot id, so shutdown can count and abort them.
+    tasks: Mutex<HashMap<u64, tokio::task::AbortHandle>>,
+    next_slot: AtomicU64,
+    stopping: AtomicBool,
+    stats: RunnerStats,
+    contexts: Mutex<cache::ContextCache>,
+}
+
+/// The embedded runner. Clone it freely; clones share one runner.
+#[derive(Clone)]
+pub struct Runner {
+    shared: Arc<Shared>,
+    background: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("owner", &self.shared.owner)
+            .finish()
+    }
+}
+
+/// Context documents kept in memory per runner (inputs it submitted, outputs it committed).
+const CONTEXT_CACHE_ENTRIES: usize = 4096;
+
+/// The runner the daemon and server use.
+pub type DefaultRunner = Runner;
+
+impl Runner {
+    /// Opens the database at `url` (`sqlite://...` or `postgres://...`) and starts the runner.
+    pub async fn open(url: &str, config: RunnerConfig) -> Result<Runner, EngineError> {
+        config.validate()?;
+        let store = Store::open(url).await?;
+        Self::start(store, config).await
+    }
+
+    /// Starts a runner on an open store. Recovers expired leases at once, then dispatches.
+    pub async fn start(store: Store, config: RunnerConfig) -> Result<Runner, EngineError> {
+        config.validate()?;
+        let owner = config.owner();
+        let shared = Arc::new(Shared {
+            slots: Arc::new(Semaphore::new(config.concurrency)),
+            store,
+            owner,
+            config,
+            catalog: RwLock::new(Catalog::default()),
+            wake: Notify::new(),
+            running: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(HashMap::new()),
+            next_slot: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            stats: RunnerStats::default(),
+            contexts: Mutex::new(cache::ContextCache::new(CONTEXT_CACHE_ENTRIES)),
+        });
+        recover(&shared).await;
+        let signals = shared.store.subscribe();
+        let background = vec![
+            tokio::spawn(dispatch_loop(shared.clone())),
+            tokio::spawn(signal_loop(shared.clone(), signals)),
+            tokio::spawn(heartbeat_loop(shared.clone())),
+            tokio::spawn(recovery_loop(shared.clone())),
+        ];
+        Ok(Runner {
+            shared,
+            background: Arc::new(Mutex::new(background)),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    /// The lease owner name this runner claims under.
+    pub fn runner_id(&self) -> &str {
+        &self.shared.owner
+    }
+
+    pub fn stats(&self) -> &RunnerStats {
+        &self.shared.stats
+    }
+
+    /// Makes `workflow` the current version of its name. Runs already started keep the
+    /// version they started with.
+    pub fn register(&self, workflow: Workflow) {
+        self.serve(workflow, None);
+    }
+
+    /// Registers a workflow from a package: the name switches to this version at once (an
+    /// upgrade has no window where the name is missing); runs already started keep theirs.
+    pub fn register_packaged(&self, workflow: Workflow, package_id: &str) {
+        self.serve(workflow, Some(package_id.to_string()));
+    }
+
+    fn serve(&self, workflow: Workflow, package_id: Option<String>) {
+        let wf = Arc::new(workflow);
+        let mut cat = write_lock(&self.shared.catalog);
+        cat.versions.insert(
+            (wf.name().to_string(), wf.version().to_string()),
+            wf.clone(),
+        );
+        cat.current.insert(
+            wf.name().to_string(),
+            Served {
+                workflow: wf,
+                package_id,
+            },
+        );
+        drop(cat);
+        self.shared.wake.notify_one();
+    }
+
+    /// Removes a workflow name; its runs in flight may still finish on the versions held.
+    pub fn unregister(&self, name: &str) -> bool {
+        write_lock(&self.shared.catalog)
+            .current
+            .remove(name)
+            .is_some()
+    }
+
+    /// Removes the names that `package_id` still serves (a name another package took over in
+    /// an upgrade stays). Runs in flight finish on the versions held. Returns the names removed.
+    pub fn unregister_package(&self, package_id: &str) -> Vec<String> {
+        let mut cat = write_lock(&self.shared.catalog);
+        let names: Vec<String> = cat
+            .current
+            .iter()
+            .filter(|(_, s)| s.package_id.as_deref() == Some(package_id))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in &names {
+            cat.current.remove(n);
+        }
+        names
+    }
+
+    /// Which version (and package) serves each workflow name, sorted by name.
+    pub fn catalog(&self) -> Vec<CatalogEntry> {
+        let mut out: Vec<CatalogEntry> = read_lock(&self.shared.catalog)
+            .current
+            .iter()
+            .map(|(name, s)| CatalogEntry {
+                name: name.clone(),
+                version: s.workflow.version().to_string(),
+                package_id: s.package_id.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Names of the registered workflows, sorted.
+    pub fn workflows(&self) -> Vec<String> {
+        let mut names: Vec<String> = read_lock(&self.shared.catalog)
+            .current
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
+    pub fn workflow(&self, name: &str) -> Option<Arc<Workflow>> {
+        read_lock(&self.shared.catalog)
+            .current
+            .get(name)
+            .map(|s| s.workflow.clone())
+    }
+
+    /// Starts a run of the current version of `name`; returns its id at once.
+    pub async fn submit(&self, name: &str, input: Context) -> Result<Uuid, EngineError> {
+        if self.shared.stopping.load(Ordering::SeqCst) {
+            return Err(EngineError::ShuttingDown);
+        }
+        let served = read_lock(&self.shared.catalog).current.get(name).cloned();
+        let served = served.ok_or_else(|| {
+            let cat = read_lock(&self.shared.catalog);
+            EngineError::UnknownWorkflow {
+                name: name.to_string(),
+                suggestion: crate::workflow::workflow::suggest(
+                    name,
+                    cat.current.keys().map(String::as_str),
+                ),
+            }
+        })?;
+        let new = NewExecution::for_workflow(&served.workflow, input, served.package_id.clone());
+        let (id, input) = (new.id, Arc::new(new.input.clone()));
+        lock(&self.shared.contexts).put(id, crate::store::INPUT_CONTEXT, input);
+        let record = self.shared.store.execution_create(new).await?;
+        Ok(record.id)
+    }
+
+    /// Starts a run like [`submit`](Self::submit), with [`SubmitOptions`](crate::store::SubmitOptions):
+    /// a de-duplication key (no second unfinished run with the same key, in any process) and/or
+    /// a cron instant to claim (created only if that instant was neither fired nor skipped).
+    /// A refused creation is not an error: it answers
+    /// [`SubmitOutcome::Duplicate`](crate::store::SubmitOutcome) and starts nothing.
+    pub async fn submit_with(
+        &self,
+        name: &str,
+        input: Context,
+        options: crate::store::SubmitOptions,
+    ) -> Result<crate::store::SubmitOutcome, EngineError> {
+        use crate::store::SubmitOutcome;
+        if self.shared.stopping.load(Ordering::SeqCst) {
+            return Err(EngineError::ShuttingDown);
+        }
+        let served = read_lock(&self.shared.catalog).current.get(name).cloned();
+        let Some(served) = served else {
+            let cat = read_lock(&self.shared.catalog);
+            return Err(EngineError::UnknownWorkflow {
+                name: name.to_string(),
+                suggestion: crate::workflow::workflow::suggest(
+                    name,
+                    cat.current.keys().map(String::as_str),
+                ),
+            });
+        };
+        let new = NewExecution::for_workflow(&served.workflow, input, served.package_id.clone())
+            .with_options(options);
+        let (id, input) = (new.id, Arc::new(new.input.clone()));
+        lock(&self.shared.contexts).put(id, crate::store::INPUT_CONTEXT, input);
+        match self.shared.store.execution_create(new).await {
+            Ok(record) => Ok(SubmitOutcome::Started(record.id)),
+            Err(StoreError::DuplicateExecution { existing, .. })
+            | Err(StoreError::CronInstantTaken { existing, .. }) => {
+                Ok(SubmitOutcome::Duplicate { existing })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Runs `name` with `input` and waits for the end.
+    pub async fn execute(
+        &self,
+        name: &str,
+        input: Context,
+    ) -> Result<ExecutionResult, EngineError> {
+        let id = self.submit(name, input).await?;
+        self.wait(id, None).await
+    }
+
+    /// Waits until execution `id` ends, woken by the store's signal rather than polling.
+    pub async fn wait(
+        &self,
+        id: Uuid,
+        timeout: Option<Duration>,
+    ) -> Result<ExecutionResult, EngineError> {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut signals = self.shared.store.subscribe();
+        loop {
+            let rec = self.record(id).await?;
+            if rec.status.is_terminal() {
+                return self.result_of(rec).await;
+            }
+            let safety_net =
+                tokio::time::sleep(self.shared.config.poll_interval.max(Duration::from_secs(5)));
+            let until_deadline = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => futures::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = wait_for_finish(&mut signals, id) => {}
+                _ = safety_net => {}
+                _ = until_deadline => {
+                    let rec = self.record(id).await?;
+                    if rec.status.is_terminal() {
+                        return self.result_of(rec).await;
+                    }
+                    return Err(EngineError::WaitTimeout(timeout.unwrap_or_default(), id));
+                }
+            }
+        }
+    }
+
+    /// The execution's current status, and its final context once it has one.
+    pub async fn status(&self, id: Uuid) -> Result<ExecutionResult, EngineError> {
+        let rec = self.record(id).await?;
+        self.result_of(rec).await
+    }
+
+    /// The execution's final context, once it has ended Completed or Failed.
+    pub async fn result(&self, id: Uuid) -> Result<Option<Context>, EngineError> {
+        self.record(id).await?;
+        Ok(self.shared.store.context_get(id, FINAL_CONTEXT).await?)
+    }
+
+    pub async fn execution(&self, id: Uuid) -> Result<ExecutionRecord, EngineError> {
+        self.record(id).await
+    }
+
+    pub async fn tasks(&self, id: Uuid) -> Result<Vec<TaskRecord>, EngineError> {
+        Ok(self.shared.store.task_list(id).await?)
+    }
+
+    pub async fn events(&self, id: Uuid, after_seq: i64) -> Result<Vec<EventRecord>, EngineError> {
+        Ok(self.shared.store.event_list(id, after_seq, 10_000).await?)
+    }
+
+    pub async fn list(&self, filter: ExecutionFilter) -> Result<Vec<ExecutionRecord>, EngineError> {
+        Ok(self.shared.store.execution_list(filter).await?)
+    }
+
+    /// Stops new tasks of the run from starting; running ones finish; retries wait.
+    pub async fn pause(&self, id: Uuid) -> Result<ExecutionRecord, EngineError> {
+        Ok(self
+            .shared
+            .store
+            .execution_pause(id)
+            .await
+            .map_err(not_found(id))?)
+    }
+
+    pub async fn resume(&self, id: Uuid) -> Result<ExecutionRecord, EngineError> {
+        Ok(self
+            .shared
+            .store
+            .execution_resume(id)
+            .await
+            .map_err(not_found(id))?)
+    }
+
+    /// Ends the run as Cancelled and signals its running tasks to stop.
+    pub async fn cancel(&self, id: Uuid) -> Result<ExecutionRecord, EngineError> {
+        let rec = self
+            .shared
+            .store
+            .execution_cancel(id, None)
+            .await
+            .map_err(not_found(id))?;
+        self.shared.signal_cancel(id);
+        Ok(rec)
+    }
+
+    /// Stops claiming, waits up to `shutdown_timeout` for running tasks, then aborts the rest
+    /// and hands their leases back so another runner can take them at once.
+    pub async fn shutdown(&self) -> Result<ShutdownReport, EngineError> {
+        let shared = &self.shared;
+        shared.stopping.store(true, Ordering::SeqCst);
+        shared.wake.notify_one();
+        let running_at_start = lock(&shared.tasks).len();
+        let all = shared.config.concurrency as u32;
+        let drained = tokio::time::timeout(
+            shared.config.shutdown_timeout,
+            shared.slots.acquire_many(all),
+        )
+        .await;
+        let mut report = ShutdownReport::default();
+        match drained {
+            Ok(Ok(permits)) => {
+                permits.forget();
+                report.drained = running_at_start;
+            }
+            _ => {
+                let handles: Vec<_> = lock(&shared.tasks).drain().map(|(_, h)| h).collect();
+                for h in &handles {
+                    h.abort();
+                }
+                let released =
+                    executor::with_retries(|| shared.store.lease_release(&shared.owner)).await?;
+                report.released = released.len();
+                report.drained = running_at_start.saturating_sub(released.len());
+                tracing::warn!(
+                    released = report.released,
+                    "shutdown timeout reached; released leases of tasks still running"
+                );
+            }
+        }
+        for h in lock(&self.background).drain(..) {
+            h.abort();
+        }
+        Ok(report)
+    }
+
+    async fn record(&self, id: Uuid) -> Result<ExecutionRecord, EngineError> {
+        self.shared
+            .store
+            .execution_get(id)
+            .await?
+            .ok_or(EngineError::ExecutionNotFound(id))
+    }
+
+    async fn result_of(&self, rec: ExecutionRecord) -> Result<ExecutionResult, EngineError> {
+        let context = match rec.status {
+            ExecutionStatus::Completed | ExecutionStatus::Failed => {
+                self.shared.store.context_get(rec.id, FINAL_CONTEXT).await?
+            }
+            _ => None,
+        };
+        Ok(ExecutionResult {
+            id: rec.id,
+            workflow: rec.workflow_name,
+            status: rec.status,
+            context,
+            error: rec.error,
+        })
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        // The last handle going away stops the background loops.
+        if Arc::strong_count(&self.background) == 1 {
+            for h in lock(&self.background).drain(..) {
+                h.abort();
+            }
+        }
+    }
+}
+
+fn not_found(id: Uuid) -> impl Fn(StoreError) -> StoreError {
+    move |e| match e {
+        StoreError::ExecutionNotFound(_) => StoreError::ExecutionNotFound(id),
+        other => other,
+    }
+}
+
+async fn wait_for_finish(signals: &mut broadcast::Receiver<StoreSignal>, id: Uuid) {
+    loop {
+        match signals.recv().await {
+            Ok(StoreSignal::ExecutionFinished(done)) if done == id => return,
+            Ok(_) => continue,
+            // Missed signals: re-check the status.
+            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Closed) => futures::future::pending::<()>().await,
+        }
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read_lock<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write_lock<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    fn registered_names(&self) -> Vec<String> {
+        read_lock(&self.catalog).current.keys().cloned().collect()
+    }
+
+    /// The workflow a claimed task belongs to: its exact version if this runner has it,
+    /// otherwise the current version of the name (the database holds the run's DAG, so
+    /// only task bodies and specs come from here).
+    fn workflow_for(&self, claimed: &ClaimedTask) -> Option<Arc<Workflow>> {
+        let cat = read_lock(&self.catalog);
+        cat.versions
+            .get(&(
+                claimed.workflow_name.clone(),
+                claimed.workflow_version.clone(),
+            ))
+            .cloned()
+            .or_else(|| {
+                cat.current
+                    .get(&claimed.workflow_name)
+                    .map(|s| s.workflow.clone())
+            })
+    }
+
+    fn track(&self, execution: Uuid) -> watch::Receiver<bool> {
+        let mut running = lock(&self.running);
+        let entry = running
+            .entry(execution)
+            .or_insert_with(|| (watch::channel(false).0, 0));
+        entry.1 += 1;
+        entry.0.subscribe()
+    }
+
+    fn untrack(&self, execution: Uuid) {
+        let mut running = lock(&self.running);
+        if let Some(entry) = running.get_mut(&execution) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                running.remove(&execution);
+            }
+        }
+    }
+
+    fn signal_cancel(&self, execution: Uuid) {
+        if let Some((tx, _)) = lock(&self.running).get(&execution) {
+            let _ = tx.send(true);
+        }
+    }
+}
+
+/// Claims ready tasks whenever there are free slots and something may be ready.
+async fn dispatch_loop(shared: Arc<Shared>) {
+    loop {
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(first) = shared.slots.clone().acquire_owned().await else {
+            return;
+        };
+        // Reserve every slot before claiming: completions also take slots (for hand-off), so
+        // a slot counted now might be gone after the claim, and a claimed task with no slot
+        // would sit leased until its lease expired.
+        let mut permits = vec![first];
+        while let Ok(p) = shared.slots.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        // Register interest before looking, so a signal that arrives during the claim is kept.
+        let woken = shared.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let names = shared.registered_names();
+        let limit = permits.len();
+        let claimed = if names.is_empty() || shared.stopping.load(Ordering::SeqCst) {
+            Ok(Vec::new())
+        } else {
+            shared
+                .store
+                .task_claim(ClaimRequest {
+                    owner: shared.owner.clone(),
+                    lease_ms: shared.config.lease.as_millis() as i64,
+                    limit: limit as i64,
+                    workflows: Some(names),
+                    only: None,
+                })
+                .await
+        };
+        match claimed {
+            Ok(tasks) if !tasks.is_empty() => {
+                let full = tasks.len() >= limit;
+                // At most `limit` tasks come back, one slot each; unused slots are released.
+                for (task, permit) in tasks.into_iter().zip(permits.drain(..)) {
+                    spawn_task(&shared, task, permit);
+                }
+                drop(permits);
+                if full {
+                    continue;
+                }
+            }
+            Ok(_) => drop(permits),
+            Err(e) => {
+                drop(permits);
+                tracing::warn!(error = %e, "claiming tasks failed; will retry");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        tokio::select! {
+            _ = &mut woken => {}
+            _ = tokio::time::sleep(shared.config.poll_interval) => {}
+        }
+    }
+}
+
+fn spawn_task(shared: &Arc<Shared>, task: ClaimedTask, permit: OwnedSemaphorePermit) {
+    shared.stats.claimed.fetch_add(1, Ordering::Relaxed);
+    let slot = shared.next_slot.fetch_add(1, Ordering::Relaxed);
+    let cancel = shared.track(task.execution_id);
+    let s = shared.clone();
+    let body = async move {
+        // Hand-off: the first dependent this task's completion claimed runs right here, on
+        // the same slot; any others get runners of their own.
+        let mut next = Some((task, permit, cancel));
+        while let Some((task, permit, cancel)) = next.take() {
+            let mut handed = run_task(&s, task, permit, cancel).await.into_iter();
+            if let Some((t, p)) = handed.next() {
+                s.stats.claimed.fetch_add(1, Ordering::Relaxed);
+                let c = s.track(t.execution_id);
+                next = Some((t, p, c));
+            }
+            for (t, p) in handed {
+                spawn_task(&s, t, p);
+            }
+        }
+        lock(&s.tasks).remove(&slot);
+        s.wake.notify_one();
+    };
+    // Insert under the lock the body's removal also takes, so no entry outlives its task.
+    let mut tasks = lock(&shared.tasks);
+    let handle = tokio::spawn(body);
+    tasks.insert(slot, handle.abort_handle());
+}
+
+/// Runs one attempt and records its end. Returns the dependents its completion claimed for
+/// this runner, each with a slot to run in.
+async fn run_task(
+    shared: &Arc<Shared>,
+    task: ClaimedTask,
+    permit: OwnedSemaphorePermit,
+    cancel: watch::Receiver<bool>,
+) -> Vec<(ClaimedTask, OwnedSemaphorePermit)> {
+    let workflow = shared.workflow_for(&task);
+    let outcome = match &workflow {
+        Some(wf) => executor::attempt(&shared.store, &shared.contexts, wf, &task, cancel).await,
+        None => Ok(AttemptOutcome::Failed {
+            error: format!(
+                "workflow '{}' is not registered on the runner that claimed it",
+                task.workflow_name
+            ),
+        }),
+    };
+    shared.untrack(task.execution_id);
+    let mut handed = Vec::new();
+    match outcome {
+        Ok(outcome) => {
+            let counter = match &outcome {
+                AttemptOutcome::Completed { .. } => &shared.stats.completed,
+                AttemptOutcome::Failed { .. } => &shared.stats.failed,
+                AttemptOutcome::Skipped { .. } => &shared.stats.skipped,
+                AttemptOutcome::Retry { retry_at, .. } => {
+                    schedule_wake(shared, *retry_at);
+                    &shared.stats.retried
+                }
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            let output = match &outcome {
+                AttemptOutcome::Completed { output } => Some(Arc::new(output.clone())),
+                _ => None,
+            };
+            // Slots for the dependents this completion may ready: our own, plus any free.
+            let mut permits = vec![permit];
+            let dependents = match (&workflow, &outcome) {
+                (
+                    Some(wf),
+                    AttemptOutcome::Completed { .. }
+                    | AttemptOutcome::Failed { .. }
+                    | AttemptOutcome::Skipped { .. },
+                ) => wf.dependents(&task.task_id).len(),
+                _ => 0,
+            };
+            while permits.len() < dependents {
+                match shared.slots.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            let handoff =
+                (dependents > 0 && !shared.stopping.load(Ordering::SeqCst)).then(|| Handoff {
+                    owner: shared.owner.clone(),
+                    lease_ms: shared.config.lease.as_millis() as i64,
+                    limit: permits.len() as i64,
+                });
+            let finish = TaskFinish {
+                execution_id: task.execution_id,
+                task_id: task.task_id.clone(),
+                attempt: task.attempt,
+                outcome,
+                handoff,
+            };
+            match executor::with_retries(|| shared.store.task_finish(finish.clone())).await {
+                Ok(r) if r.fenced => {
+                    shared.stats.fenced.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        execution = %task.execution_id, task = %task.task_id, attempt = task.attempt,
+                        "attempt lost its lease to a newer attempt; its result was discarded"
+                    );
+                }
+                Ok(r) => {
+                    if let Some(out) = output {
+                        lock(&shared.contexts).put(task.execution_id, &task.task_id, out);
+                    }
+                    handed = r.claimed.into_iter().zip(permits.drain(..)).collect();
+                }
+                Err(e) => tracing::error!(
+                    execution = %task.execution_id, task = %task.task_id, error = %e,
+                    "could not record the task's result; lease recovery will run it again"
+                ),
+            }
+        }
+        Err(e) => tracing::error!(
+            execution = %task.execution_id, task = %task.task_id, error = %e,
+            "could not read the task's inputs; lease recovery will run it again"
+        ),
+    }
+    handed
+}
+
+/// Wakes the dispatcher when a retry becomes due (other runners find it by polling).
+fn schedule_wake(shared: &Arc<Shared>, at: i64) {
+    let s = Arc::downgrade(shared);
+    let delay = Duration::from_millis((at - now_ms()).max(0) as u64);
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        if let Some(s) = s.upgrade() {
+            s.wake.notify_one();
+        }
+    });
+}
+
+/// Turns store signals into dispatcher wake-ups and cancellations of local tasks.
+async fn signal_loop(shared: Arc<Shared>, mut signals: broadcast::Receiver<StoreSignal>) {
+    loop {
+        match signals.recv().await {
+            Ok(StoreSignal::TasksReady) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                shared.wake.notify_one()
+            }
+            Ok(StoreSignal::ExecutionChanged(id)) | Ok(StoreSignal::ExecutionFinished(id)) => {
+                shared.wake.notify_one();
+                let tracked = lock(&shared.running).contains_key(&id);
+                if tracked
+                    && let Ok(Some(rec)) = shared.store.execution_get(id).await
+                    && rec.status == ExecutionStatus::Cancelled
+                {
+                    shared.signal_cancel(id);
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn heartbeat_loop(shared: Arc<Shared>) {
+    let every = shared.config.heartbeat_interval();
+    loop {
+        tokio::time::sleep(every).await;
+        if lock(&shared.tasks).is_empty() {
+            continue;
+        }
+        let until = now_ms() + shared.config.lease.as_millis() as i64;
+        if let Err(e) = shared.store.lease_renew(&shared.owner, until).await {
+            tracing::warn!(error = %e, "renewing leases failed; will retry at the next heartbeat");
+        }
+    }
+}
+
+async fn recovery_loop(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(shared.config.recovery_interval).await;
+        recover(&shared).await;
+    }
+}
+
+async fn recover(shared: &Arc<Shared>) {
+    match shared
+        .store
+        .lease_recover_expired(shared.config.max_recoveries as i32)
+        .await
+    {
+        Ok(r) => {
+            let n = (r.requeued.len() + r.failed.len()) as u64;
+            if n > 0 {
+                shared.stats.recovered.fetch_add(n, Ordering::Relaxed);
+                tracing::info!(
+                    requeued = r.requeued.len(),
+                    failed = r.failed.len(),
+                    "recovered tasks with expired leases"
+                );
+                shared.wake.notify_one();
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "lease recovery pass failed; will retry"),
+    }
+}

@@ -1,0 +1,24 @@
+//! Cloacina: a durable workflow orchestration engine whose only hard dependency is a
+//! database — SQLite embedded by default, PostgreSQL in production.
+//!
+//! Modules follow the concepts of the design: [`workflow`] (authoring types, re-exported from
+//! `cloacina-workflow`), [`store`] (storage on both backends), [`engine`] (the durable runner).
+
+pub mod config;
+pub mod daemon;
+pub mod engine;
+pub mod package;
+pub mod reconciler;
+pub mod registry;
+pub mod schedule;
+pub mod store;
+
+/// The authoring types (`Context`, `Task`, `Workflow`, ...), shared with packages.
+pub mod workflow {
+    pub use cloacina_workflow::*;
+}
+
+pub use cloacina_macros::{task, workflow};
+pub use cloacina_workflow;
+pub use engine::{DefaultRunner, EngineError, ExecutionResult, Runner, RunnerConfig};
+pub use store::{Store, StoreError};

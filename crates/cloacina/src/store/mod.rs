@@ -1,0 +1,556 @@
+//! Storage: one interface over SQLite and PostgreSQL, chosen at run time by URL.
+//!
+//! Every method is one transaction. The queries live once, in `ops.rs`, and are compiled for
+//! each backend; only connection handling and the claim query's locking differ. Writes that
+//! make work runnable or end an execution also raise a [`StoreSignal`], in process at once
+//! and, on PostgreSQL, to other processes through `LISTEN/NOTIFY`.
+
+mod error;
+mod postgres;
+mod rows;
+mod schema;
+mod sqlite;
+mod types;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+pub use error::StoreError;
+pub use sqlite::{SqliteTarget, Synchronous};
+pub use types::*;
+
+use crate::workflow::Context;
+use types::Signals;
+
+/// A parsed database URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite {
+        target: SqliteTarget,
+        synchronous: Synchronous,
+    },
+    Postgres {
+        url: String,
+    },
+}
+
+impl DatabaseUrl {
+    /// Accepts `sqlite://relative/path.db`, `sqlite:///absolute/path.db`, `sqlite:path.db`,
+    /// `sqlite::memory:` (each optionally with `?synchronous=normal|full`) and
+    /// `postgres://...` / `postgresql://...`.
+    pub fn parse(url: &str) -> Result<Self, StoreError> {
+        let invalid = |reason: &str| StoreError::InvalidUrl {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(DatabaseUrl::Postgres {
+                url: url.to_string(),
+            });
+        }
+        let Some(rest) = url.strip_prefix("sqlite:") else {
+            return Err(invalid("unknown scheme"));
+        };
+        let (path, query) = match rest.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (rest, None),
+        };
+        let mut synchronous = Synchronous::Full;
+        for pair in query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .filter(|p| !p.is_empty())
+        {
+            match pair.split_once('=') {
+                Some(("synchronous", v)) if v.eq_ignore_ascii_case("full") => {
+                    synchronous = Synchronous::Full
+                }
+                Some(("synchronous", v)) if v.eq_ignore_ascii_case("normal") => {
+                    synchronous = Synchronous::Normal
+                }
+                Some(("synchronous", _)) => {
+                    return Err(invalid("synchronous must be 'full' or 'normal'"));
+                }
+                _ => {
+                    return Err(invalid(&format!(
+                        "unknown option '{pair}' (supported: synchronous=full|normal)"
+                    )));
+                }
+            }
+        }
+        let target = if path == ":memory:" {
+            SqliteTarget::Memory
+        } else {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(invalid("the path is empty"));
+            }
+            SqliteTarget::File(PathBuf::from(path))
+        };
+        Ok(DatabaseUrl::Sqlite {
+            target,
+            synchronous,
+        })
+    }
+}
+
+/// Database work done through a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// Logical write operations (each one transaction's worth of work).
+    pub write_ops: u64,
+    /// Transactions actually committed: on SQLite group commit folds many write operations
+    /// into one; on PostgreSQL each write operation is its own.
+    pub commits: u64,
+    /// Read operations (each one round trip, possibly several statements).
+    pub reads: u64,
+}
+
+/// How to open a store beyond its URL.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// PostgreSQL schema (one per tenant); created and migrated on open. Default `public`.
+    pub schema: String,
+    /// Most pooled connections (PostgreSQL) or read connections (SQLite).
+    pub max_connections: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            schema: "public".to_string(),
+            max_connections: 8,
+        }
+    }
+}
+
+enum Backend {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
+}
+
+struct Inner {
+    backend: Backend,
+    signals: broadcast::Sender<StoreSignal>,
+    schema: String,
+    write_txns: AtomicU64,
+    reads: AtomicU64,
+}
+
+/// The storage interface. Cheap to clone; all clones share connections.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend_name())
+            .finish()
+    }
+}
+
+/// Runs one op on the store's backend, through `write` or `read`, with the given signal
+/// function for writes. The op's body is expanded once per backend against that backend's
+/// `ops` module.
+macro_rules! dispatch {
+    (write $self:ident, $signals:expr, |$c:ident| $body:expr) => {{
+        $self.inner.write_txns.fetch_add(1, Ordering::Relaxed);
+        let result = match &$self.inner.backend {
+            Backend::Sqlite(s) => {
+                s.write(move |$c| {
+                    use sqlite::ops;
+                    Box::pin(async move { $body.await })
+                })
+                .await
+            }
+            Backend::Postgres(p) => {
+                p.write(
+                    move |$c| {
+                        use postgres::ops;
+                        Box::pin(async move { $body.await })
+                    },
+                    $signals,
+                )
+                .await
+            }
+        };
+        if let Ok(value) = &result {
+            for s in ($signals)(value) {
+                let _ = $self.inner.signals.send(s);
+            }
+        }
+        result
+    }};
+    (read $self:ident, |$c:ident| $body:expr) => {{
+        $self.inner.reads.fetch_add(1, Ordering::Relaxed);
+        match &$self.inner.backend {
+            Backend::Sqlite(s) => {
+                s.read(move |$c| {
+                    use sqlite::ops;
+                    Box::pin(async move { $body.await })
+                })
+                .await
+            }
+            Backend::Postgres(p) => {
+                p.read(move |$c| {
+                    use postgres::ops;
+                    Box::pin(async move { $body.await })
+                })
+                .await
+            }
+        }
+    }};
+}
+
+/// Stores opened on the same SQLite file in one process share one signal bus, so a runner
+/// hears of work committed through another store at once. (Across processes SQLite has no
+/// notification channel; runners there rely on their safety-net poll.)
+fn shared_sqlite_bus(
+    path: &std::path::Path,
+    fresh: broadcast::Sender<StoreSignal>,
+) -> broadcast::Sender<StoreSignal> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static BUSES: OnceLock<Mutex<HashMap<PathBuf, broadcast::WeakSender<StoreSignal>>>> =
+        OnceLock::new();
+    let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut buses = BUSES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    buses.retain(|_, weak| weak.upgrade().is_some());
+    if let Some(existing) = buses.get(&key).and_then(|w| w.upgrade()) {
+        return existing;
+    }
+    buses.insert(key, fresh.downgrade());
+    fresh
+}
+
+fn no_signals<T>(_: &T) -> Vec<StoreSignal> {
+    Vec::new()
+}
+
+impl Store {
+    /// Opens (creating and migrating as needed) the database at `url`.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        Self::open_with(url, StoreOptions::default()).await
+    }
+
+    pub async fn open_with(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
+        let (mut signals, _) = broadcast::channel(4096);
+        let backend = match DatabaseUrl::parse(url)? {
+            DatabaseUrl::Sqlite {
+                target,
+                synchronous,
+            } => {
+                let store =
+                    sqlite::SqliteStore::open(target.clone(), synchronous, options.max_connections)
+                        .await?;
+                if let SqliteTarget::File(path) = &target {
+                    signals = shared_sqlite_bus(path, signals);
+                }
+                Backend::Sqlite(store)
+            }
+            DatabaseUrl::Postgres { url } => Backend::Postgres(
+                postgres::PgStore::open(
+                    &url,
+                    &options.schema,
+                    options.max_connections,
+                    signals.clone(),
+                )
+                .await?,
+            ),
+        };
+        Ok(Store {
+            inner: Arc::new(Inner {
+                backend,
+                signals,
+                schema: options.schema,
+                write_txns: AtomicU64::new(0),
+                reads: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.inner.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// SQLite's durability mode, or `None` on PostgreSQL.
+    pub fn synchronous(&self) -> Option<Synchronous> {
+        match &self.inner.backend {
+            Backend::Sqlite(s) => Some(s.synchronous),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// Counters of database work so far, so benchmarks can report round trips per task.
+    pub fn stats(&self) -> StoreStats {
+        let write_ops = self.inner.write_txns.load(Ordering::Relaxed);
+        StoreStats {
+            write_ops,
+            reads: self.inner.reads.load(Ordering::Relaxed),
+            commits: match &self.inner.backend {
+                Backend::Sqlite(s) => s.commits(),
+                Backend::Postgres(p) => p.commits(),
+            },
+        }
+    }
+
+    /// Signals from this store: in process at once, and from other processes on PostgreSQL.
+    pub fn subscribe(&self) -> broadcast::Receiver<StoreSignal> {
+        self.inner.signals.subscribe()
+    }
+
+    /// Drops this store's PostgreSQL schema with everything in it (a no-op error on SQLite,
+    /// where a tenant is a file to delete).
+    pub async fn schema_drop(&self) -> Result<(), StoreError> {
+        match &self.inner.backend {
+            Backend::Postgres(p) => p.drop_schema(&self.inner.schema).await,
+            Backend::Sqlite(_) => Err(StoreError::InvalidSchema(
+                "SQLite has no schemas; delete the database file instead".to_string(),
+            )),
+        }
+    }
+
+    // ---- executions -------------------------------------------------------------------
+
+    /// Creates an execution, its tasks (roots `Ready`), its input context and first events.
+    ///
+    /// With `new.dedup_key`, fails with [`StoreError::DuplicateExecution`] (creating nothing)
+    /// while an unfinished execution has the same key. With `new.cron`, claims the cron instant
+    /// in the same transaction and fails with [`StoreError::CronInstantTaken`] (creating nothing)
+    /// when it was already fired or skipped.
+    pub async fn execution_create(&self, new: NewExecution) -> Result<ExecutionRecord, StoreError> {
+        fn sig(_: &ExecutionRecord) -> Vec<StoreSignal> {
+            vec![StoreSignal::TasksReady]
+        }
+        let now = now_ms();
+        dispatch!(write self, sig, |c| ops::execution_create(c, new, now))
+    }
+
+    pub async fn execution_get(&self, id: Uuid) -> Result<Option<ExecutionRecord>, StoreError> {
+        dispatch!(read self, |c| ops::execution_get(c, id))
+    }
+
+    /// Executions, newest first.
+    pub async fn execution_list(
+        &self,
+        filter: ExecutionFilter,
+    ) -> Result<Vec<ExecutionRecord>, StoreError> {
+        dispatch!(read self, |c| ops::execution_list(c, filter))
+    }
+
+    /// Stops new tasks from starting; running ones finish.
+    pub async fn execution_pause(&self, id: Uuid) -> Result<ExecutionRecord, StoreError> {
+        fn sig(r: &ExecutionRecord) -> Vec<StoreSignal> {
+            vec![StoreSignal::ExecutionChanged(r.id)]
+        }
+        let now = now_ms();
+        dispatch!(write self, sig, |c| ops::execution_pause(c, id, now))
+    }
+
+    pub async fn execution_resume(&self, id: Uuid) -> Result<ExecutionRecord, StoreError> {
+        fn sig(r: &ExecutionRecord) -> Vec<StoreSignal> {
+            vec![StoreSignal::ExecutionChanged(r.id), StoreSignal::TasksReady]
+        }
+        let now = now_ms();
+        dispatch!(write self, sig, |c| ops::execution_resume(c, id, now))
+    }
+
+    /// Ends the run as Cancelled: unstarted tasks are skipped; running ones finish.
+    pub async fn execution_cancel(
+        &self,
+        id: Uuid,
+        reason: Option<String>,
+    ) -> Result<ExecutionRecord, StoreError> {
+        fn sig(r: &ExecutionRecord) -> Vec<StoreSignal> {
+            vec![
+                StoreSignal::ExecutionChanged(r.id),
+                StoreSignal::ExecutionFinished(r.id),
+            ]
+        }
+        let now = now_ms();
+        dispatch!(write self, sig, |c| ops::execution_cancel(c, id, reason, now))
+    }
+
+    // ---- tasks ------------------------------------------------------------------------
+
+    /// An execution's tasks in topological order.
+    pub async fn task_list(&self, execution: Uuid) -> Result<Vec<TaskRecord>, StoreError> {
+        dispatch!(read self, |c| ops::task_list(c, execution))
+    }
+
+    pub async fn task_statuses(
+        &self,
+        execution: Uuid,
+        tasks: Vec<String>,
+    ) -> Result<Vec<(String, TaskStatus)>, StoreError> {
+        dispatch!(read self, |c| ops::task_statuses(c, execution, tasks))
+    }
+
+    /// Leases ready tasks to `req.owner`; each claim bumps the task's attempt (fencing token).
+    pub async fn task_claim(&self, req: ClaimRequest) -> Result<Vec<ClaimedTask>, StoreError> {
+        let now = now_ms();
+        dispatch!(write self, no_signals, |c| ops::task_claim(c, req, now))
+    }
+
+    /// Records how an attempt ended, atomically with everything it implies.
+    pub async fn task_finish(&self, finish: TaskFinish) -> Result<FinishResult, StoreError> {
+        let now = now_ms();
+        let id = finish.execution_id;
+        dispatch!(write self, move |r: &FinishResult| r.signals(Some(id)), |c| ops::task_finish(c, finish, now))
+    }
+
+    // ---- leases -----------------------------------------------------------------------
+
+    /// Extends every lease `owner` holds until `until`; returns how many.
+    pub async fn lease_renew(&self, owner: &str, until: Millis) -> Result<usize, StoreError> {
+        let owner = owner.to_string();
+        let now = now_ms();
+        dispatch!(write self, no_signals, |c| ops::lease_renew(c, owner, until, now))
+    }
+
+    /// Puts tasks whose lease expired back to Ready, or fails them past `max_recoveries`.
+    pub async fn lease_recover_expired(
+        &self,
+        max_recoveries: i32,
+    ) -> Result<RecoveryResult, StoreError> {
+        fn sig(r: &RecoveryResult) -> Vec<StoreSignal> {
+            r.signals(None)
+        }
+        let now = now_ms();
+        dispatch!(write self, sig, |c| ops::lease_recover_expired(c, max_recoveries, now))
+    }
+
+    /// Puts every task `owner` still runs back to `Ready` at once (not counted as a recovery).
+    pub async fn lease_release(&self, owner: &str) -> Result<Vec<(Uuid, String)>, StoreError> {
+        #[allow(clippy::ptr_arg)] // a signal function takes the op's result type as it is
+        fn sig(r: &Vec<(Uuid, String)>) -> Vec<StoreSignal> {
+            if r.is_empty() {
+                Vec::new()
+            } else {
+                vec![StoreSignal::TasksReady]
+            }
+        }
+        let owner = owner.to_string();
+        let now = now_ms();
+        dispatch!(write self, sig, |c| ops::lease_release(c, owner, now))
+    }
+
+    // ---- events -----------------------------------------------------------------------
+
+    /// An execution's events with `seq > after_seq`, in order.
+    pub async fn event_list(
+        &self,
+        execution: Uuid,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        dispatch!(read self, |c| ops::event_list(c, execution, after_seq, limit))
+    }
+
+    /// Deletes events created before `before` (or only counts them with `dry_run`).
+    pub async fn event_cleanup(&self, before: Millis, dry_run: bool) -> Result<i64, StoreError> {
+        if dry_run {
+            return dispatch!(read self, |c| ops::event_cleanup(c, before, true));
+        }
+        dispatch!(write self, no_signals, |c| ops::event_cleanup(c, before, false))
+    }
+
+    // ---- cron schedules ---------------------------------------------------------------
+
+    /// Makes `package_id`'s stored cron schedules exactly `specs` (one row per name): inserts
+    /// new ones, updates changed ones (resetting the cursor only when the expression or time
+    /// zone changed), deletes names no longer declared. Idempotent. Returns the package's rows.
+    pub async fn cron_schedule_write(
+        &self,
+        package_id: &str,
+        tenant: &str,
+        specs: Vec<NewCronSchedule>,
+    ) -> Result<Vec<CronScheduleRecord>, StoreError> {
+        let (package_id, tenant) = (package_id.to_string(), tenant.to_string());
+        let now = now_ms();
+        dispatch!(write self, no_signals, |c| ops::cron_schedule_write(c, package_id, tenant, specs, now))
+    }
+
+    /// Deletes `package_id`'s cron schedules and their fire history; returns how many
+    /// schedules (0 when there were none).
+    pub async fn cron_schedule_delete(&self, package_id: &str) -> Result<usize, StoreError> {
+        let package_id = package_id.to_string();
+        dispatch!(write self, no_signals, |c| ops::cron_schedule_delete(c, package_id))
+    }
+
+    /// Cron schedules, earliest cursor first.
+    pub async fn cron_schedule_list(
+        &self,
+        filter: CronScheduleFilter,
+    ) -> Result<Vec<CronScheduleRecord>, StoreError> {
+        dispatch!(read self, |c| ops::cron_schedule_list(c, filter))
+    }
+
+    /// The earliest cursor of any schedule, or `None` without schedules.
+    pub async fn cron_schedule_next(&self) -> Result<Option<Millis>, StoreError> {
+        dispatch!(read self, |c| ops::cron_schedule_next(c))
+    }
+
+    /// Moves schedule `id`'s cursor from exactly `from` to `to` (later) without firing, adding
+    /// `missed` to its dropped-instant count. `false` when someone else moved it first.
+    pub async fn cron_schedule_advance(
+        &self,
+        id: Uuid,
+        from: Millis,
+        to: Millis,
+        missed: i64,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        dispatch!(write self, no_signals, |c| ops::cron_schedule_advance(c, id, from, to, missed, now))
+    }
+
+    /// Fired cron instants, newest first (of one schedule, or of all).
+    pub async fn cron_fire_list(
+        &self,
+        schedule: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<CronFireRecord>, StoreError> {
+        dispatch!(read self, |c| ops::cron_fire_list(c, schedule, limit))
+    }
+
+    /// Keeps the newest `keep` fire records per schedule; returns how many were deleted.
+    pub async fn cron_fire_prune(&self, keep: i64) -> Result<usize, StoreError> {
+        dispatch!(write self, no_signals, |c| ops::cron_fire_prune(c, keep))
+    }
+
+    // ---- contexts ---------------------------------------------------------------------
+
+    /// A context document: [`INPUT_CONTEXT`], [`FINAL_CONTEXT`] or a task id.
+    pub async fn context_get(
+        &self,
+        execution: Uuid,
+        owner: &str,
+    ) -> Result<Option<Context>, StoreError> {
+        let owner = owner.to_string();
+        dispatch!(read self, |c| ops::context_get(c, execution, owner))
+    }
+
+    /// The documents of `owners` that exist.
+    pub async fn contexts_get(
+        &self,
+        execution: Uuid,
+        owners: Vec<String>,
+    ) -> Result<BTreeMap<String, Context>, StoreError> {
+        dispatch!(read self, |c| ops::contexts_get(c, execution, owners))
+    }
+}

@@ -1,0 +1,1042 @@
+// Every storage operation, written once. This file is `include!`d by `sqlite.rs` and
+// `postgres.rs`, each of which defines `Conn` (its connection type) and `select_claimable`
+// (the one query whose locking differs) and `insert_tasks`/`insert_events` (multi-row
+// inserts), so both backends run the same statements.
+//
+// Each function runs inside a transaction opened by its caller; none commits.
+
+use std::collections::BTreeMap;
+
+use diesel::{BoolExpressionMethods, ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
+use diesel_async::RunQueryDsl;
+use uuid::Uuid;
+
+use crate::store::error::StoreError;
+use crate::store::rows::{
+    ContextRow, CronFireRow, CronScheduleRow, EventRow, ExecutionRow, PendingEvent, TaskRow, encode_catch_up, encode_list,
+    parse_list, parse_uuid,
+};
+use crate::store::schema::{
+    contexts, cron_fires as cf, cron_schedules as cs, execution_events, task_executions as te, workflow_executions as we,
+};
+use crate::store::types::{
+    AttemptOutcome, ClaimRequest, ClaimedTask, CronClaim, CronFireRecord, CronScheduleFilter, CronScheduleRecord, EventRecord,
+    ExecutionFilter, ExecutionRecord, ExecutionStatus, FINAL_CONTEXT, FinishResult, INPUT_CONTEXT, Millis, NewCronSchedule,
+    NewExecution, RecoveryResult, TaskFinish, TaskRecord, TaskStatus, event_kind,
+};
+use crate::workflow::Context;
+
+const ACTIVE: [&str; 2] = ["Pending", "Running"];
+const TERMINAL: [&str; 3] = ["Completed", "Failed", "Cancelled"];
+/// Statuses covered by the de-duplication index (`workflow_executions_dedup`).
+const UNFINISHED: [&str; 3] = ["Pending", "Running", "Paused"];
+
+fn is_unique_violation(e: &diesel::result::Error) -> bool {
+    matches!(
+        e,
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
+/// The row of attempt `$attempt` of a task, only while that attempt still holds it.
+macro_rules! fenced {
+    ($e:expr, $t:expr, $attempt:expr) => {
+        te::table
+            .filter(te::execution_id.eq($e))
+            .filter(te::task_id.eq($t))
+            .filter(te::attempt.eq($attempt))
+            .filter(te::status.eq("Running"))
+    };
+}
+
+/// The execution row's counters after a bump.
+struct Counters {
+    event_seq: i64,
+    remaining_tasks: i32,
+    failed_tasks: i32,
+    status: String,
+    workflow_name: String,
+    workflow_version: String,
+}
+
+/// Adjusts an execution's counters and appends its events. Updating the execution row first
+/// takes its row lock (PostgreSQL) so sequence numbers follow commit order per execution.
+async fn bump(
+    conn: &mut Conn,
+    execution: &str,
+    events: Vec<PendingEvent>,
+    remaining_delta: i32,
+    failed_delta: i32,
+    now: Millis,
+) -> Result<Counters, StoreError> {
+    let n = events.len() as i64;
+    let (event_seq, remaining_tasks, failed_tasks, status, workflow_name, workflow_version) =
+        diesel::update(we::table.find(execution))
+            .set((
+                we::event_seq.eq(we::event_seq + n),
+                we::remaining_tasks.eq(we::remaining_tasks + remaining_delta),
+                we::failed_tasks.eq(we::failed_tasks + failed_delta),
+                we::updated_at.eq(now),
+            ))
+            .returning((
+                we::event_seq,
+                we::remaining_tasks,
+                we::failed_tasks,
+                we::status,
+                we::workflow_name,
+                we::workflow_version,
+            ))
+            .get_result::<(i64, i32, i32, String, String, String)>(conn)
+            .await
+            .optional()?
+            .ok_or_else(|| StoreError::ExecutionNotFound(crate::store::rows::parse_uuid(execution).unwrap_or_default()))?;
+    if n > 0 {
+        let first = event_seq - n + 1;
+        let rows: Vec<EventRow> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| e.into_row(execution, first + i as i64, now))
+            .collect();
+        insert_events(conn, rows).await?;
+    }
+    Ok(Counters {
+        event_seq,
+        remaining_tasks,
+        failed_tasks,
+        status,
+        workflow_name,
+        workflow_version,
+    })
+}
+
+async fn append_events(conn: &mut Conn, execution: &str, events: Vec<PendingEvent>, now: Millis) -> Result<Counters, StoreError> {
+    bump(conn, execution, events, 0, 0, now).await
+}
+
+pub(crate) async fn execution_create(conn: &mut Conn, new: NewExecution, now: Millis) -> Result<ExecutionRecord, StoreError> {
+    let id = new.id.to_string();
+    if let Some(claim) = &new.cron {
+        cron_claim(conn, claim, &id, now).await?;
+    }
+    let mut events = vec![PendingEvent::execution(
+        event_kind::EXECUTION_CREATED,
+        Some(format!("workflow '{}' version {}", new.workflow_name, &new.workflow_version[..new.workflow_version.len().min(12)])),
+    )];
+    let tasks: Vec<TaskRow> = new
+        .tasks
+        .iter()
+        .map(|t| {
+            let ready = t.dependencies == 0;
+            if ready {
+                events.push(PendingEvent::task(event_kind::TASK_READY, &t.task_id, None, None));
+            }
+            TaskRow {
+                execution_id: id.clone(),
+                task_id: t.task_id.clone(),
+                position: t.position,
+                dependents: encode_list(&t.dependents),
+                status: if ready { "Ready" } else { "NotStarted" }.to_string(),
+                remaining_deps: t.dependencies,
+                failed_deps: 0,
+                attempt: 0,
+                max_attempts: t.max_attempts,
+                recoveries: 0,
+                ready_at: ready.then_some(now),
+                lease_owner: None,
+                lease_expires_at: None,
+                error: None,
+                created_at: now,
+                updated_at: now,
+                started_at: None,
+                completed_at: None,
+            }
+        })
+        .collect();
+    let row = ExecutionRow {
+        id: id.clone(),
+        workflow_name: new.workflow_name,
+        workflow_version: new.workflow_version,
+        package_id: new.package_id,
+        status: ExecutionStatus::Pending.as_str().to_string(),
+        total_tasks: tasks.len() as i32,
+        remaining_tasks: tasks.len() as i32,
+        failed_tasks: 0,
+        event_seq: events.len() as i64,
+        error: None,
+        created_at: now,
+        updated_at: now,
+        started_at: None,
+        completed_at: None,
+        dedup_key: new.dedup_key.clone(),
+    };
+    // DO NOTHING rather than failing: a conflict (the id, or the de-duplication key of an
+    // unfinished run) must not abort a PostgreSQL transaction that may hold a cron claim.
+    let inserted = match diesel::insert_into(we::table).values(&row).on_conflict_do_nothing().execute(conn).await {
+        Err(e) if is_unique_violation(&e) => return Err(StoreError::ExecutionExists { id: new.id }),
+        other => other?,
+    };
+    if inserted == 0 {
+        if let Some(key) = &new.dedup_key {
+            let existing: Option<String> = we::table
+                .filter(we::dedup_key.eq(key))
+                .filter(we::status.eq_any(UNFINISHED))
+                .select(we::id)
+                .first(conn)
+                .await
+                .optional()?;
+            if let Some(existing) = existing {
+                return Err(StoreError::DuplicateExecution {
+                    dedup_key: key.clone(),
+                    existing: Some(parse_uuid(&existing)?),
+                });
+            }
+        }
+        return Err(StoreError::ExecutionExists { id: new.id });
+    }
+    if !tasks.is_empty() {
+        insert_tasks(conn, tasks).await?;
+    }
+    diesel::insert_into(contexts::table)
+        .values(&ContextRow {
+            execution_id: id.clone(),
+            owner: INPUT_CONTEXT.to_string(),
+            data: new.input.to_json(),
+            created_at: now,
+        })
+        .execute(conn)
+        .await?;
+    let rows: Vec<EventRow> = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| e.into_row(&id, i as i64 + 1, now))
+        .collect();
+    insert_events(conn, rows).await?;
+    row.try_into()
+}
+
+pub(crate) async fn execution_get(conn: &mut Conn, id: Uuid) -> Result<Option<ExecutionRecord>, StoreError> {
+    we::table
+        .find(id.to_string())
+        .select(ExecutionRow::as_select())
+        .first(conn)
+        .await
+        .optional()?
+        .map(TryInto::try_into)
+        .transpose()
+}
+
+pub(crate) async fn execution_list(conn: &mut Conn, filter: ExecutionFilter) -> Result<Vec<ExecutionRecord>, StoreError> {
+    let mut q = we::table.select(ExecutionRow::as_select()).into_boxed();
+    if let Some(w) = filter.workflow {
+        q = q.filter(we::workflow_name.eq(w));
+    }
+    if let Some(s) = filter.status {
+        q = q.filter(we::status.eq(s.as_str()));
+    }
+    if let Some(before) = filter.before {
+        // Ids are UUIDv7: their text order is creation order.
+        q = q.filter(we::id.lt(before.to_string()));
+    }
+    let rows: Vec<ExecutionRow> = q
+        .order(we::id.desc())
+        .limit(filter.limit.unwrap_or(50).clamp(1, 10_000))
+        .load(conn)
+        .await?;
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
+pub(crate) async fn execution_pause(conn: &mut Conn, id: Uuid, now: Millis) -> Result<ExecutionRecord, StoreError> {
+    transition(conn, id, "pause", &ACTIVE, ExecutionStatus::Paused, event_kind::EXECUTION_PAUSED, now).await
+}
+
+pub(crate) async fn execution_resume(conn: &mut Conn, id: Uuid, now: Millis) -> Result<ExecutionRecord, StoreError> {
+    let current = execution_get(conn, id).await?.ok_or(StoreError::ExecutionNotFound(id))?;
+    // A run that never started goes back to Pending, so "started" keeps its meaning.
+    let to = if current.started_at.is_some() {
+        ExecutionStatus::Running
+    } else {
+        ExecutionStatus::Pending
+    };
+    transition(conn, id, "resume", &["Paused"], to, event_kind::EXECUTION_RESUMED, now).await
+}
+
+async fn transition(
+    conn: &mut Conn,
+    id: Uuid,
+    action: &'static str,
+    from: &[&str],
+    to: ExecutionStatus,
+    kind: &'static str,
+    now: Millis,
+) -> Result<ExecutionRecord, StoreError> {
+    let e = id.to_string();
+    let n = diesel::update(we::table.find(&e).filter(we::status.eq_any(from)))
+        .set((we::status.eq(to.as_str()), we::updated_at.eq(now)))
+        .execute(conn)
+        .await?;
+    if n == 0 {
+        let current = execution_get(conn, id).await?.ok_or(StoreError::ExecutionNotFound(id))?;
+        return Err(StoreError::InvalidTransition {
+            id,
+            action,
+            status: current.status,
+        });
+    }
+    append_events(conn, &e, vec![PendingEvent::execution(kind, None)], now).await?;
+    execution_get(conn, id).await?.ok_or(StoreError::ExecutionNotFound(id))
+}
+
+/// Cancels a run: tasks not yet started are skipped; running ones finish (their results are
+/// still recorded) but the run stays Cancelled.
+pub(crate) async fn execution_cancel(conn: &mut Conn, id: Uuid, reason: Option<String>, now: Millis) -> Result<ExecutionRecord, StoreError> {
+    let e = id.to_string();
+    let message = reason.unwrap_or_else(|| "cancelled by request".to_string());
+    let n = diesel::update(we::table.find(&e).filter(we::status.ne_all(TERMINAL)))
+        .set((
+            we::status.eq(ExecutionStatus::Cancelled.as_str()),
+            we::error.eq(Some(message.clone())),
+            we::completed_at.eq(Some(now)),
+            we::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .await?;
+    if n == 0 {
+        let current = execution_get(conn, id).await?.ok_or(StoreError::ExecutionNotFound(id))?;
+        return Err(StoreError::InvalidTransition {
+            id,
+            action: "cancel",
+            status: current.status,
+        });
+    }
+    let skipped = diesel::update(te::table.filter(te::execution_id.eq(&e)).filter(te::status.eq_any(["NotStarted", "Ready"])))
+        .set((
+            te::status.eq(TaskStatus::Skipped.as_str()),
+            te::error.eq(Some("execution cancelled".to_string())),
+            te::completed_at.eq(Some(now)),
+            te::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .await?;
+    bump(
+        conn,
+        &e,
+        vec![PendingEvent::execution(event_kind::EXECUTION_CANCELLED, Some(message))],
+        -(skipped as i32),
+        0,
+        now,
+    )
+    .await?;
+    execution_get(conn, id).await?.ok_or(StoreError::ExecutionNotFound(id))
+}
+
+pub(crate) async fn task_list(conn: &mut Conn, execution: Uuid) -> Result<Vec<TaskRecord>, StoreError> {
+    let rows: Vec<TaskRow> = te::table
+        .filter(te::execution_id.eq(execution.to_string()))
+        .order(te::position.asc())
+        .select(TaskRow::as_select())
+        .load(conn)
+        .await?;
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
+pub(crate) async fn task_statuses(conn: &mut Conn, execution: Uuid, tasks: Vec<String>) -> Result<Vec<(String, TaskStatus)>, StoreError> {
+    let rows: Vec<(String, String)> = te::table
+        .filter(te::execution_id.eq(execution.to_string()))
+        .filter(te::task_id.eq_any(&tasks))
+        .select((te::task_id, te::status))
+        .load(conn)
+        .await?;
+    rows.into_iter()
+        .map(|(t, s)| Ok((t, s.parse().map_err(crate::store::error::corrupt)?)))
+        .collect()
+}
+
+/// Claims ready tasks: each is a single status-checked update that bumps the attempt (the
+/// fencing token) and records the lease; executions that are paused or cancelled are never
+/// claimed from.
+pub(crate) async fn task_claim(conn: &mut Conn, req: ClaimRequest, now: Millis) -> Result<Vec<ClaimedTask>, StoreError> {
+    let candidates: Vec<(String, String)> = match &req.only {
+        Some(only) => only.iter().map(|(e, t)| (e.to_string(), t.clone())).collect(),
+        None => select_claimable(conn, &req, now).await?,
+    };
+    let expires = now + req.lease_ms;
+    let mut per_execution: BTreeMap<String, Vec<(String, i32, i32, i32)>> = BTreeMap::new();
+    for (e, t) in candidates {
+        let active = we::table.filter(we::status.eq_any(ACTIVE)).select(we::id);
+        let claimed: Option<(i32, i32, i32)> = diesel::update(
+            te::table
+                .filter(te::execution_id.eq(&e))
+                .filter(te::task_id.eq(&t))
+                .filter(te::status.eq("Ready"))
+                .filter(te::ready_at.le(now).or(te::ready_at.is_null()))
+                .filter(te::execution_id.eq_any(active)),
+        )
+        .set((
+            te::status.eq(TaskStatus::Running.as_str()),
+            te::attempt.eq(te::attempt + 1),
+            te::lease_owner.eq(Some(req.owner.as_str())),
+            te::lease_expires_at.eq(Some(expires)),
+            te::started_at.eq(Some(now)),
+            te::updated_at.eq(now),
+        ))
+        .returning((te::attempt, te::recoveries, te::failed_deps))
+        .get_result(conn)
+        .await
+        .optional()?;
+        if let Some((attempt, recoveries, failed_deps)) = claimed {
+            per_execution.entry(e).or_default().push((t, attempt, recoveries, failed_deps));
+        }
+    }
+    let mut out = Vec::new();
+    for (e, tasks) in per_execution {
+        let started = diesel::update(we::table.find(&e).filter(we::status.eq("Pending")))
+            .set((we::status.eq(ExecutionStatus::Running.as_str()), we::started_at.eq(Some(now))))
+            .execute(conn)
+            .await?
+            > 0;
+        let mut events = Vec::with_capacity(tasks.len() + 1);
+        if started {
+            events.push(PendingEvent::execution(event_kind::EXECUTION_STARTED, None));
+        }
+        for (t, attempt, _, _) in &tasks {
+            events.push(PendingEvent::task(
+                event_kind::TASK_CLAIMED,
+                t,
+                Some(*attempt),
+                Some(format!("leased to {} until {expires}", req.owner)),
+            ));
+        }
+        let c = append_events(conn, &e, events, now).await?;
+        let id = crate::store::rows::parse_uuid(&e)?;
+        for (task_id, attempt, recoveries, failed_deps) in tasks {
+            out.push(ClaimedTask {
+                execution_id: id,
+                task_id,
+                attempt,
+                recoveries,
+                failed_deps,
+                workflow_name: c.workflow_name.clone(),
+                workflow_version: c.workflow_version.clone(),
+                lease_expires_at: expires,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Records how an attempt ended, fenced by its attempt number. A terminal outcome commits the
+/// task's output, its status, its dependents' readiness, the execution's counters (and final
+/// status when it was the last task) and the events, all in the caller's one transaction.
+pub(crate) async fn task_finish(conn: &mut Conn, f: TaskFinish, now: Millis) -> Result<FinishResult, StoreError> {
+    let e = f.execution_id.to_string();
+    let (status, message, output) = match f.outcome {
+        AttemptOutcome::Retry { error, retry_at } => return schedule_retry(conn, &e, &f.task_id, f.attempt, error, retry_at, now).await,
+        AttemptOutcome::Completed { output } => (TaskStatus::Completed, None, Some(output)),
+        AttemptOutcome::Failed { error } => (TaskStatus::Failed, Some(error), None),
+        AttemptOutcome::Skipped { reason } => (TaskStatus::Skipped, Some(reason), None),
+    };
+    let mut result = finish_terminal(conn, &e, &f.task_id, f.attempt, status, message, output, now).await?;
+    if let Some(h) = f.handoff
+        && h.limit > 0
+        && !result.fenced
+        && !result.newly_ready.is_empty()
+    {
+        let only = result
+            .newly_ready
+            .iter()
+            .take(h.limit as usize)
+            .map(|t| (f.execution_id, t.clone()))
+            .collect();
+        let req = ClaimRequest {
+            owner: h.owner,
+            lease_ms: h.lease_ms,
+            limit: h.limit,
+            workflows: None,
+            only: Some(only),
+        };
+        result.claimed = task_claim(conn, req, now).await?;
+    }
+    Ok(result)
+}
+
+/// A failed attempt that will be retried: back to Ready at `retry_at`, with its error kept.
+#[allow(clippy::too_many_arguments)]
+async fn schedule_retry(
+    conn: &mut Conn,
+    e: &str,
+    task: &str,
+    attempt: i32,
+    error: String,
+    retry_at: Millis,
+    now: Millis,
+) -> Result<FinishResult, StoreError> {
+    let n = diesel::update(fenced!(e, task, attempt))
+        .set((
+            te::status.eq(TaskStatus::Ready.as_str()),
+            te::ready_at.eq(Some(retry_at)),
+            te::error.eq(Some(error.clone())),
+            te::lease_owner.eq(None::<String>),
+            te::lease_expires_at.eq(None::<i64>),
+            te::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .await?;
+    if n == 0 {
+        return Ok(FinishResult {
+            fenced: true,
+            ..FinishResult::default()
+        });
+    }
+    let event = PendingEvent::task(
+        event_kind::TASK_RETRY_SCHEDULED,
+        task,
+        Some(attempt),
+        Some(format!("attempt {attempt} failed: {error}; next attempt in {} ms", (retry_at - now).max(0))),
+    );
+    append_events(conn, e, vec![event], now).await?;
+    Ok(FinishResult::default())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn finish_terminal(
+    conn: &mut Conn,
+    e: &str,
+    t: &str,
+    attempt: i32,
+    status: TaskStatus,
+    message: Option<String>,
+    output: Option<Context>,
+    now: Millis,
+) -> Result<FinishResult, StoreError> {
+    let dependents: Option<String> = diesel::update(fenced!(e, t, attempt))
+        .set((
+            te::status.eq(status.as_str()),
+            te::error.eq(message.clone()),
+            te::lease_owner.eq(None::<String>),
+            te::lease_expires_at.eq(None::<i64>),
+            te::completed_at.eq(Some(now)),
+            te::updated_at.eq(now),
+        ))
+        .returning(te::dependents)
+        .get_result(conn)
+        .await
+        .optional()?;
+    let Some(dependents) = dependents else {
+        return Ok(FinishResult {
+            fenced: true,
+            ..FinishResult::default()
+        });
+    };
+    if let Some(output) = output {
+        let row = ContextRow {
+            execution_id: e.to_string(),
+            owner: t.to_string(),
+            data: output.to_json(),
+            created_at: now,
+        };
+        diesel::insert_into(contexts::table)
+            .values(&row)
+            .on_conflict((contexts::execution_id, contexts::owner))
+            .do_update()
+            .set(contexts::data.eq(&row.data))
+            .execute(conn)
+            .await?;
+    }
+    let kind = match status {
+        TaskStatus::Completed => event_kind::TASK_COMPLETED,
+        TaskStatus::Skipped => event_kind::TASK_SKIPPED,
+        _ => event_kind::TASK_FAILED,
+    };
+    let mut events = vec![PendingEvent::task(kind, t, Some(attempt), message)];
+    let dependents = parse_list(&dependents)?;
+    let mut newly_ready = Vec::new();
+    if !dependents.is_empty() {
+        let failed_dep = i32::from(status != TaskStatus::Completed);
+        diesel::update(te::table.filter(te::execution_id.eq(e)).filter(te::task_id.eq_any(&dependents)))
+            .set((
+                te::remaining_deps.eq(te::remaining_deps - 1),
+                te::failed_deps.eq(te::failed_deps + failed_dep),
+            ))
+            .execute(conn)
+            .await?;
+        newly_ready = diesel::update(
+            te::table
+                .filter(te::execution_id.eq(e))
+                .filter(te::task_id.eq_any(&dependents))
+                .filter(te::remaining_deps.le(0))
+                .filter(te::status.eq("NotStarted")),
+        )
+        .set((
+            te::status.eq(TaskStatus::Ready.as_str()),
+            te::ready_at.eq(Some(now)),
+            te::updated_at.eq(now),
+        ))
+        .returning(te::task_id)
+        .load::<String>(conn)
+        .await?;
+        newly_ready.sort_by_key(|r| dependents.iter().position(|d| d == r));
+        events.extend(newly_ready.iter().map(|r| PendingEvent::task(event_kind::TASK_READY, r, None, None)));
+    }
+    let failed = i32::from(status == TaskStatus::Failed);
+    let c = bump(conn, e, events, -1, failed, now).await?;
+    let mut execution_finished = None;
+    if c.remaining_tasks <= 0 && !TERMINAL.contains(&c.status.as_str()) {
+        execution_finished = Some(finalize(conn, e, c.failed_tasks, now).await?);
+    }
+    let _ = c.event_seq;
+    Ok(FinishResult {
+        fenced: false,
+        newly_ready,
+        execution_finished,
+        claimed: Vec::new(),
+    })
+}
+
+/// Ends an execution whose tasks are all terminal: final context = input merged with the leaf
+/// outputs in topological order; Failed if any task failed.
+async fn finalize(conn: &mut Conn, e: &str, failed_tasks: i32, now: Millis) -> Result<ExecutionStatus, StoreError> {
+    let leaves: Vec<String> = te::table
+        .filter(te::execution_id.eq(e))
+        .filter(te::dependents.eq("[]"))
+        .order(te::position.asc())
+        .select(te::task_id)
+        .load(conn)
+        .await?;
+    let mut owners = vec![INPUT_CONTEXT.to_string()];
+    owners.extend(leaves.iter().cloned());
+    let docs: BTreeMap<String, String> = contexts::table
+        .filter(contexts::execution_id.eq(e))
+        .filter(contexts::owner.eq_any(&owners))
+        .select((contexts::owner, contexts::data))
+        .load::<(String, String)>(conn)
+        .await?
+        .into_iter()
+        .collect();
+    let mut final_ctx = Context::new();
+    for owner in &owners {
+        if let Some(doc) = docs.get(owner) {
+            let part = Context::from_json(doc).map_err(|err| crate::store::error::corrupt(format!("context '{owner}' of {e}: {err}")))?;
+            final_ctx.merge(&part);
+        }
+    }
+    diesel::insert_into(contexts::table)
+        .values(&ContextRow {
+            execution_id: e.to_string(),
+            owner: FINAL_CONTEXT.to_string(),
+            data: final_ctx.to_json(),
+            created_at: now,
+        })
+        .on_conflict((contexts::execution_id, contexts::owner))
+        .do_nothing()
+        .execute(conn)
+        .await?;
+    let (status, error, kind) = if failed_tasks > 0 {
+        let failed: Vec<(String, Option<String>)> = te::table
+            .filter(te::execution_id.eq(e))
+            .filter(te::status.eq("Failed"))
+            .order(te::position.asc())
+            .select((te::task_id, te::error))
+            .load(conn)
+            .await?;
+        let summary = failed
+            .iter()
+            .map(|(t, err)| format!("task '{t}' failed: {}", err.as_deref().unwrap_or("no error recorded")))
+            .collect::<Vec<_>>()
+            .join("; ");
+        (ExecutionStatus::Failed, Some(summary), event_kind::EXECUTION_FAILED)
+    } else {
+        (ExecutionStatus::Completed, None, event_kind::EXECUTION_COMPLETED)
+    };
+    diesel::update(we::table.find(e))
+        .set((
+            we::status.eq(status.as_str()),
+            we::error.eq(error.clone()),
+            we::completed_at.eq(Some(now)),
+            we::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .await?;
+    append_events(conn, e, vec![PendingEvent::execution(kind, error)], now).await?;
+    Ok(status)
+}
+
+/// Extends every lease held by `owner` (one statement per heartbeat, whatever the count).
+pub(crate) async fn lease_renew(conn: &mut Conn, owner: String, until: Millis, now: Millis) -> Result<usize, StoreError> {
+    Ok(
+        diesel::update(te::table.filter(te::status.eq("Running")).filter(te::lease_owner.eq(owner)))
+            .set((te::lease_expires_at.eq(Some(until)), te::updated_at.eq(now)))
+            .execute(conn)
+            .await?,
+    )
+}
+
+/// Hands back every task `owner` still runs (graceful shutdown past its drain timeout): they go
+/// back to `Ready` at once, without waiting for the lease to expire and without counting as a
+/// recovery.
+pub(crate) async fn lease_release(conn: &mut Conn, owner: String, now: Millis) -> Result<Vec<(Uuid, String)>, StoreError> {
+    let held: Vec<(String, String, i32)> = te::table
+        .filter(te::status.eq("Running"))
+        .filter(te::lease_owner.eq(&owner))
+        .select((te::execution_id, te::task_id, te::attempt))
+        .load(conn)
+        .await?;
+    let mut released = Vec::new();
+    for (e, t, attempt) in held {
+        let n = diesel::update(fenced!(&e, &t, attempt))
+            .set((
+                te::status.eq(TaskStatus::Ready.as_str()),
+                te::ready_at.eq(Some(now)),
+                te::lease_owner.eq(None::<String>),
+                te::lease_expires_at.eq(None::<i64>),
+                te::updated_at.eq(now),
+            ))
+            .execute(conn)
+            .await?;
+        if n == 1 {
+            let event = PendingEvent::task(
+                event_kind::TASK_RECOVERED,
+                &t,
+                Some(attempt),
+                Some(format!("released by {owner} at shutdown; the task will run again")),
+            );
+            append_events(conn, &e, vec![event], now).await?;
+            released.push((crate::store::rows::parse_uuid(&e)?, t));
+        }
+    }
+    Ok(released)
+}
+
+/// Returns tasks whose lease expired to `Ready` (counted, with an event), or fails them once
+/// they have been recovered `max_recoveries` times.
+pub(crate) async fn lease_recover_expired(conn: &mut Conn, max_recoveries: i32, now: Millis) -> Result<RecoveryResult, StoreError> {
+    let expired: Vec<(String, String, i32, i32, Option<String>)> = te::table
+        .filter(te::status.eq("Running"))
+        .filter(te::lease_expires_at.lt(now))
+        .order(te::lease_expires_at.asc())
+        .limit(500)
+        .select((te::execution_id, te::task_id, te::attempt, te::recoveries, te::lease_owner))
+        .load(conn)
+        .await?;
+    let mut result = RecoveryResult::default();
+    for (e, t, attempt, recoveries, owner) in expired {
+        let id = crate::store::rows::parse_uuid(&e)?;
+        let holder = owner.unwrap_or_else(|| "unknown".to_string());
+        if recoveries >= max_recoveries {
+            let reason = format!(
+                "lease of attempt {attempt} (held by {holder}) expired after {recoveries} earlier recoveries; giving up (max_recoveries = {max_recoveries})"
+            );
+            let r = finish_terminal(conn, &e, &t, attempt, TaskStatus::Failed, Some(reason), None, now).await?;
+            if !r.fenced {
+                result.failed.push((id, t));
+                if r.execution_finished.is_some() {
+                    result.finished.push(id);
+                }
+            }
+            continue;
+        }
+        let n = diesel::update(fenced!(&e, &t, attempt))
+            .set((
+                te::status.eq(TaskStatus::Ready.as_str()),
+                te::ready_at.eq(Some(now)),
+                te::recoveries.eq(te::recoveries + 1),
+                te::lease_owner.eq(None::<String>),
+                te::lease_expires_at.eq(None::<i64>),
+                te::updated_at.eq(now),
+            ))
+            .execute(conn)
+            .await?;
+        if n == 1 {
+            let event = PendingEvent::task(
+                event_kind::TASK_RECOVERED,
+                &t,
+                Some(attempt),
+                Some(format!("lease held by {holder} expired; recovery {} of {max_recoveries}", recoveries + 1)),
+            );
+            append_events(conn, &e, vec![event], now).await?;
+            result.requeued.push((id, t));
+        }
+    }
+    Ok(result)
+}
+
+pub(crate) async fn event_list(conn: &mut Conn, execution: Uuid, after_seq: i64, limit: i64) -> Result<Vec<EventRecord>, StoreError> {
+    let rows: Vec<EventRow> = execution_events::table
+        .filter(execution_events::execution_id.eq(execution.to_string()))
+        .filter(execution_events::seq.gt(after_seq))
+        .order(execution_events::seq.asc())
+        .limit(limit.clamp(1, 100_000))
+        .select(EventRow::as_select())
+        .load(conn)
+        .await?;
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
+/// Deletes (or with `dry_run`, counts) events older than `before`.
+pub(crate) async fn event_cleanup(conn: &mut Conn, before: Millis, dry_run: bool) -> Result<i64, StoreError> {
+    if dry_run {
+        return Ok(execution_events::table
+            .filter(execution_events::created_at.lt(before))
+            .count()
+            .get_result(conn)
+            .await?);
+    }
+    Ok(diesel::delete(execution_events::table.filter(execution_events::created_at.lt(before)))
+        .execute(conn)
+        .await? as i64)
+}
+
+pub(crate) async fn context_get(conn: &mut Conn, execution: Uuid, owner: String) -> Result<Option<Context>, StoreError> {
+    let doc: Option<String> = contexts::table
+        .find((execution.to_string(), &owner))
+        .select(contexts::data)
+        .first(conn)
+        .await
+        .optional()?;
+    doc.map(|d| Context::from_json(&d).map_err(|err| crate::store::error::corrupt(format!("context '{owner}' of {execution}: {err}"))))
+        .transpose()
+}
+
+/// The documents of `owners` that exist, keyed by owner.
+pub(crate) async fn contexts_get(conn: &mut Conn, execution: Uuid, owners: Vec<String>) -> Result<BTreeMap<String, Context>, StoreError> {
+    let rows: Vec<(String, String)> = contexts::table
+        .filter(contexts::execution_id.eq(execution.to_string()))
+        .filter(contexts::owner.eq_any(&owners))
+        .select((contexts::owner, contexts::data))
+        .load(conn)
+        .await?;
+    rows.into_iter()
+        .map(|(owner, d)| {
+            let ctx = Context::from_json(&d).map_err(|err| crate::store::error::corrupt(format!("context '{owner}' of {execution}: {err}")))?;
+            Ok((owner, ctx))
+        })
+        .collect()
+}
+
+// ---- cron schedules ---------------------------------------------------------------------
+
+/// Claims a cron instant for execution `execution`: moves the schedule's cursor from at or
+/// before the instant to `claim.next_run_at` and records the fire. An instant whose cursor has
+/// already passed it (fired or skipped by anyone) or that is already recorded is refused, and
+/// nothing is written; the caller's transaction then creates no execution either.
+async fn cron_claim(conn: &mut Conn, claim: &CronClaim, execution: &str, now: Millis) -> Result<(), StoreError> {
+    if claim.next_run_at <= claim.instant {
+        return Err(StoreError::InvalidRequest(format!(
+            "a cron claim must move the cursor past its instant ({} is not after {})",
+            claim.next_run_at, claim.instant
+        )));
+    }
+    let sid = claim.schedule_id.to_string();
+    let moved = diesel::update(cs::table.find(&sid).filter(cs::next_run_at.le(claim.instant)))
+        .set((
+            cs::next_run_at.eq(claim.next_run_at),
+            cs::last_run_at.eq(Some(claim.instant)),
+            cs::missed_count.eq(cs::missed_count + claim.missed.max(0)),
+            cs::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .await?;
+    let inserted = if moved == 0 {
+        0
+    } else {
+        diesel::insert_into(cf::table)
+            .values(&CronFireRow {
+                schedule_id: sid.clone(),
+                instant: claim.instant,
+                execution_id: execution.to_string(),
+                fired_at: now,
+            })
+            .on_conflict_do_nothing()
+            .execute(conn)
+            .await?
+    };
+    if inserted == 0 {
+        let existing: Option<String> = cf::table
+            .find((&sid, claim.instant))
+            .select(cf::execution_id)
+            .first(conn)
+            .await
+            .optional()?;
+        return Err(StoreError::CronInstantTaken {
+            schedule_id: claim.schedule_id,
+            instant: claim.instant,
+            existing: existing.map(|e| parse_uuid(&e)).transpose()?,
+        });
+    }
+    Ok(())
+}
+
+fn cron_records(rows: Vec<CronScheduleRow>) -> Result<Vec<CronScheduleRecord>, StoreError> {
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
+/// Makes a package's stored schedules exactly `specs`: new names are inserted, changed ones
+/// updated (the cursor is reset only when the expression or time zone changed), names no
+/// longer declared deleted. Returns the package's schedules by name.
+pub(crate) async fn cron_schedule_write(
+    conn: &mut Conn,
+    package_id: String,
+    tenant: String,
+    specs: Vec<NewCronSchedule>,
+    now: Millis,
+) -> Result<Vec<CronScheduleRecord>, StoreError> {
+    let existing: Vec<CronScheduleRow> = cs::table
+        .filter(cs::package_id.eq(&package_id))
+        .select(CronScheduleRow::as_select())
+        .load(conn)
+        .await?;
+    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    for spec in specs {
+        let (policy, cap) = encode_catch_up(spec.catch_up);
+        match existing.iter().find(|r| r.name == spec.name) {
+            Some(row) => {
+                let timing = row.expression != spec.expression || row.timezone != spec.timezone;
+                let changed = timing
+                    || row.workflow != spec.workflow
+                    || row.catch_up != policy
+                    || row.catch_up_max != cap
+                    || row.tenant != tenant;
+                if !changed {
+                    continue;
+                }
+                let next = if timing { spec.next_run_at } else { row.next_run_at };
+                diesel::update(cs::table.find(&row.id))
+                    .set((
+                        cs::tenant.eq(&tenant),
+                        cs::workflow.eq(&spec.workflow),
+                        cs::expression.eq(&spec.expression),
+                        cs::timezone.eq(&spec.timezone),
+                        cs::catch_up.eq(&policy),
+                        cs::catch_up_max.eq(cap),
+                        cs::next_run_at.eq(next),
+                        cs::updated_at.eq(now),
+                    ))
+                    .execute(conn)
+                    .await?;
+            }
+            None => {
+                // Another process writing the same package at once inserts the same row; the
+                // second insert is then a no-op.
+                diesel::insert_into(cs::table)
+                    .values(&CronScheduleRow {
+                        id: Uuid::now_v7().to_string(),
+                        package_id: package_id.clone(),
+                        tenant: tenant.clone(),
+                        name: spec.name,
+                        workflow: spec.workflow,
+                        expression: spec.expression,
+                        timezone: spec.timezone,
+                        catch_up: policy,
+                        catch_up_max: cap,
+                        next_run_at: spec.next_run_at,
+                        last_run_at: None,
+                        missed_count: 0,
+                        created_at: now,
+                        updated_at: now,
+                    })
+                    .on_conflict((cs::package_id, cs::name))
+                    .do_nothing()
+                    .execute(conn)
+                    .await?;
+            }
+        }
+    }
+    diesel::delete(cs::table.filter(cs::package_id.eq(&package_id)).filter(cs::name.ne_all(&names)))
+        .execute(conn)
+        .await?;
+    let rows: Vec<CronScheduleRow> = cs::table
+        .filter(cs::package_id.eq(&package_id))
+        .order(cs::name.asc())
+        .select(CronScheduleRow::as_select())
+        .load(conn)
+        .await?;
+    cron_records(rows)
+}
+
+/// Deletes a package's schedules (and, with them, their fire history). Returns how many.
+pub(crate) async fn cron_schedule_delete(conn: &mut Conn, package_id: String) -> Result<usize, StoreError> {
+    Ok(diesel::delete(cs::table.filter(cs::package_id.eq(package_id))).execute(conn).await?)
+}
+
+/// Schedules by cursor (earliest first), then package and name.
+pub(crate) async fn cron_schedule_list(conn: &mut Conn, filter: CronScheduleFilter) -> Result<Vec<CronScheduleRecord>, StoreError> {
+    let mut q = cs::table.select(CronScheduleRow::as_select()).into_boxed();
+    if let Some(p) = filter.package_id {
+        q = q.filter(cs::package_id.eq(p));
+    }
+    if let Some(due) = filter.due_at {
+        q = q.filter(cs::next_run_at.le(due));
+    }
+    let rows: Vec<CronScheduleRow> = q
+        .order((cs::next_run_at.asc(), cs::package_id.asc(), cs::name.asc()))
+        .limit(filter.limit.unwrap_or(10_000).clamp(1, 100_000))
+        .load(conn)
+        .await?;
+    cron_records(rows)
+}
+
+/// The earliest cursor of any schedule: when the scheduler next has something to do.
+pub(crate) async fn cron_schedule_next(conn: &mut Conn) -> Result<Option<Millis>, StoreError> {
+    Ok(cs::table.select(diesel::dsl::min(cs::next_run_at)).first::<Option<i64>>(conn).await?)
+}
+
+/// Moves a schedule's cursor from exactly `from` to the later `to` without firing, counting
+/// `missed` dropped instants. False when the cursor is no longer at `from` (someone else moved
+/// it) or the schedule is gone.
+pub(crate) async fn cron_schedule_advance(
+    conn: &mut Conn,
+    id: Uuid,
+    from: Millis,
+    to: Millis,
+    missed: i64,
+    now: Millis,
+) -> Result<bool, StoreError> {
+    if to <= from {
+        return Ok(false);
+    }
+    let n = diesel::update(cs::table.find(id.to_string()).filter(cs::next_run_at.eq(from)))
+        .set((
+            cs::next_run_at.eq(to),
+            cs::missed_count.eq(cs::missed_count + missed.max(0)),
+            cs::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(n == 1)
+}
+
+/// Fired instants, newest first: of one schedule, or of all.
+pub(crate) async fn cron_fire_list(conn: &mut Conn, schedule: Option<Uuid>, limit: i64) -> Result<Vec<CronFireRecord>, StoreError> {
+    let mut q = cf::table.select(CronFireRow::as_select()).into_boxed();
+    if let Some(s) = schedule {
+        q = q.filter(cf::schedule_id.eq(s.to_string()));
+    }
+    let rows: Vec<CronFireRow> = q
+        .order((cf::instant.desc(), cf::schedule_id.asc()))
+        .limit(limit.clamp(1, 100_000))
+        .load(conn)
+        .await?;
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
+/// Keeps the newest `keep` fires of every schedule and deletes older ones. The cursor, not this
+/// history, is what prevents a second fire, so pruning never weakens exactly-once.
+pub(crate) async fn cron_fire_prune(conn: &mut Conn, keep: i64) -> Result<usize, StoreError> {
+    let schedules: Vec<String> = cs::table.select(cs::id).load(conn).await?;
+    let mut deleted = 0;
+    for sid in schedules {
+        let cutoff: Option<i64> = cf::table
+            .filter(cf::schedule_id.eq(&sid))
+            .order(cf::instant.desc())
+            .offset(keep.max(0))
+            .select(cf::instant)
+            .first(conn)
+            .await
+            .optional()?;
+        if let Some(cutoff) = cutoff {
+            deleted += diesel::delete(cf::table.filter(cf::schedule_id.eq(&sid)).filter(cf::instant.le(cutoff)))
+                .execute(conn)
+                .await?;
+        }
+    }
+    Ok(deleted)
+}

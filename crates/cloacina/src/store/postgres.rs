@@ -1,0 +1,324 @@
+//! The PostgreSQL backend: a connection pool whose every connection is pinned to one schema
+//! (a tenant; `public` by default), migrations under an advisory lock, `FOR UPDATE SKIP
+//! LOCKED` claims, and `LISTEN/NOTIFY` so runners in other processes wake at once.
+
+use std::time::Duration;
+
+use diesel::{ExpressionMethods, QueryDsl};
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::deadpool::Pool;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use futures::StreamExt;
+use tokio::sync::broadcast;
+
+use super::error::StoreError;
+use super::rows::{EventRow, TaskRow};
+use super::schema::{execution_events, task_executions as te, workflow_executions as we};
+use super::types::{ClaimRequest, Millis, StoreSignal};
+use super::writer::Writer;
+use crate::workflow::BoxFuture;
+
+pub(crate) type Conn = AsyncPgConnection;
+
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+
+#[allow(clippy::duplicate_mod)]
+pub(crate) mod ops {
+    use super::{Conn, insert_events, insert_tasks, select_claimable};
+    include!("ops.rs");
+}
+
+pub(crate) struct PgStore {
+    pool: Pool<Conn>,
+    writer: Writer<Conn>,
+    channel: String,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// A schema name we are willing to interpolate into SQL: lowercase identifier, bounded length.
+pub(crate) fn validate_schema(schema: &str) -> Result<(), StoreError> {
+    let ok = !schema.is_empty()
+        && schema.len() <= 48
+        && schema.starts_with(|c: char| c.is_ascii_lowercase())
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidSchema(schema.to_string()))
+    }
+}
+
+/// A stable 63-bit key for the schema's migration advisory lock (FNV-1a).
+fn lock_key(schema: &str) -> i64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in format!("cloacina-migrate:{schema}").bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    (h >> 1) as i64
+}
+
+fn redact(url: &str) -> String {
+    // Hide a password if the URL has one: scheme://user:secret@host -> scheme://user:***@host
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl PgStore {
+    pub(crate) async fn open(
+        url: &str,
+        schema: &str,
+        max_connections: usize,
+        signals: broadcast::Sender<StoreSignal>,
+    ) -> Result<Self, StoreError> {
+        validate_schema(schema)?;
+        migrate(url, schema).await?;
+
+        let mut config = ManagerConfig::<Conn>::default();
+        let set_path = format!("SET search_path TO \"{schema}\"");
+        config.custom_setup = Box::new(move |url| {
+            let url = url.to_string();
+            let set_path = set_path.clone();
+            Box::pin(async move {
+                let mut conn = Conn::establish(&url).await?;
+                conn.batch_execute(&set_path)
+                    .await
+                    .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+                Ok(conn)
+            })
+        });
+        let manager = AsyncDieselConnectionManager::<Conn>::new_with_config(url, config);
+        let pool = Pool::builder(manager)
+            .max_size(max_connections.max(2))
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        // Fail now, with a clear message, rather than on first use.
+        drop(pool.get().await.map_err(|e| StoreError::Connect {
+            backend: "postgres",
+            target: redact(url),
+            message: e.to_string(),
+        })?);
+
+        let connect = {
+            let (url, set_path) = (url.to_string(), format!("SET search_path TO \"{schema}\""));
+            move || -> BoxFuture<'static, Result<Conn, StoreError>> {
+                let (url, set_path) = (url.clone(), set_path.clone());
+                Box::pin(async move {
+                    let mut conn =
+                        Conn::establish(&url)
+                            .await
+                            .map_err(|e| StoreError::Connect {
+                                backend: "postgres",
+                                target: redact(&url),
+                                message: e.to_string(),
+                            })?;
+                    conn.batch_execute(&set_path).await?;
+                    Ok(conn)
+                })
+            }
+        };
+        let writer = Writer::spawn(connect().await?, "BEGIN", Some(Box::new(connect)));
+        let channel = format!("cloacina_{schema}");
+        let listener = tokio::spawn(listen(url.to_string(), channel.clone(), signals));
+        Ok(PgStore {
+            pool,
+            writer,
+            channel,
+            listener,
+        })
+    }
+
+    /// Runs `f` in the writer's next group-commit transaction and, before commit, queues a
+    /// NOTIFY for each signal the result implies (PostgreSQL delivers them only on commit).
+    pub(crate) async fn write<T, F, S>(&self, f: F, signals: S) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'static,
+        S: Fn(&T) -> Vec<StoreSignal> + Send + 'static,
+    {
+        let channel = self.channel.clone();
+        self.writer
+            .write(move |c| {
+                Box::pin(async move {
+                    let out = f(c).await?;
+                    for s in signals(&out) {
+                        diesel::select(pg_notify(&channel, s.encode()))
+                            .execute(c)
+                            .await?;
+                    }
+                    Ok(out)
+                })
+            })
+            .await
+    }
+
+    pub(crate) fn commits(&self) -> u64 {
+        self.writer.commits()
+    }
+
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'static,
+    {
+        let mut conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        f(&mut conn).await
+    }
+
+    /// Drops the schema and everything in it (tenant deletion, test clean-up).
+    pub(crate) async fn drop_schema(&self, schema: &str) -> Result<(), StoreError> {
+        validate_schema(schema)?;
+        let mut conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        conn.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .await?;
+        Ok(())
+    }
+}
+
+diesel::define_sql_function!(fn pg_notify(channel: diesel::sql_types::Text, payload: diesel::sql_types::Text));
+
+/// Applies pending migrations to `schema`, creating it if needed. A session advisory lock per
+/// schema makes concurrent starts (two replicas, two tests) apply them once, in turn.
+async fn migrate(url: &str, schema: &str) -> Result<(), StoreError> {
+    let url = url.to_string();
+    let schema = schema.to_string();
+    tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+        use diesel::connection::SimpleConnection;
+        let mut conn = <AsyncConnectionWrapper<Conn> as diesel::Connection>::establish(&url).map_err(|e| StoreError::Connect {
+            backend: "postgres",
+            target: redact(&url),
+            message: e.to_string(),
+        })?;
+        let key = lock_key(&schema);
+        SimpleConnection::batch_execute(&mut conn, &format!(
+            "SELECT pg_advisory_lock({key}); CREATE SCHEMA IF NOT EXISTS \"{schema}\"; SET search_path TO \"{schema}\";"
+        ))?;
+        let result = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map(|_| ())
+            .map_err(|e| StoreError::Migration(format!("schema '{schema}': {e}")));
+        let unlock = SimpleConnection::batch_execute(&mut conn, &format!("SELECT pg_advisory_unlock({key})"));
+        result?;
+        unlock?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| StoreError::Migration(format!("migration thread failed: {e}")))?
+}
+
+/// Forwards NOTIFYs on `channel` to in-process subscribers; reconnects with backoff if the
+/// connection drops. Missed notifications are covered by the runners' safety-net poll.
+async fn listen(url: String, channel: String, signals: broadcast::Sender<StoreSignal>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match Conn::establish(&url).await {
+            Ok(mut conn) => {
+                if conn
+                    .batch_execute(&format!("LISTEN \"{channel}\""))
+                    .await
+                    .is_ok()
+                {
+                    backoff = Duration::from_millis(100);
+                    // A reconnect may have missed signals: wake everyone once.
+                    let _ = signals.send(StoreSignal::TasksReady);
+                    let mut stream = std::pin::pin!(conn.notifications_stream());
+                    while let Some(Ok(n)) = stream.next().await {
+                        if let Some(s) = StoreSignal::decode(&n.payload) {
+                            let _ = signals.send(s);
+                        }
+                    }
+                }
+                tracing::warn!(
+                    channel,
+                    "PostgreSQL notification connection lost; reconnecting"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(channel, error = %e, "cannot open PostgreSQL notification connection; retrying")
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Ready tasks of active executions, oldest first, row-locked and skipping rows another
+/// runner is claiming right now.
+pub(crate) async fn select_claimable(
+    conn: &mut Conn,
+    req: &ClaimRequest,
+    now: Millis,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let base = te::table
+        .filter(te::status.eq("Ready"))
+        .filter(te::ready_at.le(now))
+        .order(te::ready_at.asc())
+        .limit(req.limit.max(1))
+        .select((te::execution_id, te::task_id))
+        .for_update()
+        .skip_locked();
+    let rows = match &req.workflows {
+        Some(names) => {
+            let active = we::table
+                .filter(we::status.eq_any(["Pending", "Running"]))
+                .filter(we::workflow_name.eq_any(names))
+                .select(we::id);
+            base.filter(te::execution_id.eq_any(active))
+                .load(conn)
+                .await?
+        }
+        None => {
+            let active = we::table
+                .filter(we::status.eq_any(["Pending", "Running"]))
+                .select(we::id);
+            base.filter(te::execution_id.eq_any(active))
+                .load(conn)
+                .await?
+        }
+    };
+    Ok(rows)
+}
+
+pub(crate) async fn insert_tasks(conn: &mut Conn, rows: Vec<TaskRow>) -> Result<(), StoreError> {
+    diesel::insert_into(te::table)
+        .values(&rows)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn insert_events(conn: &mut Conn, rows: Vec<EventRow>) -> Result<(), StoreError> {
+    diesel::insert_into(execution_events::table)
+        .values(&rows)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

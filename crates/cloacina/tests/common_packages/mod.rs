@@ -1,0 +1,102 @@
+//! The example packages of `examples/packages/`, built once per test run.
+//!
+//! `build()` runs `cargo build --manifest-path examples/packages/Cargo.toml --workspace` with
+//! `CARGO_TARGET_DIR=<workspace>/target/packages`, once per test binary (a `OnceLock`) and one
+//! binary at a time (a file lock in that target directory); cargo makes the second and later
+//! builds no-ops. On failure the test panics with cargo's output.
+//!
+//! Use it from a test file with `mod common_packages;`.
+#![allow(dead_code)]
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The root of the Cloacina workspace.
+pub fn workspace_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors()
+        .nth(2)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| here.to_path_buf())
+}
+
+/// `examples/packages/`.
+pub fn examples_dir() -> PathBuf {
+    workspace_root().join("examples").join("packages")
+}
+
+/// Where the examples are built: `<workspace>/target/packages`.
+pub fn target_dir() -> PathBuf {
+    workspace_root().join("target").join("packages")
+}
+
+/// Builds the examples workspace (once per process) and returns the directory holding the
+/// built libraries (`<target>/debug`).
+pub fn build() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let target = target_dir();
+        fs::create_dir_all(&target).expect("create the examples' target directory");
+        let lock = File::create(target.join(".cloacina-test-build.lock"))
+            .expect("create the build lock file");
+        lock.lock().expect("take the build lock");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let output = Command::new(&cargo)
+            .arg("build")
+            .arg("--manifest-path")
+            .arg(examples_dir().join("Cargo.toml"))
+            .arg("--workspace")
+            .env("CARGO_TARGET_DIR", &target)
+            .output()
+            .expect("run cargo to build the example packages");
+        drop(lock);
+        if !output.status.success() {
+            panic!(
+                "building the example packages failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        target.join("debug")
+    })
+}
+
+/// The file name of crate `crate_name`'s cdylib on this platform (`libhello_orders.so`).
+pub fn library_file_name(crate_name: &str) -> String {
+    format!(
+        "{}{}{}",
+        std::env::consts::DLL_PREFIX,
+        crate_name.replace('-', "_"),
+        std::env::consts::DLL_SUFFIX
+    )
+}
+
+/// An example package: its source directory (with `package.toml`) and its built library.
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub name: &'static str,
+    pub dir: PathBuf,
+    pub library: PathBuf,
+}
+
+/// Example `name`, a directory under `examples/packages/` (e.g. `"hello-orders"` or
+/// `"hostile/wrong-abi"`) whose crate has the directory's last component as its name. Builds
+/// the examples first if needed.
+pub fn example(name: &'static str) -> Example {
+    let built = build();
+    let crate_name = name.rsplit('/').next().unwrap_or(name);
+    let library = built.join(library_file_name(crate_name));
+    assert!(
+        library.is_file(),
+        "example library {} was not built",
+        library.display()
+    );
+    Example {
+        name,
+        dir: examples_dir().join(name),
+        library,
+    }
+}

@@ -1,0 +1,564 @@
+//! The reconciler, driven through the spec's recipes with the real example packages, on SQLite
+//! and PostgreSQL.
+
+mod common;
+mod common_packages;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cloacina::package::loader;
+use cloacina::reconciler::{DesiredPackage, PackageSource, PackageState, Reconciler, Runtime};
+use cloacina::registry::ReactorRegistry;
+use cloacina::schedule::cron::{CronConfig, CronScheduler};
+use cloacina::schedule::trigger::{TriggerConfig, TriggerScheduler};
+use cloacina::store::ExecutionStatus;
+use cloacina::workflow::Context;
+use cloacina::{Runner, RunnerConfig};
+use common::TestDb;
+use common_packages::example;
+use serde_json::json;
+
+const GUARD: &str = "reactor 'price_reactor' has 2 bound subscriber(s): ['analyzer_v1', 'aggregator']; unbind them first";
+
+struct Harness {
+    reconciler: Reconciler,
+    _cache: tempfile::TempDir,
+}
+
+impl Harness {
+    fn rt(&self) -> &Runtime {
+        self.reconciler.runtime()
+    }
+}
+
+async fn harness(db: &TestDb) -> Harness {
+    let store = db.open().await;
+    let runner = Runner::start(
+        store.clone(),
+        RunnerConfig {
+            poll_interval: Duration::from_millis(200),
+            shutdown_timeout: Duration::from_secs(5),
+            ..RunnerConfig::default()
+        },
+    )
+    .await
+    .expect("runner");
+    let rt = Runtime {
+        reactors: ReactorRegistry::new(None),
+        cron: CronScheduler::new(store.clone(), runner.clone(), CronConfig::default()),
+        triggers: TriggerScheduler::new(store.clone(), runner.clone(), TriggerConfig::default()),
+        runner,
+    };
+    let cache = tempfile::tempdir().expect("cache dir");
+    Harness {
+        reconciler: Reconciler::new(rt, cache.path().to_path_buf()),
+        _cache: cache,
+    }
+}
+
+fn package(name: &'static str, id: &str) -> DesiredPackage {
+    let ex = example(name);
+    let cache = common_packages::target_dir().join("loader-cache");
+    std::fs::create_dir_all(&cache).expect("cache dir");
+    let loaded = loader::load_dir(&ex.dir, &ex.library, &cache).expect("example loads");
+    DesiredPackage {
+        id: id.to_string(),
+        tenant: "public".to_string(),
+        source: PackageSource::Loaded(loaded),
+    }
+}
+
+async fn cron_rows(h: &Harness, package_id: &str) -> usize {
+    h.rt()
+        .cron
+        .schedules_list()
+        .await
+        .expect("schedules")
+        .iter()
+        .filter(|s| s.package_id == package_id)
+        .count()
+}
+
+fn graph_names(h: &Harness) -> Vec<String> {
+    let mut v: Vec<String> = h
+        .rt()
+        .reactors
+        .graphs_list(None)
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    v.sort();
+    v
+}
+
+/// Recipe 1: a standalone package's unload removes its workflows, graphs, reactors,
+/// accumulators, triggers and cron rows.
+async fn standalone_unload_removes_everything(db: &TestDb) {
+    let h = harness(db).await;
+    let report = h
+        .reconciler
+        .reconcile(vec![
+            package("scheduled-reports", "sched"),
+            package("price-publisher", "pub"),
+        ])
+        .await;
+    assert_eq!(report.loaded.len(), 2, "{report:?}");
+    let wfs = h.rt().runner.workflows();
+    assert!(
+        wfs.contains(&"report".to_string()) && wfs.contains(&"record_prices".to_string()),
+        "{wfs:?}"
+    );
+    assert_eq!(cron_rows(&h, "sched").await, 1);
+    assert!(
+        h.rt()
+            .triggers
+            .triggers_list()
+            .iter()
+            .any(|t| t.name == "inbox_watch")
+    );
+    assert!(graph_names(&h).contains(&"price_summary".to_string()));
+    assert_eq!(h.rt().reactors.accumulators_list(None).len(), 2);
+    for s in h.reconciler.statuses() {
+        assert_eq!(s.state, PackageState::Loaded);
+        assert_eq!(s.load_steps_done.len(), 6);
+    }
+
+    let report = h.reconciler.reconcile(vec![]).await;
+    assert_eq!(report.unloaded.len(), 2, "{report:?}");
+    assert!(h.rt().runner.workflows().is_empty());
+    assert_eq!(cron_rows(&h, "sched").await, 0);
+    assert!(h.rt().triggers.triggers_list().is_empty());
+    assert!(graph_names(&h).is_empty());
+    assert!(h.rt().reactors.accumulators_list(None).is_empty());
+    assert!(h.rt().reactors.reactors_list(None).is_empty());
+    assert!(h.reconciler.statuses().is_empty());
+    h.rt().runner.shutdown().await.expect("shutdown");
+}
+
+/// Recipe 2: unloading a publisher while another package's graphs are bound to its reactor is
+/// refused with the guard's exact text and changes nothing; unloading the subscriber first,
+/// then the publisher, succeeds.
+async fn guard_refuses_then_subscriber_first_succeeds(db: &TestDb) {
+    let h = harness(db).await;
+    let report = h
+        .reconciler
+        .reconcile(vec![
+            package("price-publisher", "pub"),
+            package("price-subscriber", "sub"),
+        ])
+        .await;
+    assert_eq!(report.loaded.len(), 2, "{report:?}");
+    let before = graph_names(&h);
+
+    let report = h
+        .reconciler
+        .reconcile(vec![package("price-subscriber", "sub")])
+        .await;
+    assert_eq!(report.refused, vec![("pub".to_string(), GUARD.to_string())]);
+    let plan = h.reconciler.plan_unload("pub").expect("plan");
+    assert_eq!(plan.refused.as_deref(), Some(GUARD));
+    assert_eq!(
+        h.reconciler
+            .unload("pub")
+            .await
+            .expect_err("refused")
+            .to_string(),
+        GUARD
+    );
+    // Nothing changed: still loaded, serving and firing.
+    let status = h.reconciler.status("pub").expect("still known");
+    assert_eq!(
+        (status.state, status.load_steps_done.len()),
+        (PackageState::Loaded, 6)
+    );
+    assert_eq!(status.last_error.as_deref(), Some(GUARD));
+    assert_eq!(graph_names(&h), before);
+    assert!(
+        h.rt()
+            .runner
+            .workflows()
+            .contains(&"record_prices".to_string())
+    );
+    assert_eq!(h.rt().reactors.accumulators_list(None).len(), 2);
+
+    // The operator unloads the subscriber first...
+    let report = h
+        .reconciler
+        .reconcile(vec![package("price-publisher", "pub")])
+        .await;
+    assert_eq!(report.unloaded, vec!["sub".to_string()]);
+    assert!(
+        h.reconciler
+            .plan_unload("pub")
+            .expect("plan")
+            .refused
+            .is_none()
+    );
+    // ...then the publisher.
+    let report = h.reconciler.reconcile(vec![]).await;
+    assert_eq!(report.unloaded, vec!["pub".to_string()]);
+    assert!(graph_names(&h).is_empty());
+    h.rt().runner.shutdown().await.expect("shutdown");
+}
+
+/// Removing publisher and subscriber in one pass unloads both: the publisher's refusal (its
+/// subscriber was still bound when it came first) is retried once the subscriber is gone.
+async fn removing_both_in_one_pass_unloads_both(db: &TestDb) {
+    let h = harness(db).await;
+    h.reconciler
+        .reconcile(vec![
+            package("price-publisher", "pub"),
+            package("price-subscriber", "sub"),
+        ])
+        .await;
+    let report = h.reconciler.reconcile(vec![]).await;
+    assert_eq!(
+        report.unloaded,
+        vec!["sub".to_string(), "pub".to_string()],
+        "{report:?}"
+    );
+    assert!(report.refused.is_empty());
+    assert!(graph_names(&h).is_empty());
+    h.rt().runner.shutdown().await.expect("shutdown");
+}
+
+/// A subscriber loaded before its publisher waits (steps 1-4 done) with the reason, and binds
+/// once the publisher is there.
+async fn subscriber_waits_for_its_publisher(db: &TestDb) {
+    let h = harness(db).await;
+    let report = h
+        .reconciler
+        .reconcile(vec![package("price-subscriber", "sub")])
+        .await;
+    assert_eq!(report.waiting, vec!["sub".to_string()]);
+    let s = h.reconciler.status("sub").expect("status");
+    assert_eq!(s.state, PackageState::Waiting);
+    assert_eq!(s.load_steps_done.len(), 4);
+    assert!(
+        s.waiting_for
+            .as_deref()
+            .unwrap_or("")
+            .contains("price_reactor"),
+        "{s:?}"
+    );
+    let again = h
+        .reconciler
+        .reconcile(vec![package("price-subscriber", "sub")])
+        .await;
+    assert_eq!(
+        again.waiting,
+        vec!["sub".to_string()],
+        "still waiting, retried each pass"
+    );
+    let report = h
+        .reconciler
+        .reconcile(vec![
+            package("price-subscriber", "sub"),
+            package("price-publisher", "pub"),
+        ])
+        .await;
+    assert!(report.loaded.contains(&"sub".to_string()), "{report:?}");
+    assert_eq!(
+        h.reconciler.status("sub").expect("status").state,
+        PackageState::Loaded
+    );
+    h.rt().runner.shutdown().await.expect("shutdown");
+}
+
+/// Recipe 4: an unload whose step 6 fails (the database refuses the delete) leaves a recorded
+/// partial state; a rerun completes it.
+async fn partial_unload_is_recorded_and_a_rerun_completes_it(db: &TestDb) {
+    let h = harness(db).await;
+    h.reconciler
+        .reconcile(vec![package("scheduled-reports", "sched")])
+        .await;
+    assert_eq!(cron_rows(&h, "sched").await, 1);
+    refuse_cron_deletes(db, true).await;
+    let report = h.reconciler.reconcile(vec![]).await;
+    assert!(report.unloaded.is_empty(), "{report:?}");
+    let s = h.reconciler.status("sched").expect("recorded");
+    assert_eq!(s.state, PackageState::PartiallyUnloaded);
+    assert_eq!(s.unload_steps_done.len(), 5, "{s:?}");
+    assert!(
+        s.last_error
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("unload step 6 (cron schedules deleted) failed"),
+        "{s:?}"
+    );
+    assert!(
+        h.rt().runner.workflows().is_empty(),
+        "steps 1-5 took effect"
+    );
+    assert!(h.rt().triggers.triggers_list().is_empty());
+    assert_eq!(
+        cron_rows(&h, "sched").await,
+        1,
+        "the row the failed step could not delete"
+    );
+
+    refuse_cron_deletes(db, false).await;
+    let report = h.reconciler.reconcile(vec![]).await;
+    assert_eq!(report.unloaded, vec!["sched".to_string()]);
+    assert_eq!(cron_rows(&h, "sched").await, 0);
+    assert!(h.reconciler.status("sched").is_none());
+    h.rt().runner.shutdown().await.expect("shutdown");
+}
+
+/// Recipe 3: an upgrade while a long task of the old version runs. The old run completes on
+/// the old code, a new run uses the new version, and no lookup in between finds the workflow
+/// missing.
+async fn upgrade_keeps_serving_and_in_flight_runs_finish_on_old_code(db: &TestDb) {
+    let h = harness(db).await;
+    h.reconciler
+        .reconcile(vec![package("hello-orders", "v1")])
+        .await;
+    let runner = h.rt().runner.clone();
+    let old_version = runner
+        .workflow("orders")
+        .expect("served")
+        .version()
+        .to_string();
+    let slow = Context::from_value(json!({"delay_ms": 1500, "run_id": "old"})).expect("ctx");
+    let old_run = runner.submit("orders", slow).await.expect("submit");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let misses = Arc::new(AtomicUsize::new(0));
+    let checks = Arc::new(AtomicUsize::new(0));
+    let watcher = {
+        let (runner, stop, misses, checks) =
+            (runner.clone(), stop.clone(), misses.clone(), checks.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                if runner.workflow("orders").is_none() {
+                    misses.fetch_add(1, Ordering::SeqCst);
+                }
+                checks.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let v2 = upgraded_hello_orders();
+    let report = h.reconciler.reconcile(vec![v2]).await;
+    assert_eq!(
+        report.upgraded,
+        vec![("v1".to_string(), "v2".to_string())],
+        "{report:?}"
+    );
+    let new_run = runner
+        .submit(
+            "orders",
+            Context::from_value(json!({"run_id": "new"})).expect("ctx"),
+        )
+        .await
+        .expect("submit after upgrade");
+    stop.store(true, Ordering::SeqCst);
+    watcher.await.expect("watcher");
+    assert_eq!(
+        misses.load(Ordering::SeqCst),
+        0,
+        "the name was never missing"
+    );
+    assert!(checks.load(Ordering::SeqCst) > 0);
+
+    let old = runner
+        .wait(old_run, Some(Duration::from_secs(60)))
+        .await
+        .expect("old run");
+    let new = runner
+        .wait(new_run, Some(Duration::from_secs(60)))
+        .await
+        .expect("new run");
+    assert_eq!(
+        (old.status, new.status),
+        (ExecutionStatus::Completed, ExecutionStatus::Completed)
+    );
+    let (old_rec, new_rec) = (
+        runner.execution(old_run).await.expect("rec"),
+        runner.execution(new_run).await.expect("rec"),
+    );
+    assert_eq!(old_rec.package_id.as_deref(), Some("v1"));
+    assert_eq!(old_rec.workflow_version, old_version);
+    assert_eq!(new_rec.package_id.as_deref(), Some("v2"));
+    assert_ne!(new_rec.workflow_version, old_version);
+    assert_eq!(
+        runner
+            .catalog()
+            .iter()
+            .find(|c| c.name == "orders")
+            .and_then(|c| c.package_id.clone()),
+        Some("v2".to_string())
+    );
+    assert!(h.reconciler.status("v1").is_none());
+    h.rt().runner.shutdown().await.expect("shutdown");
+}
+
+/// Recipe 5: a restart (new runtime, same database) rebuilds everything from the desired set,
+/// without duplicating what the database already holds.
+async fn restart_rebuilds_from_the_desired_set(db: &TestDb) {
+    let desired = || {
+        vec![
+            package("scheduled-reports", "sched"),
+            package("price-publisher", "pub"),
+        ]
+    };
+    {
+        let h = harness(db).await;
+        h.reconciler.reconcile(desired()).await;
+        h.rt().triggers.stop().await;
+        h.rt().cron.stop().await;
+        h.rt().runner.shutdown().await.expect("shutdown");
+    }
+    let h = harness(db).await;
+    let report = h.reconciler.reconcile(desired()).await;
+    assert_eq!(report.loaded.len(), 2, "{report:?}");
+    assert_eq!(
+        cron_rows(&h, "sched").await,
+        1,
+        "schedules are upserted, not duplicated"
+    );
+    assert!(h.rt().runner.workflows().contains(&"report".to_string()));
+    assert!(graph_names(&h).contains(&"price_summary".to_string()));
+    h.rt().runner.shutdown().await.expect("shutdown");
+}
+
+/// A load that fails is rolled back, recorded, and retried with backoff rather than every pass.
+async fn failed_loads_back_off(db: &TestDb) {
+    let h = harness(db).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let bogus = dir.path().join("broken-1.0.0.cloacina");
+    std::fs::write(&bogus, b"not a gzip tar").expect("write");
+    let broken = DesiredPackage {
+        id: "broken".into(),
+        tenant: "public".into(),
+        source: PackageSource::Archive(bogus),
+    };
+    let report = h.reconciler.reconcile(vec![broken.clone()]).await;
+    assert_eq!(report.failed, vec!["broken".to_string()]);
+    let s = h.reconciler.status("broken").expect("recorded");
+    assert_eq!((s.state, s.attempts), (PackageState::Failed, 1));
+    assert!(
+        s.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("broken-1.0.0.cloacina"),
+        "{s:?}"
+    );
+    assert!(s.retry_in_ms.unwrap_or(0) > 0);
+    let report = h.reconciler.reconcile(vec![broken]).await;
+    assert!(
+        report.failed.is_empty(),
+        "not retried before its backoff: {report:?}"
+    );
+    assert_eq!(h.reconciler.status("broken").expect("recorded").attempts, 1);
+    h.rt().runner.shutdown().await.expect("shutdown");
+}
+
+/// hello-orders rebuilt as version 2.0.0 (a copy of the example with its version bumped),
+/// built once into its own target directory.
+fn upgraded_hello_orders() -> DesiredPackage {
+    static BUILT: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    let (dir, library) = BUILT.get_or_init(|| {
+        let root = common_packages::workspace_root();
+        let base = root.join("target").join("packages-upgrade");
+        let dir = base.join("hello-orders-v2");
+        let src = common_packages::examples_dir().join("hello-orders");
+        std::fs::create_dir_all(dir.join("src")).expect("dirs");
+        let crates = root.join("crates").display().to_string();
+        let cargo = std::fs::read_to_string(src.join("Cargo.toml"))
+            .expect("Cargo.toml")
+            .replace("version = \"1.0.0\"", "version = \"2.0.0\"")
+            .replace("../../../crates", &crates)
+            + "\n[workspace]\n";
+        std::fs::write(dir.join("Cargo.toml"), cargo).expect("write");
+        let manifest = std::fs::read_to_string(src.join("package.toml"))
+            .expect("package.toml")
+            .replace("version = \"1.0.0\"", "version = \"2.0.0\"");
+        std::fs::write(dir.join("package.toml"), manifest).expect("write");
+        std::fs::copy(src.join("src/lib.rs"), dir.join("src/lib.rs")).expect("copy");
+        std::fs::copy(
+            common_packages::examples_dir().join("Cargo.lock"),
+            dir.join("Cargo.lock"),
+        )
+        .expect("lock");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = std::process::Command::new(cargo)
+            .args(["build", "--manifest-path"])
+            .arg(dir.join("Cargo.toml"))
+            .env("CARGO_TARGET_DIR", base.join("target"))
+            .output()
+            .expect("cargo");
+        assert!(
+            out.status.success(),
+            "building v2: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lib = base
+            .join("target/debug")
+            .join(common_packages::library_file_name("hello-orders"));
+        (dir, lib)
+    });
+    let cache = common_packages::target_dir().join("loader-cache");
+    std::fs::create_dir_all(&cache).expect("cache dir");
+    DesiredPackage {
+        id: "v2".into(),
+        tenant: "public".into(),
+        source: PackageSource::Loaded(loader::load_dir(dir, library, &cache).expect("v2 loads")),
+    }
+}
+
+/// Makes the database refuse deletes of cron schedule rows (an injected fault for step 6).
+async fn refuse_cron_deletes(db: &TestDb, on: bool) {
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    match db.backend {
+        common::Backend::Sqlite => {
+            let path = db.url.trim_start_matches("sqlite://").to_string();
+            let mut c = diesel_async::sync_connection_wrapper::SyncConnectionWrapper::<
+                diesel::SqliteConnection,
+            >::establish(&path)
+            .await
+            .expect("connect");
+            let sql = if on {
+                "PRAGMA busy_timeout = 10000; CREATE TRIGGER IF NOT EXISTS refuse_cron_delete BEFORE DELETE ON cron_schedules \
+                 BEGIN SELECT RAISE(ABORT, 'injected fault: database unavailable'); END;"
+            } else {
+                "PRAGMA busy_timeout = 10000; DROP TRIGGER IF EXISTS refuse_cron_delete;"
+            };
+            c.batch_execute(sql).await.expect("trigger");
+        }
+        common::Backend::Postgres => {
+            let mut c = diesel_async::AsyncPgConnection::establish(&db.url)
+                .await
+                .expect("connect");
+            let sql = if on {
+                format!(
+                    "SET search_path TO \"{s}\"; \
+                     CREATE OR REPLACE FUNCTION refuse_cron_delete() RETURNS trigger AS $$ BEGIN \
+                     RAISE EXCEPTION 'injected fault: database unavailable'; END $$ LANGUAGE plpgsql; \
+                     CREATE TRIGGER refuse_cron_delete BEFORE DELETE ON cron_schedules FOR EACH ROW EXECUTE FUNCTION refuse_cron_delete();",
+                    s = db.schema
+                )
+            } else {
+                format!(
+                    "SET search_path TO \"{s}\"; DROP TRIGGER IF EXISTS refuse_cron_delete ON cron_schedules;",
+                    s = db.schema
+                )
+            };
+            c.batch_execute(&sql).await.expect("trigger");
+        }
+    }
+}
+
+conformance!(
+    standalone_unload_removes_everything,
+    guard_refuses_then_subscriber_first_succeeds,
+    removing_both_in_one_pass_unloads_both,
+    subscriber_waits_for_its_publisher,
+    partial_unload_is_recorded_and_a_rerun_completes_it,
+    upgrade_keeps_serving_and_in_flight_runs_finish_on_old_code,
+    restart_rebuilds_from_the_desired_set,
+    failed_loads_back_off,
+);

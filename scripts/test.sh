@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, and every test on SQLite and PostgreSQL.
+# PostgreSQL comes from CLOACINA_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test);
+# if it is local and not running, this script starts it. Under CI=true, PostgreSQL tests must run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CLOACINA_TEST_POSTGRES_URL="${CLOACINA_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+
+ensure_postgres() {
+    command -v pg_isready >/dev/null 2>&1 || { echo "test.sh: pg_isready not found; PostgreSQL tests will skip (or fail under CI=true)"; return 0; }
+    if pg_isready -q -h 127.0.0.1 -p 5432; then return 0; fi
+    if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+        echo "test.sh: starting PostgreSQL"
+        for v in $(ls /etc/postgresql); do
+            pg_ctlcluster --skip-systemctl-redirect "$v" main start || true
+        done
+        for _ in $(seq 1 30); do
+            pg_isready -q -h 127.0.0.1 -p 5432 && return 0
+            sleep 1
+        done
+    fi
+    echo "test.sh: PostgreSQL is not reachable at 127.0.0.1:5432"
+}
+ensure_postgres
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== cargo test"
+cargo test --workspace --locked --no-fail-fast "$@"
+
+# The benchmark program in a short mode: proves every scenario runs on both backends and every
+# workflow ends Completed with the right context (it exits non-zero otherwise). Timing is not
+# checked here; see docs/performance.md.
+echo "== cloacina-bench (short mode)"
+cargo run --locked -q -p cloacina-bench -- --workflows 10 --history 2000
