@@ -342,13 +342,17 @@ impl Reconciler {
             self.load(&d, pkg, &mut report).await;
         }
 
-        // Waiting packages: retry from step 5.
+        // Waiting packages: retry from step 5. One that already waited in this pass is retried
+        // only if something loaded since (its publisher may be among them); it is reported once.
+        let loaded_this_pass = !report.loaded.is_empty();
         let waiting: Vec<String> = lock(&self.entries)
             .values()
             .filter(|e| e.state == PackageState::Waiting && wanted.contains(&e.id))
+            .filter(|e| loaded_this_pass || !report.waiting.contains(&e.id))
             .map(|e| e.id.clone())
             .collect();
         for id in waiting {
+            report.waiting.retain(|w| w != &id);
             self.resume_load(&id, &mut report).await;
         }
         report
