@@ -16,9 +16,23 @@ pub struct PidFile {
     path: PathBuf,
 }
 
-/// Whether a process with this id exists (signal 0 probes without sending anything).
+/// Whether a process with this id exists (signal 0 probes without sending anything) and has
+/// not already exited: a zombie (exited, not yet reaped by its parent) counts as gone, so
+/// `daemon stop` returns as soon as the daemon has exited whoever its parent is.
 pub fn process_alive(pid: i32) -> bool {
-    pid > 0 && !matches!(kill(Pid::from_raw(pid), None), Err(Errno::ESRCH))
+    pid > 0 && !matches!(kill(Pid::from_raw(pid), None), Err(Errno::ESRCH)) && !is_zombie(pid)
+}
+
+/// `/proc/PID/stat` holds `pid (comm) STATE ...`; comm may contain spaces and parentheses,
+/// so the state is the first field after the last `)`.
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let rest = &stat[stat.rfind(')')? + 1..];
+            rest.split_whitespace().next().map(|state| state == "Z")
+        })
+        .unwrap_or(false)
 }
 
 /// The pid recorded in `path`, if the file exists and holds a number.

@@ -15,9 +15,10 @@ use std::sync::OnceLock;
 
 /// The root of the Cloacina workspace.
 pub fn workspace_root() -> PathBuf {
+    // Shared by test crates at different depths: the first ancestor holding the examples.
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     here.ancestors()
-        .nth(2)
+        .find(|dir| dir.join("examples/packages/Cargo.toml").is_file())
         .map(Path::to_path_buf)
         .unwrap_or_else(|| here.to_path_buf())
 }
