@@ -89,14 +89,16 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         },
     )
     .await?;
-    let cron = CronScheduler::new(store.clone(), runner.clone(), cron_config(&config));
+    let cron = CronScheduler::new(
+        store.clone(),
+        runner.clone(),
+        CronConfig::from_daemon(&config.daemon),
+    );
     cron.start();
     let triggers = TriggerScheduler::new(
         store.clone(),
         runner.clone(),
-        TriggerConfig {
-            base_interval: config.daemon.trigger_poll_interval(),
-        },
+        TriggerConfig::from_daemon(&config.daemon),
     );
     let starter_runner = runner.clone();
     let reactors = ReactorRegistry::new(Some(Arc::new(move |workflow: String, ctx| {
@@ -120,6 +122,10 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     let last_pass = Arc::new(Mutex::new(None::<i64>));
 
     pass(&reconciler, &mut scanner, &dirs).await;
+    // The folders are the desired set: schedules of packages removed while we were down go.
+    if let Err(e) = reconciler.cron_orphans_delete().await {
+        tracing::error!("{e}");
+    }
     *lock(&last_pass) = Some(now_ms());
     refresh(&snapshot, &reconciler, &store, &dirs, started, &last_pass).await;
     let status_fn = {
@@ -130,12 +136,12 @@ async fn run(args: Args) -> anyhow::Result<i32> {
 
     let (fs_tx, mut fs_rx) = mpsc::unbounded_channel::<()>();
     let mut watcher = watch(&dirs, config.daemon.watcher_debounce(), fs_tx.clone())?;
-    let mut interval = tokio::time::interval(
+    let poll_every = |config: &Config| {
         args.poll_interval
             .map(Duration::from_millis)
-            .unwrap_or_else(|| config.daemon.poll_interval()),
-    );
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            .unwrap_or_else(|| config.daemon.poll_interval())
+    };
+    let mut interval = poll_timer(poll_every(&config));
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
@@ -154,7 +160,13 @@ async fn run(args: Args) -> anyhow::Result<i32> {
                         match discovery::watch_dirs(&home, &args.watch_dirs, &config.watch.directories) {
                             Ok(d) => {
                                 dirs = d;
-                                watcher = watch(&dirs, config.daemon.watcher_debounce(), fs_tx.clone())?;
+                                match watch(&dirs, config.daemon.watcher_debounce(), fs_tx.clone()) {
+                                    Ok(w) => watcher = w,
+                                    Err(e) => tracing::error!(
+                                        "cannot watch the new folders ({e}); the poll interval still covers them"
+                                    ),
+                                }
+                                interval = poll_timer(poll_every(&config));
                                 tracing::info!(watch_dirs = ?dirs, "configuration reloaded (SIGHUP)");
                             }
                             Err(e) => tracing::error!("configuration reload failed, keeping the old one: {e}"),
@@ -196,13 +208,11 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn cron_config(config: &Config) -> CronConfig {
-    CronConfig {
-        max_catchup: config.daemon.cron_max_catchup,
-        recovery_interval: config.daemon.cron_recovery_interval(),
-        lost_threshold: config.daemon.cron_lost_threshold(),
-        ..CronConfig::default()
-    }
+/// The reconciler's safety-net timer; a late tick is delayed, not bunched up.
+fn poll_timer(every: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
 }
 
 /// One reconciliation pass over the archives currently in the watch folders.

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use cloacina::Store;
 use cloacina::package::archive;
+use cloacina::store::{ExecutionFilter, ExecutionRecord, ExecutionStatus};
 
 /// `cloacinactl`, built beside this package's binary (building it if a test run skipped it).
 fn cloacinactl() -> PathBuf {
@@ -128,16 +130,48 @@ impl Drop for Home {
 fn pack_example(name: &'static str, dir: &Path) -> PathBuf {
     let ex = common_packages::example(name);
     let out = dir.join(format!("{}.cloacina", name.replace('/', "-")));
-    let tmp = dir.join(format!(".{}.partial", name.replace('/', "-")));
+    pack_to(&ex.dir, &ex.library, &out);
+    out
+}
+
+/// Packs the package in `src` (built library `library`) and moves the archive to `out`
+/// atomically, as a user's `mv` would (replacing any file there).
+fn pack_to(src: &Path, library: &Path, out: &Path) {
+    let tmp = out.with_extension("partial");
     archive::pack(
-        &ex.dir,
-        &[(archive::HOST_TARGET.to_string(), ex.library.clone())],
+        src,
+        &[(archive::HOST_TARGET.to_string(), library.to_path_buf())],
         &tmp,
     )
     .expect("pack");
-    // Appear atomically, as a user's `mv` would.
-    std::fs::rename(&tmp, &out).expect("move into place");
-    out
+    std::fs::rename(&tmp, out).expect("move into place");
+}
+
+/// Every execution in the daemon's database, read through the library as another process.
+fn executions(home: &Home) -> Vec<ExecutionRecord> {
+    let url = format!("sqlite://{}", home.path().join("cloacina.db").display());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            let store = Store::open(&url).await.expect("open the daemon's database");
+            store
+                .execution_list(ExecutionFilter {
+                    limit: Some(10_000),
+                    ..ExecutionFilter::default()
+                })
+                .await
+                .expect("list executions")
+        })
+}
+
+fn package_line(status: &serde_json::Value, name: &str) -> Option<serde_json::Value> {
+    status["packages"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)
+        .cloned()
 }
 
 fn package_names(status: &serde_json::Value) -> Vec<(String, String)> {
@@ -283,5 +317,152 @@ fn dropping_and_removing_an_archive_loads_and_unloads_it() {
         s["health"] == "degraded" && package_names(&s).iter().any(|(_, state)| state == "failed")
     });
     assert!(home.ctl(&["daemon", "health"]).status.success(), "still up");
+    assert!(home.ctl(&["daemon", "stop"]).status.success());
+}
+
+#[test]
+fn replacing_an_archive_with_a_new_version_upgrades_it() {
+    let mut home = Home::new();
+    home.start(&[]);
+    let archive = pack_example("hello-orders", &home.path().join("packages"));
+    home.wait_for("hello-orders 1.0.0 loaded", |h| {
+        package_line(&h.status(), "hello-orders")
+            .is_some_and(|p| p["version"] == "1.0.0" && p["state"] == "loaded")
+    });
+    let (v2_dir, v2_lib) = common_packages::hello_orders_v2();
+    pack_to(v2_dir, v2_lib, &archive);
+    home.wait_for("hello-orders 2.0.0 serving alone", |h| {
+        let s = h.status();
+        package_line(&s, "hello-orders")
+            .is_some_and(|p| p["version"] == "2.0.0" && p["state"] == "loaded")
+            && s["packages"].as_array().is_some_and(|a| a.len() == 1)
+    });
+    assert_eq!(home.status()["health"], "healthy");
+    let log = std::fs::read_to_string(home.path().join("logs/cloacina.log")).expect("log");
+    assert!(log.contains("package upgraded"), "{log}");
+    assert!(home.ctl(&["daemon", "stop"]).status.success());
+}
+
+#[test]
+fn sighup_reloads_the_config_and_watches_a_new_folder() {
+    let mut home = Home::new();
+    home.start(&[]);
+    let extra = home.path().join("more-packages");
+    std::fs::create_dir_all(&extra).expect("mkdir");
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!("[watch]\ndirectories = [\"{}\"]\n", extra.display()),
+    )
+    .expect("config");
+    let pid = home.daemon.as_ref().map(|c| c.id()).expect("child");
+    let hup = Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(hup.success());
+    home.wait_for("the new folder is watched", |h| {
+        h.status()["watch_dirs"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d == &extra.display().to_string()))
+    });
+    pack_example("hello-orders", &extra);
+    home.wait_for("the package in the new folder loaded", |h| {
+        package_line(&h.status(), "hello-orders").is_some_and(|p| p["state"] == "loaded")
+    });
+    // Still the same process: a reload, not a restart.
+    assert_eq!(home.status()["pid"], pid);
+    assert!(home.ctl(&["daemon", "stop"]).status.success());
+}
+
+/// The heartbeat package's cron fires every second; each run's task takes 1.5 s. Runs
+/// complete on schedule, and a stop while one is in flight drains it: the daemon exits 0 only
+/// after that run has completed.
+#[test]
+fn cron_fires_on_schedule_and_stop_drains_the_task_in_flight() {
+    let mut home = Home::new();
+    home.start(&[]);
+    pack_example("heartbeat", &home.path().join("packages"));
+    home.wait_for("two cron-started runs completed", |h| {
+        executions(h)
+            .iter()
+            .filter(|e| e.workflow_name == "beat" && e.status == ExecutionStatus::Completed)
+            .count()
+            >= 2
+    });
+    let mut in_flight = Vec::new();
+    home.wait_for("a run in flight", |h| {
+        in_flight = executions(h)
+            .into_iter()
+            .filter(|e| e.status == ExecutionStatus::Running)
+            .map(|e| e.id)
+            .collect();
+        !in_flight.is_empty()
+    });
+    let stop = home.ctl(&["daemon", "stop"]);
+    assert!(stop.status.success(), "{}", home.context(&stop));
+    let exit = home
+        .daemon
+        .take()
+        .map(|mut c| c.wait().expect("wait"))
+        .expect("child");
+    assert_eq!(exit.code(), Some(0), "{}", home.logs());
+    let after = executions(&home);
+    for id in &in_flight {
+        let e = after.iter().find(|e| e.id == *id).expect("still recorded");
+        assert_eq!(
+            e.status,
+            ExecutionStatus::Completed,
+            "the run in flight at stop was drained, not cut off: {e:?}\n{}",
+            home.logs()
+        );
+    }
+    assert!(
+        after.iter().all(|e| e.status != ExecutionStatus::Running),
+        "nothing left running"
+    );
+    // Cron instants are one second apart and each fired once.
+    let mut starts: Vec<i64> = after
+        .iter()
+        .filter(|e| e.workflow_name == "beat")
+        .map(|e| e.created_at)
+        .collect();
+    starts.sort();
+    assert!(
+        starts.windows(2).all(|w| w[1] - w[0] >= 500),
+        "one run per instant: {starts:?}"
+    );
+}
+
+/// spec/000 recipe 2 in daemon mode: removing the publisher's file while its subscriber is
+/// loaded is refused by the guard (publisher stays loaded; status and log say why); removing
+/// the subscriber's file too then completes both unloads.
+#[test]
+fn guard_in_daemon_mode_keeps_the_publisher_until_its_subscriber_goes() {
+    let mut home = Home::new();
+    home.start(&[]);
+    let packages = home.path().join("packages");
+    let publisher = pack_example("price-publisher", &packages);
+    let subscriber = pack_example("price-subscriber", &packages);
+    home.wait_for("both loaded", |h| {
+        let s = h.status();
+        ["price-publisher", "price-subscriber"]
+            .iter()
+            .all(|n| package_line(&s, n).is_some_and(|p| p["state"] == "loaded"))
+    });
+    std::fs::remove_file(&publisher).expect("rm publisher");
+    let guard = "reactor 'price_reactor' has 2 bound subscriber(s): ['analyzer_v1', 'aggregator']; unbind them first";
+    home.wait_for("the refusal shown in status", |h| {
+        package_line(&h.status(), "price-publisher")
+            .is_some_and(|p| p["state"] == "loaded" && p["last_error"] == guard)
+    });
+    let log = std::fs::read_to_string(home.path().join("logs/cloacina.log")).expect("log");
+    assert!(log.contains(guard), "{log}");
+    assert!(home.ctl(&["daemon", "health"]).status.success());
+    std::fs::remove_file(&subscriber).expect("rm subscriber");
+    home.wait_for("both unloaded", |h| {
+        h.status()["packages"]
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+    });
     assert!(home.ctl(&["daemon", "stop"]).status.success());
 }

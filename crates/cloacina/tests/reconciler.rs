@@ -4,7 +4,6 @@
 mod common;
 mod common_packages;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -422,6 +421,33 @@ async fn restart_rebuilds_from_the_desired_set(db: &TestDb) {
     );
     assert!(h.rt().runner.workflows().contains(&"report".to_string()));
     assert!(graph_names(&h).contains(&"price_summary".to_string()));
+    assert!(
+        h.reconciler
+            .cron_orphans_delete()
+            .await
+            .expect("sweep")
+            .is_empty(),
+        "nothing to sweep while the package is present"
+    );
+    h.rt().cron.stop().await;
+    h.rt().triggers.stop().await;
+    h.rt().runner.shutdown().await.expect("shutdown");
+    drop(h);
+
+    // Restarted without the scheduling package (its file went away while down): its cron rows
+    // are orphans, and the sweep after the first pass deletes them.
+    let h = harness(db).await;
+    let report = h
+        .reconciler
+        .reconcile(vec![package("price-publisher", "pub")])
+        .await;
+    assert_eq!(report.loaded, vec!["pub".to_string()], "{report:?}");
+    assert_eq!(cron_rows(&h, "sched").await, 1, "left behind by the crash");
+    assert_eq!(
+        h.reconciler.cron_orphans_delete().await.expect("sweep"),
+        vec!["sched".to_string()]
+    );
+    assert_eq!(cron_rows(&h, "sched").await, 0);
     h.rt().runner.shutdown().await.expect("shutdown");
 }
 
@@ -457,50 +483,9 @@ async fn failed_loads_back_off(db: &TestDb) {
     h.rt().runner.shutdown().await.expect("shutdown");
 }
 
-/// hello-orders rebuilt as version 2.0.0 (a copy of the example with its version bumped),
-/// built once into its own target directory.
+/// hello-orders version 2.0.0, loaded as desired package `v2`.
 fn upgraded_hello_orders() -> DesiredPackage {
-    static BUILT: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
-    let (dir, library) = BUILT.get_or_init(|| {
-        let root = common_packages::workspace_root();
-        let base = root.join("target").join("packages-upgrade");
-        let dir = base.join("hello-orders-v2");
-        let src = common_packages::examples_dir().join("hello-orders");
-        std::fs::create_dir_all(dir.join("src")).expect("dirs");
-        let crates = root.join("crates").display().to_string();
-        let cargo = std::fs::read_to_string(src.join("Cargo.toml"))
-            .expect("Cargo.toml")
-            .replace("version = \"1.0.0\"", "version = \"2.0.0\"")
-            .replace("../../../crates", &crates)
-            + "\n[workspace]\n";
-        std::fs::write(dir.join("Cargo.toml"), cargo).expect("write");
-        let manifest = std::fs::read_to_string(src.join("package.toml"))
-            .expect("package.toml")
-            .replace("version = \"1.0.0\"", "version = \"2.0.0\"");
-        std::fs::write(dir.join("package.toml"), manifest).expect("write");
-        std::fs::copy(src.join("src/lib.rs"), dir.join("src/lib.rs")).expect("copy");
-        std::fs::copy(
-            common_packages::examples_dir().join("Cargo.lock"),
-            dir.join("Cargo.lock"),
-        )
-        .expect("lock");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = std::process::Command::new(cargo)
-            .args(["build", "--manifest-path"])
-            .arg(dir.join("Cargo.toml"))
-            .env("CARGO_TARGET_DIR", base.join("target"))
-            .output()
-            .expect("cargo");
-        assert!(
-            out.status.success(),
-            "building v2: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let lib = base
-            .join("target/debug")
-            .join(common_packages::library_file_name("hello-orders"));
-        (dir, lib)
-    });
+    let (dir, library) = common_packages::hello_orders_v2();
     let cache = common_packages::target_dir().join("loader-cache");
     std::fs::create_dir_all(&cache).expect("cache dir");
     DesiredPackage {

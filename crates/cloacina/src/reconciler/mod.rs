@@ -122,6 +122,8 @@ pub enum ReconcileError {
         step_name: &'static str,
         message: String,
     },
+    #[error("cannot read or delete cron schedules: {0}; the next start tries again")]
+    Storage(String),
 }
 
 /// The unload plan for `package delete --dry-run`.
@@ -356,6 +358,38 @@ impl Reconciler {
             self.resume_load(&id, &mut report).await;
         }
         report
+    }
+
+    /// Deletes the cron schedules of packages this reconciler does not know: rows left behind
+    /// by packages whose files went away while the process was down. Run it after the first
+    /// pass of a process that owns its database alone (the daemon); the folders are the
+    /// desired set, so such rows would otherwise fire workflows that nothing serves.
+    pub async fn cron_orphans_delete(&self) -> Result<Vec<String>, ReconcileError> {
+        let _pass = self.pass.lock().await;
+        let rows = self
+            .rt
+            .cron
+            .schedules_list()
+            .await
+            .map_err(|e| ReconcileError::Storage(e.to_string()))?;
+        let known: HashSet<String> = lock(&self.entries).keys().cloned().collect();
+        let orphans: std::collections::BTreeSet<String> = rows
+            .into_iter()
+            .map(|r| r.package_id)
+            .filter(|id| !known.contains(id))
+            .collect();
+        for id in &orphans {
+            self.rt
+                .cron
+                .schedules_delete(id)
+                .await
+                .map_err(|e| ReconcileError::Storage(e.to_string()))?;
+            tracing::info!(
+                package_id = %id,
+                "deleted the cron schedules of a package that is no longer present"
+            );
+        }
+        Ok(orphans.into_iter().collect())
     }
 
     /// Unloads one package now (the server's delete). A guard refusal changes nothing and
