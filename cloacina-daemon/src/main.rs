@@ -12,12 +12,12 @@ use clap::Parser;
 use cloacina::config::{Config, Home};
 use cloacina::daemon::discovery::{self, Scanner};
 use cloacina::daemon::pidfile::PidFile;
-use cloacina::daemon::status::{self, DaemonStatus, PackageLine};
-use cloacina::reconciler::{DesiredPackage, PackageSource, PackageState, Reconciler, Runtime};
+use cloacina::daemon::status::{self, DaemonStatus};
+use cloacina::reconciler::{Reconciler, Runtime};
 use cloacina::registry::ReactorRegistry;
 use cloacina::schedule::cron::{CronConfig, CronScheduler};
 use cloacina::schedule::trigger::{TriggerConfig, TriggerScheduler};
-use cloacina::store::{ExecutionFilter, ExecutionStatus, Store, now_ms};
+use cloacina::store::{Store, now_ms};
 use cloacina::{Runner, RunnerConfig};
 use notify_debouncer_full::notify::RecursiveMode;
 use tokio::signal::unix::{SignalKind, signal};
@@ -119,18 +119,25 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     let mut dirs = discovery::watch_dirs(&home, &args.watch_dirs, &config.watch.directories)?;
     let mut scanner = Scanner::default();
     let snapshot = Arc::new(Mutex::new(None::<DaemonStatus>));
-    let last_pass = Arc::new(Mutex::new(None::<i64>));
+    let refresh = async |dirs: &[PathBuf], last_pass: Option<i64>| {
+        let now =
+            DaemonStatus::collect(&reconciler, &store, dirs, started.elapsed(), last_pass).await;
+        *lock(&snapshot) = Some(now);
+    };
 
-    pass(&reconciler, &mut scanner, &dirs).await;
+    discovery::folders_reconcile(&reconciler, &mut scanner, &dirs).await;
     // The folders are the desired set: schedules of packages removed while we were down go.
     if let Err(e) = reconciler.cron_orphans_delete().await {
         tracing::error!("{e}");
     }
-    *lock(&last_pass) = Some(now_ms());
-    refresh(&snapshot, &reconciler, &store, &dirs, started, &last_pass).await;
+    refresh(&dirs, Some(now_ms())).await;
     let status_fn = {
         let snapshot = snapshot.clone();
-        Arc::new(move || lock(&snapshot).clone().unwrap_or_else(starting)) as status::StatusFn
+        Arc::new(move || {
+            lock(&snapshot)
+                .clone()
+                .unwrap_or_else(DaemonStatus::starting)
+        }) as status::StatusFn
     };
     let socket = status::serve(&home.daemon_socket(), status_fn).await?;
 
@@ -178,9 +185,8 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
-        pass(&reconciler, &mut scanner, &dirs).await;
-        *lock(&last_pass) = Some(now_ms());
-        refresh(&snapshot, &reconciler, &store, &dirs, started, &last_pass).await;
+        discovery::folders_reconcile(&reconciler, &mut scanner, &dirs).await;
+        refresh(&dirs, Some(now_ms())).await;
     }
 
     // Graceful shutdown: a second SIGINT exits at once with status 1.
@@ -213,104 +219,6 @@ fn poll_timer(every: Duration) -> tokio::time::Interval {
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     interval
-}
-
-/// One reconciliation pass over the archives currently in the watch folders.
-async fn pass(reconciler: &Reconciler, scanner: &mut Scanner, dirs: &[PathBuf]) {
-    let (found, problems) = scanner.scan(dirs);
-    for p in problems {
-        tracing::warn!("{p}");
-    }
-    let desired = found
-        .into_iter()
-        .map(|f| DesiredPackage {
-            id: f.sha256,
-            tenant: "public".to_string(),
-            source: PackageSource::Archive(f.path),
-        })
-        .collect();
-    let report = reconciler.reconcile(desired).await;
-    if !(report.loaded.is_empty() && report.unloaded.is_empty() && report.upgraded.is_empty()) {
-        tracing::info!(
-            loaded = report.loaded.len(),
-            unloaded = report.unloaded.len(),
-            upgraded = report.upgraded.len(),
-            "reconciliation pass"
-        );
-    }
-}
-
-async fn refresh(
-    snapshot: &Mutex<Option<DaemonStatus>>,
-    reconciler: &Reconciler,
-    store: &Store,
-    dirs: &[PathBuf],
-    started: Instant,
-    last_pass: &Mutex<Option<i64>>,
-) {
-    let mut active = 0;
-    for s in [
-        ExecutionStatus::Pending,
-        ExecutionStatus::Running,
-        ExecutionStatus::Paused,
-    ] {
-        let filter = ExecutionFilter {
-            status: Some(s),
-            limit: Some(10_000),
-            ..ExecutionFilter::default()
-        };
-        active += store
-            .execution_list(filter)
-            .await
-            .map(|v| v.len())
-            .unwrap_or(0);
-    }
-    let statuses = reconciler.statuses();
-    let degraded = statuses.iter().any(|s| {
-        matches!(
-            s.state,
-            PackageState::Failed | PackageState::PartiallyUnloaded
-        )
-    });
-    let packages = statuses
-        .iter()
-        .map(|s| PackageLine {
-            name: s.name.clone().unwrap_or_else(|| "(unreadable)".to_string()),
-            version: s.version.clone().unwrap_or_default(),
-            state: serde_json::to_value(s.state)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default(),
-            last_error: s.last_error.clone().or_else(|| s.waiting_for.clone()),
-            path: s.source.clone(),
-        })
-        .collect();
-    *lock(snapshot) = Some(DaemonStatus {
-        health: if degraded { "degraded" } else { "healthy" }.to_string(),
-        pid: std::process::id(),
-        uptime_s: started.elapsed().as_secs(),
-        packages_loaded: statuses
-            .iter()
-            .filter(|s| s.state == PackageState::Loaded)
-            .count(),
-        last_reconciliation: *lock(last_pass),
-        active_workflows: active,
-        watch_dirs: dirs.iter().map(|d| d.display().to_string()).collect(),
-        packages,
-    });
-}
-
-fn starting() -> DaemonStatus {
-    DaemonStatus {
-        health: "starting".to_string(),
-        pid: std::process::id(),
-        uptime_s: 0,
-        packages_loaded: 0,
-        last_reconciliation: None,
-        active_workflows: 0,
-        watch_dirs: Vec::new(),
-        packages: Vec::new(),
-    }
 }
 
 /// Watches the folders (debounced); each settled burst of changes sends one wake-up.

@@ -129,6 +129,39 @@ impl Scanner {
     }
 }
 
+/// One reconciliation pass over the archives now in the watch folders: each file is a desired
+/// package of tenant `public`, identified by its content hash (so replacing a file with another
+/// version is an upgrade, and an unchanged file is a no-op). Folder problems are logged.
+pub async fn folders_reconcile(
+    reconciler: &crate::reconciler::Reconciler,
+    scanner: &mut Scanner,
+    dirs: &[PathBuf],
+) -> crate::reconciler::ReconcileReport {
+    use crate::reconciler::{DesiredPackage, PackageSource};
+    let (found, problems) = scanner.scan(dirs);
+    for p in problems {
+        tracing::warn!("{p}");
+    }
+    let desired = found
+        .into_iter()
+        .map(|f| DesiredPackage {
+            id: f.sha256,
+            tenant: "public".to_string(),
+            source: PackageSource::Archive(f.path),
+        })
+        .collect();
+    let report = reconciler.reconcile(desired).await;
+    if !(report.loaded.is_empty() && report.unloaded.is_empty() && report.upgraded.is_empty()) {
+        tracing::info!(
+            loaded = report.loaded.len(),
+            unloaded = report.unloaded.len(),
+            upgraded = report.upgraded.len(),
+            "reconciliation pass"
+        );
+    }
+    report
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

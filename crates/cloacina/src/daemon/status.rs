@@ -1,7 +1,7 @@
 //! The daemon's health socket (`<home>/daemon.sock`): connect, read one JSON status document,
 //! done. `cloacinactl daemon status` and `daemon health` are its clients.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::DaemonError;
+use crate::reconciler::{PackageState, Reconciler};
+use crate::store::{ExecutionFilter, ExecutionStatus, Store};
 
 /// What the socket answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +38,82 @@ pub struct PackageLine {
     pub state: String,
     pub last_error: Option<String>,
     pub path: Option<String>,
+}
+
+impl DaemonStatus {
+    /// What the socket answers before the first reconciliation pass has finished.
+    pub fn starting() -> DaemonStatus {
+        DaemonStatus {
+            health: "starting".to_string(),
+            pid: std::process::id(),
+            uptime_s: 0,
+            packages_loaded: 0,
+            last_reconciliation: None,
+            active_workflows: 0,
+            watch_dirs: Vec::new(),
+            packages: Vec::new(),
+        }
+    }
+
+    /// The status now: packages from the reconciler, unfinished executions from the store.
+    /// `degraded` when a package failed to load or is stuck part-way through an unload.
+    pub async fn collect(
+        reconciler: &Reconciler,
+        store: &Store,
+        watch_dirs: &[PathBuf],
+        uptime: Duration,
+        last_reconciliation: Option<i64>,
+    ) -> DaemonStatus {
+        let mut active = 0;
+        for s in [
+            ExecutionStatus::Pending,
+            ExecutionStatus::Running,
+            ExecutionStatus::Paused,
+        ] {
+            let filter = ExecutionFilter {
+                status: Some(s),
+                limit: Some(10_000),
+                ..ExecutionFilter::default()
+            };
+            match store.execution_list(filter).await {
+                Ok(v) => active += v.len(),
+                Err(e) => tracing::warn!("status: cannot count active workflows: {e}"),
+            }
+        }
+        let statuses = reconciler.statuses();
+        let degraded = statuses.iter().any(|s| {
+            matches!(
+                s.state,
+                PackageState::Failed | PackageState::PartiallyUnloaded
+            )
+        });
+        let packages = statuses
+            .iter()
+            .map(|s| PackageLine {
+                name: s.name.clone().unwrap_or_else(|| "(unreadable)".to_string()),
+                version: s.version.clone().unwrap_or_default(),
+                state: serde_json::to_value(s.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                last_error: s.last_error.clone().or_else(|| s.waiting_for.clone()),
+                path: s.source.clone(),
+            })
+            .collect();
+        DaemonStatus {
+            health: if degraded { "degraded" } else { "healthy" }.to_string(),
+            pid: std::process::id(),
+            uptime_s: uptime.as_secs(),
+            packages_loaded: statuses
+                .iter()
+                .filter(|s| s.state == PackageState::Loaded)
+                .count(),
+            last_reconciliation,
+            active_workflows: active,
+            watch_dirs: watch_dirs.iter().map(|d| d.display().to_string()).collect(),
+            packages,
+        }
+    }
 }
 
 /// Produces the current status on each connection.
