@@ -466,3 +466,34 @@ fn guard_in_daemon_mode_keeps_the_publisher_until_its_subscriber_goes() {
     });
     assert!(home.ctl(&["daemon", "stop"]).status.success());
 }
+
+/// A second SIGINT while the first one's drain waits for a running task exits 1 at once.
+#[test]
+fn a_second_interrupt_during_the_drain_exits_1() {
+    let mut home = Home::new();
+    home.start(&[]);
+    pack_example("heartbeat", &home.path().join("packages"));
+    home.wait_for("a run in flight", |h| {
+        executions(h)
+            .iter()
+            .any(|e| e.status == ExecutionStatus::Running)
+    });
+    let pid = home.daemon.as_ref().map(|c| c.id()).expect("child");
+    let interrupt = || {
+        let sent = Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .expect("kill -INT");
+        assert!(sent.success());
+    };
+    interrupt();
+    home.wait_for("the drain started", |h| h.logs().contains("shutting down"));
+    interrupt();
+    let exit = home
+        .daemon
+        .take()
+        .map(|mut c| c.wait().expect("wait"))
+        .expect("child");
+    assert_eq!(exit.code(), Some(1), "{}", home.logs());
+    assert!(home.logs().contains("second interrupt"), "{}", home.logs());
+}
