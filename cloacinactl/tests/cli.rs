@@ -665,3 +665,44 @@ fn signing_key_problems_stop_pack_before_it_writes() {
     }
     assert!(!env.join("fake-0.3.0.cloacina").exists());
 }
+
+// ---------------------------------------------------------------------------------------------
+// daemon verbs without a daemon (the running daemon is tested in cloacina-daemon/tests)
+
+#[test]
+fn daemon_verbs_without_a_daemon_exit_2() {
+    let env = Env::new();
+    let home = env.join("home");
+    let home = home.to_str().expect("utf-8 path");
+    let out = env.run(&["--home", home, "daemon", "health"]);
+    out.code(2);
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out}");
+    env.run(&["--home", home, "daemon", "status"])
+        .code(2)
+        .stderr_has("cannot reach the daemon at")
+        .stderr_has("start it with 'cloacinactl daemon start'");
+    env.run(&["--home", home, "daemon", "stop"]).code(2);
+}
+
+#[test]
+fn daemon_start_says_where_it_looked_for_the_daemon() {
+    let env = Env::new();
+    // A copy of cloacinactl alone in a folder, with nothing on PATH.
+    let lonely = env.join("bin/cloacinactl");
+    fs::create_dir_all(env.join("bin")).expect("mkdir");
+    fs::copy(env!("CARGO_BIN_EXE_cloacinactl"), &lonely).expect("copy");
+    let out = std::process::Command::new(&lonely)
+        .args(["--home"])
+        .arg(env.join("home"))
+        .args(["daemon", "start"])
+        .env("PATH", env.join("empty"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot find cloacina-daemon beside cloacinactl")
+            && err.contains("cargo build -p cloacina-daemon"),
+        "{err}"
+    );
+}
