@@ -6,6 +6,7 @@
 //! and, on PostgreSQL, to other processes through `LISTEN/NOTIFY`.
 
 mod error;
+mod pg_batch;
 mod postgres;
 mod rows;
 mod schema;
@@ -404,6 +405,11 @@ impl Store {
     /// Leases ready tasks to `req.owner`; each claim bumps the task's attempt (fencing token).
     pub async fn task_claim(&self, req: ClaimRequest) -> Result<Vec<ClaimedTask>, StoreError> {
         let now = now_ms();
+        // On PostgreSQL claims are merged per group commit with the batch's finishes.
+        if let Backend::Postgres(p) = &self.inner.backend {
+            self.inner.write_txns.fetch_add(1, Ordering::Relaxed);
+            return p.claim(req, now).await;
+        }
         dispatch!(write self, no_signals, |c| ops::task_claim(c, req, now))
     }
 
@@ -411,6 +417,20 @@ impl Store {
     pub async fn task_finish(&self, finish: TaskFinish) -> Result<FinishResult, StoreError> {
         let now = now_ms();
         let id = finish.execution_id;
+        // On PostgreSQL terminal finishes are merged per group commit (set-based statements);
+        // a retry is rare and takes the ordinary path.
+        if let Backend::Postgres(p) = &self.inner.backend
+            && !matches!(finish.outcome, AttemptOutcome::Retry { .. })
+        {
+            self.inner.write_txns.fetch_add(1, Ordering::Relaxed);
+            let result = p.finish(finish, now).await;
+            if let Ok(r) = &result {
+                for s in r.signals(Some(id)) {
+                    let _ = self.inner.signals.send(s);
+                }
+            }
+            return result;
+        }
         dispatch!(write self, move |r: &FinishResult| r.signals(Some(id)), |c| ops::task_finish(c, finish, now))
     }
 

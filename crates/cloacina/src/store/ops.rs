@@ -1,13 +1,14 @@
 // Every storage operation, written once. This file is `include!`d by `sqlite.rs` and
-// `postgres.rs`, each of which defines `Conn` (its connection type) and `select_claimable`
-// (the one query whose locking differs) and `insert_tasks`/`insert_events` (multi-row
-// inserts), so both backends run the same statements.
+// `postgres.rs`, each of which defines `Conn` (its connection type), `claim_rows` (the claim
+// statement, whose locking differs), `bump_many` (counter updates of several executions) and
+// `insert_tasks`/`insert_events` (multi-row inserts); PostgreSQL writes many rows per statement
+// in these, SQLite loops (its statements cost microseconds, not round trips).
 //
 // Each function runs inside a transaction opened by its caller; none commits.
 
 use std::collections::BTreeMap;
 
-use diesel::{BoolExpressionMethods, ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
+use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
@@ -27,7 +28,7 @@ use crate::store::types::{
 use crate::workflow::Context;
 
 const ACTIVE: [&str; 2] = ["Pending", "Running"];
-const TERMINAL: [&str; 3] = ["Completed", "Failed", "Cancelled"];
+pub(crate) const TERMINAL: [&str; 3] = ["Completed", "Failed", "Cancelled"];
 /// Statuses covered by the de-duplication index (`workflow_executions_dedup`).
 const UNFINISHED: [&str; 3] = ["Pending", "Running", "Paused"];
 
@@ -50,18 +51,26 @@ macro_rules! fenced {
 }
 
 /// The execution row's counters after a bump.
-struct Counters {
-    event_seq: i64,
-    remaining_tasks: i32,
-    failed_tasks: i32,
-    status: String,
-    workflow_name: String,
-    workflow_version: String,
+pub(crate) struct Counters {
+    pub(crate) event_seq: i64,
+    pub(crate) remaining_tasks: i32,
+    pub(crate) failed_tasks: i32,
+    pub(crate) status: String,
+    pub(crate) workflow_name: String,
+    pub(crate) workflow_version: String,
+}
+
+/// One execution's share of a counter update: its events and counter deltas.
+pub(crate) struct Bump {
+    pub(crate) execution: String,
+    pub(crate) events: Vec<PendingEvent>,
+    pub(crate) remaining_delta: i32,
+    pub(crate) failed_delta: i32,
 }
 
 /// Adjusts an execution's counters and appends its events. Updating the execution row first
 /// takes its row lock (PostgreSQL) so sequence numbers follow commit order per execution.
-async fn bump(
+pub(crate) async fn bump(
     conn: &mut Conn,
     execution: &str,
     events: Vec<PendingEvent>,
@@ -352,53 +361,39 @@ pub(crate) async fn task_statuses(conn: &mut Conn, execution: Uuid, tasks: Vec<S
 }
 
 /// Claims ready tasks: each is a single status-checked update that bumps the attempt (the
-/// fencing token) and records the lease; executions that are paused or cancelled are never
-/// claimed from.
+/// fencing token) and records the lease (the backend's `claim_rows`: one statement for all of
+/// them on PostgreSQL); executions that are paused or cancelled are never claimed from.
 pub(crate) async fn task_claim(conn: &mut Conn, req: ClaimRequest, now: Millis) -> Result<Vec<ClaimedTask>, StoreError> {
-    let candidates: Vec<(String, String)> = match &req.only {
-        Some(only) => only.iter().map(|(e, t)| (e.to_string(), t.clone())).collect(),
-        None => select_claimable(conn, &req, now).await?,
-    };
     let expires = now + req.lease_ms;
-    let mut per_execution: BTreeMap<String, Vec<(String, i32, i32, i32)>> = BTreeMap::new();
-    for (e, t) in candidates {
-        let active = we::table.filter(we::status.eq_any(ACTIVE)).select(we::id);
-        let claimed: Option<(i32, i32, i32)> = diesel::update(
-            te::table
-                .filter(te::execution_id.eq(&e))
-                .filter(te::task_id.eq(&t))
-                .filter(te::status.eq("Ready"))
-                .filter(te::ready_at.le(now).or(te::ready_at.is_null()))
-                .filter(te::execution_id.eq_any(active)),
-        )
-        .set((
-            te::status.eq(TaskStatus::Running.as_str()),
-            te::attempt.eq(te::attempt + 1),
-            te::lease_owner.eq(Some(req.owner.as_str())),
-            te::lease_expires_at.eq(Some(expires)),
-            te::started_at.eq(Some(now)),
-            te::updated_at.eq(now),
-        ))
-        .returning((te::attempt, te::recoveries, te::failed_deps))
-        .get_result(conn)
-        .await
-        .optional()?;
-        if let Some((attempt, recoveries, failed_deps)) = claimed {
-            per_execution.entry(e).or_default().push((t, attempt, recoveries, failed_deps));
-        }
+    let rows = claim_rows(conn, &req, now).await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
     }
-    let mut out = Vec::new();
-    for (e, tasks) in per_execution {
-        let started = diesel::update(we::table.find(&e).filter(we::status.eq("Pending")))
-            .set((we::status.eq(ExecutionStatus::Running.as_str()), we::started_at.eq(Some(now))))
-            .execute(conn)
-            .await?
-            > 0;
-        let mut events = Vec::with_capacity(tasks.len() + 1);
-        if started {
+    let mut order: Vec<String> = Vec::new();
+    let mut maybe_pending: Vec<String> = Vec::new();
+    let mut per_execution: BTreeMap<String, Vec<(String, i32, i32, i32)>> = BTreeMap::new();
+    for c in rows {
+        let tasks = per_execution.entry(c.execution_id.clone()).or_default();
+        if tasks.is_empty() {
+            order.push(c.execution_id.clone());
+        }
+        if c.maybe_pending && !maybe_pending.contains(&c.execution_id) {
+            maybe_pending.push(c.execution_id.clone());
+        }
+        tasks.push((c.task_id, c.attempt, c.recoveries, c.failed_deps));
+    }
+    let started = if maybe_pending.is_empty() {
+        Vec::new()
+    } else {
+        start_executions(conn, &maybe_pending, now).await?
+    };
+    let mut bumps = Vec::with_capacity(order.len());
+    for e in &order {
+        let mut events = Vec::new();
+        if started.contains(e) {
             events.push(PendingEvent::execution(event_kind::EXECUTION_STARTED, None));
         }
-        for (t, attempt, _, _) in &tasks {
+        for (t, attempt, _, _) in &per_execution[e] {
             events.push(PendingEvent::task(
                 event_kind::TASK_CLAIMED,
                 t,
@@ -406,9 +401,18 @@ pub(crate) async fn task_claim(conn: &mut Conn, req: ClaimRequest, now: Millis) 
                 Some(format!("leased to {} until {expires}", req.owner)),
             ));
         }
-        let c = append_events(conn, &e, events, now).await?;
-        let id = crate::store::rows::parse_uuid(&e)?;
-        for (task_id, attempt, recoveries, failed_deps) in tasks {
+        bumps.push(Bump {
+            execution: e.clone(),
+            events,
+            remaining_delta: 0,
+            failed_delta: 0,
+        });
+    }
+    let counters = bump_many(conn, bumps, now).await?;
+    let mut out = Vec::new();
+    for (e, c) in order.iter().zip(counters) {
+        let id = crate::store::rows::parse_uuid(e)?;
+        for (task_id, attempt, recoveries, failed_deps) in per_execution.remove(e).unwrap_or_default() {
             out.push(ClaimedTask {
                 execution_id: id,
                 task_id,
@@ -424,6 +428,15 @@ pub(crate) async fn task_claim(conn: &mut Conn, req: ClaimRequest, now: Millis) 
     Ok(out)
 }
 
+/// Moves those of `ids` still Pending to Running (their first claim); returns which.
+pub(crate) async fn start_executions(conn: &mut Conn, ids: &[String], now: Millis) -> Result<Vec<String>, StoreError> {
+    Ok(diesel::update(we::table.filter(we::id.eq_any(ids)).filter(we::status.eq("Pending")))
+        .set((we::status.eq(ExecutionStatus::Running.as_str()), we::started_at.eq(Some(now))))
+        .returning(we::id)
+        .load(conn)
+        .await?)
+}
+
 /// Records how an attempt ended, fenced by its attempt number. A terminal outcome commits the
 /// task's output, its status, its dependents' readiness, the execution's counters (and final
 /// status when it was the last task) and the events, all in the caller's one transaction.
@@ -436,11 +449,10 @@ pub(crate) async fn task_finish(conn: &mut Conn, f: TaskFinish, now: Millis) -> 
         AttemptOutcome::Skipped { reason } => (TaskStatus::Skipped, Some(reason), None),
     };
     let mut result = finish_terminal(conn, &e, &f.task_id, f.attempt, status, message, output, now).await?;
-    if let Some(h) = f.handoff
-        && h.limit > 0
-        && !result.fenced
-        && !result.newly_ready.is_empty()
-    {
+    let Some(h) = f.handoff.filter(|h| h.limit > 0 && !result.fenced) else {
+        return Ok(result);
+    };
+    if !result.newly_ready.is_empty() {
         let only = result
             .newly_ready
             .iter()
@@ -448,13 +460,27 @@ pub(crate) async fn task_finish(conn: &mut Conn, f: TaskFinish, now: Millis) -> 
             .map(|t| (f.execution_id, t.clone()))
             .collect();
         let req = ClaimRequest {
-            owner: h.owner,
+            owner: h.owner.clone(),
             lease_ms: h.lease_ms,
             limit: h.limit,
             workflows: None,
             only: Some(only),
         };
         result.claimed = task_claim(conn, req, now).await?;
+        result.handed_off = result.claimed.len();
+    }
+    let left = h.limit - result.claimed.len() as i64;
+    if let Some(workflows) = h.refill
+        && left > 0
+    {
+        let req = ClaimRequest {
+            owner: h.owner,
+            lease_ms: h.lease_ms,
+            limit: left,
+            workflows: Some(workflows),
+            only: None,
+        };
+        result.claimed.extend(task_claim(conn, req, now).await?);
     }
     Ok(result)
 }
@@ -589,12 +615,13 @@ async fn finish_terminal(
         newly_ready,
         execution_finished,
         claimed: Vec::new(),
+        handed_off: 0,
     })
 }
 
 /// Ends an execution whose tasks are all terminal: final context = input merged with the leaf
 /// outputs in topological order; Failed if any task failed.
-async fn finalize(conn: &mut Conn, e: &str, failed_tasks: i32, now: Millis) -> Result<ExecutionStatus, StoreError> {
+pub(crate) async fn finalize(conn: &mut Conn, e: &str, failed_tasks: i32, now: Millis) -> Result<ExecutionStatus, StoreError> {
     let leaves: Vec<String> = te::table
         .filter(te::execution_id.eq(e))
         .filter(te::dependents.eq("[]"))

@@ -4,20 +4,20 @@
 
 use std::time::Duration;
 
-use diesel::{ExpressionMethods, QueryDsl};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures::StreamExt;
 use tokio::sync::broadcast;
 
 use super::error::StoreError;
-use super::rows::{EventRow, TaskRow};
-use super::schema::{execution_events, task_executions as te, workflow_executions as we};
-use super::types::{ClaimRequest, Millis, StoreSignal};
-use super::writer::Writer;
+use super::pg_batch::{self, Write, Written};
+use super::types::{
+    ClaimRequest, ClaimedTask, FinishResult, Millis, Signals, StoreSignal, TaskFinish,
+};
+use super::writer::{Merge, Writer};
 use crate::workflow::BoxFuture;
 
 pub(crate) type Conn = AsyncPgConnection;
@@ -26,14 +26,13 @@ const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postg
 
 #[allow(clippy::duplicate_mod)]
 pub(crate) mod ops {
-    use super::{Conn, insert_events, insert_tasks, select_claimable};
+    use super::{Conn, bump_many, claim_rows, insert_events, insert_tasks};
     include!("ops.rs");
 }
 
 pub(crate) struct PgStore {
     pool: Pool<Conn>,
-    writer: Writer<Conn>,
-    channel: String,
+    writer: Writer<Conn, Finishes>,
     listener: tokio::task::JoinHandle<()>,
 }
 
@@ -137,39 +136,58 @@ impl PgStore {
                 })
             }
         };
-        let writer = Writer::spawn(connect().await?, "BEGIN", Some(Box::new(connect)));
         let channel = format!("cloacina_{schema}");
+        let finishes = Finishes {
+            channel: channel.clone(),
+        };
+        let writer = Writer::spawn(connect().await?, "BEGIN", finishes, Some(Box::new(connect)));
         let listener = tokio::spawn(listen(url.to_string(), channel.clone(), signals));
         Ok(PgStore {
             pool,
             writer,
-            channel,
             listener,
         })
     }
 
-    /// Runs `f` in the writer's next group-commit transaction and, before commit, queues a
-    /// NOTIFY for each signal the result implies (PostgreSQL delivers them only on commit).
+    /// Runs `f` in the writer's next group-commit transaction; the writer sends a NOTIFY for
+    /// each signal the result implies before the commit (PostgreSQL delivers them only on
+    /// commit), one statement for the whole batch.
     pub(crate) async fn write<T, F, S>(&self, f: F, signals: S) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'static,
         S: Fn(&T) -> Vec<StoreSignal> + Send + 'static,
     {
-        let channel = self.channel.clone();
         self.writer
-            .write(move |c| {
-                Box::pin(async move {
-                    let out = f(c).await?;
-                    for s in signals(&out) {
-                        diesel::select(pg_notify(&channel, s.encode()))
-                            .execute(c)
-                            .await?;
-                    }
-                    Ok(out)
-                })
+            .write_noting(f, move |out| {
+                signals(out).into_iter().map(|s| s.encode()).collect()
             })
             .await
+    }
+
+    /// Records a terminal task finish, merged with the other claims and finishes of the
+    /// writer's next batch into a few set-based statements.
+    pub(crate) async fn finish(
+        &self,
+        finish: TaskFinish,
+        now: Millis,
+    ) -> Result<FinishResult, StoreError> {
+        match self.writer.merged((Write::Finish(finish), now)).await? {
+            Written::Finished(_, result) => Ok(result),
+            Written::Claimed(_) => Err(mismatch()),
+        }
+    }
+
+    /// Claims ready tasks, merged like [`finish`](Self::finish).
+    pub(crate) async fn claim(
+        &self,
+        req: ClaimRequest,
+        now: Millis,
+    ) -> Result<Vec<ClaimedTask>, StoreError> {
+        match self.writer.merged((Write::Claim(req), now)).await? {
+            Written::Claimed(tasks) => Ok(tasks),
+            Written::Finished(..) => Err(mismatch()),
+        }
     }
 
     pub(crate) fn commits(&self) -> u64 {
@@ -202,8 +220,6 @@ impl PgStore {
         Ok(())
     }
 }
-
-diesel::define_sql_function!(fn pg_notify(channel: diesel::sql_types::Text, payload: diesel::sql_types::Text));
 
 /// Applies pending migrations to `schema`, creating it if needed. A session advisory lock per
 /// schema makes concurrent starts (two replicas, two tests) apply them once, in turn.
@@ -270,55 +286,62 @@ async fn listen(url: String, channel: String, signals: broadcast::Sender<StoreSi
     }
 }
 
-/// Ready tasks of active executions, oldest first, row-locked and skipping rows another
-/// runner is claiming right now.
-pub(crate) async fn select_claimable(
-    conn: &mut Conn,
-    req: &ClaimRequest,
-    now: Millis,
-) -> Result<Vec<(String, String)>, StoreError> {
-    let base = te::table
-        .filter(te::status.eq("Ready"))
-        .filter(te::ready_at.le(now))
-        .order(te::ready_at.asc())
-        .limit(req.limit.max(1))
-        .select((te::execution_id, te::task_id))
-        .for_update()
-        .skip_locked();
-    let rows = match &req.workflows {
-        Some(names) => {
-            let active = we::table
-                .filter(we::status.eq_any(["Pending", "Running"]))
-                .filter(we::workflow_name.eq_any(names))
-                .select(we::id);
-            base.filter(te::execution_id.eq_any(active))
-                .load(conn)
-                .await?
-        }
-        None => {
-            let active = we::table
-                .filter(we::status.eq_any(["Pending", "Running"]))
-                .select(we::id);
-            base.filter(te::execution_id.eq_any(active))
-                .load(conn)
-                .await?
-        }
-    };
-    Ok(rows)
+fn mismatch() -> StoreError {
+    StoreError::Corrupt("the writer answered a merged write with another kind's result".to_string())
 }
 
-pub(crate) async fn insert_tasks(conn: &mut Conn, rows: Vec<TaskRow>) -> Result<(), StoreError> {
-    diesel::insert_into(te::table)
-        .values(&rows)
-        .execute(conn)
-        .await?;
-    Ok(())
+/// Claims and task finishes, merged per group commit (see [`pg_batch::write_many`]).
+pub(crate) struct Finishes {
+    channel: String,
 }
 
-pub(crate) async fn insert_events(conn: &mut Conn, rows: Vec<EventRow>) -> Result<(), StoreError> {
-    diesel::insert_into(execution_events::table)
-        .values(&rows)
-        .execute(conn)
-        .await?;
-    Ok(())
+impl Merge<Conn> for Finishes {
+    type Item = (Write, Millis);
+    type Output = Written;
+
+    fn many<'c>(
+        &'c self,
+        conn: &'c mut Conn,
+        items: &'c [Self::Item],
+    ) -> BoxFuture<'c, Result<Vec<Self::Output>, StoreError>> {
+        Box::pin(pg_batch::write_many(conn, items))
+    }
+
+    fn one<'c>(
+        &'c self,
+        conn: &'c mut Conn,
+        item: &'c Self::Item,
+    ) -> BoxFuture<'c, Result<Self::Output, StoreError>> {
+        let (write, now) = item.clone();
+        Box::pin(async move {
+            Ok(match write {
+                Write::Claim(req) => Written::Claimed(ops::task_claim(conn, req, now).await?),
+                Write::Finish(finish) => {
+                    let id = finish.execution_id;
+                    Written::Finished(id, ops::task_finish(conn, finish, now).await?)
+                }
+            })
+        })
+    }
+
+    fn notes(&self, written: &Self::Output) -> Vec<String> {
+        match written {
+            Written::Finished(id, result) => result
+                .signals(Some(*id))
+                .into_iter()
+                .map(|s| s.encode())
+                .collect(),
+            Written::Claimed(_) => Vec::new(),
+        }
+    }
+
+    fn notify<'c>(
+        &'c self,
+        conn: &'c mut Conn,
+        notes: Vec<String>,
+    ) -> BoxFuture<'c, Result<(), StoreError>> {
+        Box::pin(pg_batch::notify(conn, &self.channel, notes))
+    }
 }
+
+pub(crate) use pg_batch::{bump_many, claim_rows, insert_events, insert_tasks};

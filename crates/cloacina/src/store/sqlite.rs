@@ -6,7 +6,10 @@
 
 use std::path::PathBuf;
 
-use diesel::{Connection, ExpressionMethods, QueryDsl, SqliteConnection};
+use diesel::{
+    BoolExpressionMethods, Connection, ExpressionMethods, OptionalExtension, QueryDsl,
+    SqliteConnection,
+};
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
@@ -16,7 +19,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use super::error::StoreError;
 use super::rows::{EventRow, TaskRow};
 use super::schema::{execution_events, task_executions as te, workflow_executions as we};
-use super::types::{ClaimRequest, Millis};
+use super::types::{ClaimRequest, ClaimedRow, Millis};
 use super::writer::Writer;
 use crate::workflow::BoxFuture;
 
@@ -51,7 +54,7 @@ const BUSY_TIMEOUT_MS: u32 = 15_000;
 
 #[allow(clippy::duplicate_mod)]
 pub(crate) mod ops {
-    use super::{Conn, insert_events, insert_tasks, select_claimable};
+    use super::{Conn, bump_many, claim_rows, insert_events, insert_tasks};
     include!("ops.rs");
 }
 
@@ -147,12 +150,17 @@ impl SqliteStore {
             SqliteTarget::File(_) => Some(reader_pool(&path, synchronous, readers)?),
         };
         let writer = SyncConnectionWrapper::with_runtime(writer, Inline);
-        let writer = Writer::spawn_thread(writer, "BEGIN IMMEDIATE", "cloacina-sqlite-writer")
-            .map_err(|e| StoreError::Connect {
-                backend: "sqlite",
-                target: path.clone(),
-                message: format!("cannot start the writer thread: {e}"),
-            })?;
+        let writer = Writer::spawn_thread(
+            writer,
+            "BEGIN IMMEDIATE",
+            super::writer::NoMerge,
+            "cloacina-sqlite-writer",
+        )
+        .map_err(|e| StoreError::Connect {
+            backend: "sqlite",
+            target: path.clone(),
+            message: format!("cannot start the writer thread: {e}"),
+        })?;
         Ok(SqliteStore {
             writer,
             readers,
@@ -221,39 +229,108 @@ fn reader_pool(path: &str, sync: Synchronous, size: usize) -> Result<Pool<Conn>,
         .map_err(|e| StoreError::Pool(e.to_string()))
 }
 
-/// Ready tasks of active executions, oldest first. SQLite has one writer, so selecting then
-/// updating inside the writer's transaction cannot race.
-pub(crate) async fn select_claimable(
+/// Claims ready tasks of active executions, oldest first (or exactly `req.only`): one
+/// status-checked update per task that bumps its attempt. SQLite has one writer, so selecting
+/// then updating inside the writer's transaction cannot race.
+pub(crate) async fn claim_rows(
     conn: &mut Conn,
     req: &ClaimRequest,
     now: Millis,
-) -> Result<Vec<(String, String)>, StoreError> {
-    let base = te::table
-        .filter(te::status.eq("Ready"))
-        .filter(te::ready_at.le(now))
-        .order(te::ready_at.asc())
-        .limit(req.limit.max(1))
-        .select((te::execution_id, te::task_id));
-    let rows = match &req.workflows {
-        Some(names) => {
-            let active = we::table
-                .filter(we::status.eq_any(["Pending", "Running"]))
-                .filter(we::workflow_name.eq_any(names))
-                .select(we::id);
-            base.filter(te::execution_id.eq_any(active))
-                .load(conn)
-                .await?
-        }
+) -> Result<Vec<ClaimedRow>, StoreError> {
+    let candidates: Vec<(String, String)> = match &req.only {
+        Some(only) => only
+            .iter()
+            .map(|(e, t)| (e.to_string(), t.clone()))
+            .collect(),
         None => {
-            let active = we::table
-                .filter(we::status.eq_any(["Pending", "Running"]))
-                .select(we::id);
-            base.filter(te::execution_id.eq_any(active))
-                .load(conn)
-                .await?
+            let base = te::table
+                .filter(te::status.eq("Ready"))
+                .filter(te::ready_at.le(now))
+                .order(te::ready_at.asc())
+                .limit(req.limit.max(1))
+                .select((te::execution_id, te::task_id));
+            match &req.workflows {
+                Some(names) => {
+                    let active = we::table
+                        .filter(we::status.eq_any(["Pending", "Running"]))
+                        .filter(we::workflow_name.eq_any(names))
+                        .select(we::id);
+                    base.filter(te::execution_id.eq_any(active))
+                        .load(conn)
+                        .await?
+                }
+                None => {
+                    let active = we::table
+                        .filter(we::status.eq_any(["Pending", "Running"]))
+                        .select(we::id);
+                    base.filter(te::execution_id.eq_any(active))
+                        .load(conn)
+                        .await?
+                }
+            }
         }
     };
-    Ok(rows)
+    let expires = now + req.lease_ms;
+    let mut out = Vec::with_capacity(candidates.len());
+    for (e, t) in candidates {
+        let active = we::table
+            .filter(we::status.eq_any(["Pending", "Running"]))
+            .select(we::id);
+        let claimed: Option<(i32, i32, i32)> = diesel::update(
+            te::table
+                .filter(te::execution_id.eq(&e))
+                .filter(te::task_id.eq(&t))
+                .filter(te::status.eq("Ready"))
+                .filter(te::ready_at.le(now).or(te::ready_at.is_null()))
+                .filter(te::execution_id.eq_any(active)),
+        )
+        .set((
+            te::status.eq("Running"),
+            te::attempt.eq(te::attempt + 1),
+            te::lease_owner.eq(Some(req.owner.as_str())),
+            te::lease_expires_at.eq(Some(expires)),
+            te::started_at.eq(Some(now)),
+            te::updated_at.eq(now),
+        ))
+        .returning((te::attempt, te::recoveries, te::failed_deps))
+        .get_result(conn)
+        .await
+        .optional()?;
+        if let Some((attempt, recoveries, failed_deps)) = claimed {
+            out.push(ClaimedRow {
+                execution_id: e,
+                task_id: t,
+                attempt,
+                recoveries,
+                failed_deps,
+                maybe_pending: true,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Counter updates of several executions, one after another.
+pub(crate) async fn bump_many(
+    conn: &mut Conn,
+    bumps: Vec<ops::Bump>,
+    now: Millis,
+) -> Result<Vec<ops::Counters>, StoreError> {
+    let mut out = Vec::with_capacity(bumps.len());
+    for b in bumps {
+        out.push(
+            ops::bump(
+                conn,
+                &b.execution,
+                b.events,
+                b.remaining_delta,
+                b.failed_delta,
+                now,
+            )
+            .await?,
+        );
+    }
+    Ok(out)
 }
 
 /// Multi-row inserts run on the underlying connection in one blocking hop.

@@ -336,6 +336,18 @@ pub struct ClaimRequest {
     pub only: Option<Vec<(Uuid, String)>>,
 }
 
+/// A row a claim statement just took, before it becomes a [`ClaimedTask`].
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimedRow {
+    pub(crate) execution_id: String,
+    pub(crate) task_id: String,
+    pub(crate) attempt: i32,
+    pub(crate) recoveries: i32,
+    pub(crate) failed_deps: i32,
+    /// The execution was not seen Running, so the claim may have to start it.
+    pub(crate) maybe_pending: bool,
+}
+
 /// A task this runner now holds. `attempt` is the fencing token for every later write.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimedTask {
@@ -387,6 +399,10 @@ pub struct Handoff {
     pub owner: String,
     pub lease_ms: i64,
     pub limit: i64,
+    /// Fill the slots the dependents leave free with other ready tasks of these workflows (the
+    /// ones the runner serves), as its dispatcher would claim them: a freed slot goes on at once
+    /// instead of waiting for a dispatcher claim and a commit of its own.
+    pub refill: Option<Vec<String>>,
 }
 
 /// What recording an attempt's end changed.
@@ -399,8 +415,11 @@ pub struct FinishResult {
     pub newly_ready: Vec<String>,
     /// The execution's final status, when this was its last task.
     pub execution_finished: Option<ExecutionStatus>,
-    /// Newly ready dependents claimed for the hand-off owner in the same transaction.
+    /// Tasks claimed for the hand-off owner in the same transaction: newly ready dependents
+    /// first (`handed_off` of them), then any refill.
     pub claimed: Vec<ClaimedTask>,
+    /// How many of `claimed` are newly ready dependents.
+    pub handed_off: usize,
 }
 
 /// What a lease-recovery pass did.
@@ -463,7 +482,7 @@ impl Signals for FinishResult {
     fn signals(&self, execution: Option<Uuid>) -> Vec<StoreSignal> {
         let mut out = Vec::new();
         // Dependents the completion claimed itself need nobody else to wake up.
-        if self.newly_ready.len() > self.claimed.len() {
+        if self.newly_ready.len() > self.handed_off {
             out.push(StoreSignal::TasksReady);
         }
         if let (Some(_), Some(id)) = (self.execution_finished, execution) {

@@ -2,6 +2,12 @@
 //! transaction (each inside its own savepoint, so one failing write cannot take the others
 //! down) and commits once. Concurrent state changes share a commit (one fsync) instead of
 //! paying one each, and writers never wait on each other's row locks. Used by both backends.
+//!
+//! A backend may also *merge* writes of one hot kind (task finishes on PostgreSQL): the writer
+//! hands all of a batch's merged items to [`Merge::many`], which writes them with a handful of
+//! set-based statements instead of several statements each. If that fails, its savepoint is
+//! rolled back and every item runs alone through [`Merge::one`] in a savepoint of its own, so
+//! the failure semantics are those of separate writes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +25,8 @@ type Deliver = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 
 struct JobDone {
     ok: bool,
+    /// Notifications to send with the commit (PostgreSQL `NOTIFY` payloads).
+    notes: Vec<String>,
     deliver: Deliver,
 }
 
@@ -31,35 +39,123 @@ struct Job<C> {
     fail: Box<dyn FnOnce(&StoreError) + Send>,
 }
 
+/// A queued mergeable write and where its answer goes.
+struct Merged<M: Merge<C>, C> {
+    item: M::Item,
+    reply: oneshot::Sender<Result<M::Output, StoreError>>,
+}
+
+enum Queued<M: Merge<C>, C> {
+    Job(Job<C>),
+    Merged(Merged<M, C>),
+}
+
+/// Writes of one kind that a backend can run together, and how to send notifications.
+pub(crate) trait Merge<C>: Send + Sync + 'static {
+    type Item: Send + Sync + 'static;
+    type Output: Send + 'static;
+    /// Writes every item; one output per item, in order. On error the writer rolls back
+    /// whatever it wrote and runs the items one by one.
+    fn many<'c>(
+        &'c self,
+        conn: &'c mut C,
+        items: &'c [Self::Item],
+    ) -> BoxFuture<'c, Result<Vec<Self::Output>, StoreError>>;
+    /// Writes one item alone (the fallback after `many` failed).
+    fn one<'c>(
+        &'c self,
+        conn: &'c mut C,
+        item: &'c Self::Item,
+    ) -> BoxFuture<'c, Result<Self::Output, StoreError>>;
+    /// Notifications an item's output implies.
+    fn notes(&self, output: &Self::Output) -> Vec<String>;
+    /// Sends a batch's notifications inside its transaction (delivered on commit).
+    fn notify<'c>(
+        &'c self,
+        conn: &'c mut C,
+        notes: Vec<String>,
+    ) -> BoxFuture<'c, Result<(), StoreError>>;
+}
+
+/// For a backend that merges nothing and sends no notifications (SQLite).
+pub(crate) struct NoMerge;
+
+impl<C: Send + 'static> Merge<C> for NoMerge {
+    type Item = std::convert::Infallible;
+    type Output = ();
+    fn many<'c>(
+        &'c self,
+        _: &'c mut C,
+        items: &'c [Self::Item],
+    ) -> BoxFuture<'c, Result<Vec<()>, StoreError>> {
+        let out = match items.first() {
+            Some(never) => match *never {},
+            None => Vec::new(),
+        };
+        Box::pin(std::future::ready(Ok(out)))
+    }
+    fn one<'c>(
+        &'c self,
+        _: &'c mut C,
+        item: &'c Self::Item,
+    ) -> BoxFuture<'c, Result<(), StoreError>> {
+        match *item {}
+    }
+    fn notes(&self, _: &()) -> Vec<String> {
+        Vec::new()
+    }
+    fn notify<'c>(&'c self, _: &'c mut C, _: Vec<String>) -> BoxFuture<'c, Result<(), StoreError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
 /// Opens a fresh connection after the old one was lost (PostgreSQL restarts, network blips).
 pub(crate) type Reconnect<C> =
     Box<dyn Fn() -> BoxFuture<'static, Result<C, StoreError>> + Send + Sync>;
 
-pub(crate) struct Writer<C> {
-    jobs: mpsc::UnboundedSender<Job<C>>,
+pub(crate) struct Writer<C, M: Merge<C> = NoMerge> {
+    jobs: mpsc::UnboundedSender<Queued<M, C>>,
     commits: Arc<AtomicU64>,
 }
 
-impl<C> Writer<C>
+impl<C, M> Writer<C, M>
 where
     C: SimpleAsyncConnection + Send + 'static,
+    M: Merge<C>,
 {
     /// Starts the writer as a task on the current runtime (for connections that do async I/O).
-    pub(crate) fn spawn(conn: C, begin: &'static str, reconnect: Option<Reconnect<C>>) -> Self {
+    pub(crate) fn spawn(
+        conn: C,
+        begin: &'static str,
+        merge: M,
+        reconnect: Option<Reconnect<C>>,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let commits = Arc::new(AtomicU64::new(0));
-        tokio::spawn(writer_loop(conn, rx, commits.clone(), begin, reconnect));
+        tokio::spawn(writer_loop(
+            conn,
+            rx,
+            commits.clone(),
+            begin,
+            merge,
+            reconnect,
+        ));
         Writer { jobs: tx, commits }
     }
 
     /// Starts the writer on a thread of its own (for connections whose calls block).
-    pub(crate) fn spawn_thread(conn: C, begin: &'static str, name: &str) -> std::io::Result<Self> {
+    pub(crate) fn spawn_thread(
+        conn: C,
+        begin: &'static str,
+        merge: M,
+        name: &str,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
         std::thread::Builder::new().name(name.to_string()).spawn(move || {
             match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt.block_on(writer_loop(conn, rx, counter, begin, None)),
+                Ok(rt) => rt.block_on(writer_loop(conn, rx, counter, begin, merge, None)),
                 Err(e) => tracing::error!(error = %e, "cannot start the database writer thread's runtime"),
             }
         })?;
@@ -77,6 +173,17 @@ where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut C) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'static,
     {
+        self.write_noting(f, |_: &T| Vec::new()).await
+    }
+
+    /// Like [`write`](Self::write), and sends the notifications `notes` derives from a
+    /// successful result with the commit.
+    pub(crate) async fn write_noting<T, F, N>(&self, f: F, notes: N) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut C) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'static,
+        N: FnOnce(&T) -> Vec<String> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let slot = Arc::new(std::sync::Mutex::new(Some(tx)));
         let fail_slot = slot.clone();
@@ -84,6 +191,7 @@ where
             Box::pin(async move {
                 let result = f(conn).await;
                 let ok = result.is_ok();
+                let notes = result.as_ref().map(notes).unwrap_or_default();
                 let deliver: Deliver = Box::new(move |commit| {
                     let out = match (commit, result) {
                         (Ok(()), r) => r,
@@ -94,7 +202,7 @@ where
                         let _ = tx.send(out);
                     }
                 });
-                JobDone { ok, deliver }
+                JobDone { ok, notes, deliver }
             })
         });
         let fail = Box::new(move |e: &StoreError| {
@@ -103,29 +211,44 @@ where
             }
         });
         self.jobs
-            .send(Job { run, fail })
+            .send(Queued::Job(Job { run, fail }))
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Queues a mergeable write; resolves after the commit.
+    pub(crate) async fn merged(&self, item: M::Item) -> Result<M::Output, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Queued::Merged(Merged { item, reply }))
             .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 }
 
-async fn writer_loop<C: SimpleAsyncConnection + Send>(
+async fn writer_loop<C: SimpleAsyncConnection + Send, M: Merge<C>>(
     mut conn: C,
-    mut rx: mpsc::UnboundedReceiver<Job<C>>,
+    mut rx: mpsc::UnboundedReceiver<Queued<M, C>>,
     commits: Arc<AtomicU64>,
     begin: &'static str,
+    merge: M,
     reconnect: Option<Reconnect<C>>,
 ) {
-    let mut batch: Vec<Job<C>> = Vec::new();
+    let mut jobs: Vec<Job<C>> = Vec::new();
+    let mut merged: Vec<Merged<M, C>> = Vec::new();
     while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(q) = next.take() {
+            match q {
+                Queued::Job(j) => jobs.push(j),
+                Queued::Merged(m) => merged.push(m),
             }
+            if jobs.len() + merged.len() >= MAX_BATCH {
+                break;
+            }
+            next = rx.try_recv().ok();
         }
-        match run_batch(&mut conn, &mut batch, begin).await {
+        match run_batch(&mut conn, &mut jobs, &mut merged, begin, &merge).await {
             Ok(()) => {
                 commits.fetch_add(1, Ordering::Relaxed);
             }
@@ -150,30 +273,63 @@ async fn writer_loop<C: SimpleAsyncConnection + Send>(
     }
 }
 
-/// One group commit: every job in its own savepoint (skipped for a lone job, where the
-/// transaction itself is the unit), one COMMIT for all.
-async fn run_batch<C: SimpleAsyncConnection + Send>(
+/// Runs one write with the savepoint named `job` around it, already set by the caller.
+/// Afterwards the savepoint is set again (moved past this write, or rolled back to) when
+/// `more` writes follow, in the same round trip as the release or rollback.
+async fn after_savepoint<C: SimpleAsyncConnection + Send>(
     conn: &mut C,
-    batch: &mut Vec<Job<C>>,
-    begin: &'static str,
+    ok: bool,
+    more: bool,
 ) -> Result<(), StoreError> {
-    let single = batch.len() == 1;
+    let sql = match (ok, more) {
+        (true, true) => "RELEASE SAVEPOINT job; SAVEPOINT job",
+        (true, false) => "RELEASE SAVEPOINT job",
+        // ROLLBACK TO keeps the savepoint, ready for the next write.
+        (false, true) => "ROLLBACK TO SAVEPOINT job",
+        (false, false) => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job",
+    };
+    conn.batch_execute(sql).await.map_err(StoreError::Query)
+}
+
+type Answer<M, C> = (
+    oneshot::Sender<Result<<M as Merge<C>>::Output, StoreError>>,
+    Result<<M as Merge<C>>::Output, StoreError>,
+);
+
+/// One group commit: every job in its own savepoint (skipped for a lone job, where the
+/// transaction itself is the unit), the merged items together, one COMMIT for all.
+async fn run_batch<C: SimpleAsyncConnection + Send, M: Merge<C>>(
+    conn: &mut C,
+    jobs: &mut Vec<Job<C>>,
+    merged: &mut Vec<Merged<M, C>>,
+    begin: &'static str,
+    merge: &M,
+) -> Result<(), StoreError> {
+    let single = jobs.len() + merged.len() == 1;
     if let Err(e) = conn.batch_execute(begin).await {
         let err = StoreError::Query(e);
-        for job in batch.drain(..) {
+        for job in jobs.drain(..) {
             (job.fail)(&err);
+        }
+        for m in merged.drain(..) {
+            let _ = m.reply.send(Err(StoreError::Commit(err.to_string())));
         }
         return Err(err);
     }
-    let mut delivers: Vec<Deliver> = Vec::with_capacity(batch.len());
+    let mut delivers: Vec<Deliver> = Vec::with_capacity(jobs.len());
+    let mut notes: Vec<String> = Vec::new();
     let mut failure: Option<StoreError> = None;
     let mut lone_failed = false;
-    for job in batch.drain(..) {
+    let total = jobs.len();
+    for (i, job) in jobs.drain(..).enumerate() {
         if let Some(err) = &failure {
             (job.fail)(err);
             continue;
         }
-        if !single && let Err(e) = conn.batch_execute("SAVEPOINT job").await {
+        if !single
+            && i == 0
+            && let Err(e) = conn.batch_execute("SAVEPOINT job").await
+        {
             let err = StoreError::Query(e);
             (job.fail)(&err);
             failure = Some(err);
@@ -182,17 +338,52 @@ async fn run_batch<C: SimpleAsyncConnection + Send>(
         let done = (job.run)(conn).await;
         if single {
             lone_failed = !done.ok;
-        } else {
-            let sql = if done.ok {
-                "RELEASE SAVEPOINT job"
-            } else {
-                "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job"
-            };
-            if let Err(e) = conn.batch_execute(sql).await {
-                failure = Some(StoreError::Query(e));
-            }
+        } else if let Err(e) = after_savepoint(conn, done.ok, i + 1 < total).await {
+            failure = Some(e);
+        }
+        if done.ok {
+            notes.extend(done.notes);
         }
         delivers.push(done.deliver);
+    }
+
+    let mut answers: Vec<Answer<M, C>> = Vec::with_capacity(merged.len());
+    if !merged.is_empty() {
+        let (items, replies): (Vec<M::Item>, Vec<_>) =
+            merged.drain(..).map(|m| (m.item, m.reply)).unzip();
+        match &failure {
+            Some(err) => {
+                for r in replies {
+                    let _ = r.send(Err(StoreError::Commit(err.to_string())));
+                }
+            }
+            None => match run_merged(conn, &items, merge, total == 0).await {
+                Ok(outs) => {
+                    for (out, reply) in outs.into_iter().zip(replies) {
+                        match &out {
+                            Ok(o) => notes.extend(merge.notes(o)),
+                            Err(_) if single => lone_failed = true,
+                            Err(_) => {}
+                        }
+                        answers.push((reply, out));
+                    }
+                }
+                Err(e) => {
+                    for r in replies {
+                        let _ = r.send(Err(StoreError::Commit(e.to_string())));
+                    }
+                    failure = Some(e);
+                }
+            },
+        }
+    }
+
+    if failure.is_none() && !lone_failed && !notes.is_empty() {
+        notes.sort();
+        notes.dedup();
+        if let Err(e) = merge.notify(conn, notes).await {
+            failure = Some(e);
+        }
     }
     let outcome = match failure {
         Some(e) => Err(e),
@@ -211,5 +402,52 @@ async fn run_batch<C: SimpleAsyncConnection + Send>(
     for deliver in delivers {
         deliver(outcome.as_ref().map(|_| ()));
     }
+    for (reply, out) in answers {
+        let out = match (&outcome, out) {
+            (Ok(()), r) => r,
+            (Err(_), Err(own)) => Err(own),
+            (Err(e), Ok(_)) => Err(StoreError::Commit(e.to_string())),
+        };
+        let _ = reply.send(out);
+    }
     outcome
+}
+
+/// Writes the merged items together; if that fails, undoes it and writes each alone, each in
+/// a savepoint. `alone` means nothing else is in the transaction: a failure of `many` then
+/// rolls back the whole transaction instead of a savepoint (one round trip fewer per batch).
+/// The outer error is for the batch (the connection failed); the inner ones are per item.
+async fn run_merged<C: SimpleAsyncConnection + Send, M: Merge<C>>(
+    conn: &mut C,
+    items: &[M::Item],
+    merge: &M,
+    alone: bool,
+) -> Result<Vec<Result<M::Output, StoreError>>, StoreError> {
+    if !alone {
+        conn.batch_execute("SAVEPOINT merged").await?;
+    }
+    let first_error = match merge.many(conn, items).await {
+        Ok(outs) => return Ok(outs.into_iter().map(Ok).collect()),
+        Err(e) => e,
+    };
+    if alone {
+        conn.batch_execute("ROLLBACK").await?;
+        if items.len() == 1 {
+            // The lone item's own error; the caller rolls back (nothing is left to undo).
+            conn.batch_execute("BEGIN").await?;
+            return Ok(vec![Err(first_error)]);
+        }
+        conn.batch_execute("BEGIN").await?;
+    } else {
+        conn.batch_execute("ROLLBACK TO SAVEPOINT merged").await?;
+    }
+    tracing::debug!(error = %first_error, items = items.len(), "merged write failed; writing items one by one");
+    let mut outs = Vec::with_capacity(items.len());
+    conn.batch_execute("SAVEPOINT job").await?;
+    for (i, item) in items.iter().enumerate() {
+        let out = merge.one(conn, item).await;
+        after_savepoint(conn, out.is_ok(), i + 1 < items.len()).await?;
+        outs.push(out);
+    }
+    Ok(outs)
 }

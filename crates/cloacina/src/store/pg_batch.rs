@@ -1,0 +1,896 @@
+//! Set-based statements for PostgreSQL: one statement for many rows, with the rows passed as
+//! arrays and spread out by `unnest`. The writer connection is bound by round trips and by the
+//! server's per-statement work (parse, plan, execute), so writing a group commit's rows in a
+//! handful of statements, each kept prepared, is what makes PostgreSQL fast here.
+//!
+//! [`finish_many`] records a whole batch of task finishes with the same guarantees as one
+//! `task_finish` each: fenced by attempt, and each finish's output, status, dependents'
+//! readiness, hand-off claims, counters and events in the writer's one transaction.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::marker::PhantomData;
+
+use diesel::QueryResult;
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{Array, BigInt, HasSqlType, Integer, Nullable, Text, Untyped};
+use diesel_async::RunQueryDsl;
+use uuid::Uuid;
+
+use super::error::StoreError;
+use super::postgres::Conn;
+use super::postgres::ops::{self, Bump, Counters};
+use super::rows::{EventRow, PendingEvent, TaskRow, parse_list};
+use super::types::{
+    AttemptOutcome, ClaimRequest, ClaimedTask, FinishResult, Millis, TaskFinish, TaskStatus,
+    event_kind,
+};
+
+// ---- statements that stay prepared -------------------------------------------------------
+
+/// One bind value of a [`Stmt`].
+trait Arg: Send + Sync {
+    fn push<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()>;
+}
+
+struct Typed<ST, T>(T, PhantomData<fn() -> ST>);
+
+impl<ST, T> Arg for Typed<ST, T>
+where
+    Pg: HasSqlType<ST>,
+    T: ToSql<ST, Pg> + Send + Sync,
+{
+    fn push<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_bind_param::<ST, T>(&self.0)
+    }
+}
+
+/// A hand-written statement with fixed text (`?` marks each bind). Unlike `sql_query`, diesel
+/// may keep it prepared: its text never depends on the values, so the server parses and plans
+/// it once per connection instead of on every call (which cost a second round trip, too).
+pub(crate) struct Stmt {
+    sql: &'static str,
+    args: Vec<Box<dyn Arg>>,
+}
+
+impl Stmt {
+    pub(crate) fn new(sql: &'static str) -> Self {
+        Stmt {
+            sql,
+            args: Vec::new(),
+        }
+    }
+
+    pub(crate) fn bind<ST, T>(mut self, value: T) -> Self
+    where
+        Pg: HasSqlType<ST>,
+        T: ToSql<ST, Pg> + Send + Sync + 'static,
+        ST: 'static,
+    {
+        self.args.push(Box::new(Typed::<ST, T>(value, PhantomData)));
+        self
+    }
+}
+
+impl QueryFragment<Pg> for Stmt {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let mut args = self.args.iter();
+        for (i, part) in self.sql.split('?').enumerate() {
+            if i > 0 {
+                let arg = args.next().ok_or_else(|| {
+                    diesel::result::Error::QueryBuilderError(
+                        "a statement lacks a bind value".into(),
+                    )
+                })?;
+                arg.push(&mut out)?;
+            }
+            out.push_sql(part);
+        }
+        Ok(())
+    }
+}
+
+impl QueryId for Stmt {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for Stmt {
+    type SqlType = Untyped;
+}
+
+// ---- inserts ------------------------------------------------------------------------------
+
+pub(crate) async fn insert_tasks(conn: &mut Conn, rows: Vec<TaskRow>) -> Result<(), StoreError> {
+    let n = rows.len();
+    let (mut e, mut t, mut pos, mut deps, mut status) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut rem, mut fail, mut att, mut max, mut rec) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut ready, mut owner, mut lease, mut err) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut created, mut updated, mut started, mut completed) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for r in rows {
+        e.push(r.execution_id);
+        t.push(r.task_id);
+        pos.push(r.position);
+        deps.push(r.dependents);
+        status.push(r.status);
+        rem.push(r.remaining_deps);
+        fail.push(r.failed_deps);
+        att.push(r.attempt);
+        max.push(r.max_attempts);
+        rec.push(r.recoveries);
+        ready.push(r.ready_at);
+        owner.push(r.lease_owner);
+        lease.push(r.lease_expires_at);
+        err.push(r.error);
+        created.push(r.created_at);
+        updated.push(r.updated_at);
+        started.push(r.started_at);
+        completed.push(r.completed_at);
+    }
+    Stmt::new(
+        "INSERT INTO task_executions (execution_id, task_id, position, dependents, status, \
+         remaining_deps, failed_deps, attempt, max_attempts, recoveries, ready_at, lease_owner, \
+         lease_expires_at, error, created_at, updated_at, started_at, completed_at) \
+         SELECT * FROM unnest(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind::<Array<Text>, _>(e)
+    .bind::<Array<Text>, _>(t)
+    .bind::<Array<Integer>, _>(pos)
+    .bind::<Array<Text>, _>(deps)
+    .bind::<Array<Text>, _>(status)
+    .bind::<Array<Integer>, _>(rem)
+    .bind::<Array<Integer>, _>(fail)
+    .bind::<Array<Integer>, _>(att)
+    .bind::<Array<Integer>, _>(max)
+    .bind::<Array<Integer>, _>(rec)
+    .bind::<Array<Nullable<BigInt>>, _>(ready)
+    .bind::<Array<Nullable<Text>>, _>(owner)
+    .bind::<Array<Nullable<BigInt>>, _>(lease)
+    .bind::<Array<Nullable<Text>>, _>(err)
+    .bind::<Array<BigInt>, _>(created)
+    .bind::<Array<BigInt>, _>(updated)
+    .bind::<Array<Nullable<BigInt>>, _>(started)
+    .bind::<Array<Nullable<BigInt>>, _>(completed)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn insert_events(conn: &mut Conn, rows: Vec<EventRow>) -> Result<(), StoreError> {
+    let n = rows.len();
+    let (mut e, mut seq, mut t, mut kind, mut att, mut msg, mut at) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for r in rows {
+        e.push(r.execution_id);
+        seq.push(r.seq);
+        t.push(r.task_id);
+        kind.push(r.kind);
+        att.push(r.attempt);
+        msg.push(r.message);
+        at.push(r.created_at);
+    }
+    Stmt::new(
+        "INSERT INTO execution_events (execution_id, seq, task_id, kind, attempt, message, created_at) \
+         SELECT * FROM unnest(?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind::<Array<Text>, _>(e)
+    .bind::<Array<BigInt>, _>(seq)
+    .bind::<Array<Nullable<Text>>, _>(t)
+    .bind::<Array<Text>, _>(kind)
+    .bind::<Array<Nullable<Integer>>, _>(att)
+    .bind::<Array<Nullable<Text>>, _>(msg)
+    .bind::<Array<BigInt>, _>(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+// ---- counters -----------------------------------------------------------------------------
+
+#[derive(diesel::QueryableByName)]
+struct CounterRow {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = BigInt)]
+    event_seq: i64,
+    #[diesel(sql_type = Integer)]
+    remaining_tasks: i32,
+    #[diesel(sql_type = Integer)]
+    failed_tasks: i32,
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = Text)]
+    workflow_name: String,
+    #[diesel(sql_type = Text)]
+    workflow_version: String,
+}
+
+/// Adjusts the counters of several executions (distinct ids) and appends their events: two
+/// statements whatever the count.
+pub(crate) async fn bump_many(
+    conn: &mut Conn,
+    bumps: Vec<Bump>,
+    now: Millis,
+) -> Result<Vec<Counters>, StoreError> {
+    if bumps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = bumps.iter().map(|b| b.execution.clone()).collect();
+    if ids.iter().collect::<HashSet<_>>().len() != ids.len() {
+        return Err(StoreError::InvalidRequest(
+            "one counter update per execution".to_string(),
+        ));
+    }
+    let ns: Vec<i64> = bumps.iter().map(|b| b.events.len() as i64).collect();
+    let rs: Vec<i32> = bumps.iter().map(|b| b.remaining_delta).collect();
+    let fs: Vec<i32> = bumps.iter().map(|b| b.failed_delta).collect();
+    let rows: Vec<CounterRow> = Stmt::new(
+        "UPDATE workflow_executions we SET event_seq = we.event_seq + u.n, \
+         remaining_tasks = we.remaining_tasks + u.r, failed_tasks = we.failed_tasks + u.f, \
+         updated_at = ? FROM unnest(?, ?, ?, ?) AS u(id, n, r, f) WHERE we.id = u.id \
+         RETURNING we.id, we.event_seq, we.remaining_tasks, we.failed_tasks, we.status, \
+         we.workflow_name, we.workflow_version",
+    )
+    .bind::<BigInt, _>(now)
+    .bind::<Array<Text>, _>(ids)
+    .bind::<Array<BigInt>, _>(ns)
+    .bind::<Array<Integer>, _>(rs)
+    .bind::<Array<Integer>, _>(fs)
+    .load(conn)
+    .await?;
+    let mut by_id: HashMap<String, CounterRow> =
+        rows.into_iter().map(|r| (r.id.clone(), r)).collect();
+    let mut events = Vec::new();
+    let mut out = Vec::with_capacity(bumps.len());
+    for b in bumps {
+        let row = by_id.remove(&b.execution).ok_or_else(|| {
+            StoreError::ExecutionNotFound(super::rows::parse_uuid(&b.execution).unwrap_or_default())
+        })?;
+        let first = row.event_seq - b.events.len() as i64 + 1;
+        events.extend(
+            b.events
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| e.into_row(&b.execution, first + i as i64, now)),
+        );
+        out.push(Counters {
+            event_seq: row.event_seq,
+            remaining_tasks: row.remaining_tasks,
+            failed_tasks: row.failed_tasks,
+            status: row.status,
+            workflow_name: row.workflow_name,
+            workflow_version: row.workflow_version,
+        });
+    }
+    if !events.is_empty() {
+        insert_events(conn, events).await?;
+    }
+    Ok(out)
+}
+
+// ---- claims -------------------------------------------------------------------------------
+
+#[derive(diesel::QueryableByName)]
+struct ClaimRow {
+    #[diesel(sql_type = Text)]
+    execution_id: String,
+    #[diesel(sql_type = Text)]
+    task_id: String,
+    #[diesel(sql_type = Integer)]
+    attempt: i32,
+    #[diesel(sql_type = Integer)]
+    recoveries: i32,
+    #[diesel(sql_type = Integer)]
+    failed_deps: i32,
+    #[diesel(sql_type = BigInt)]
+    ord: i64,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pending: bool,
+}
+
+impl ClaimRow {
+    fn claimed(self) -> Claimed {
+        Claimed {
+            execution_id: self.execution_id,
+            task_id: self.task_id,
+            attempt: self.attempt,
+            recoveries: self.recoveries,
+            failed_deps: self.failed_deps,
+            maybe_pending: self.pending,
+        }
+    }
+}
+
+pub(crate) use super::types::ClaimedRow as Claimed;
+
+/// Claims tasks in one status-checked statement that bumps each attempt (the fencing token):
+/// the oldest ready tasks of active executions, row-locked and skipping rows another runner is
+/// claiming right now, or exactly `req.only`. In claim order.
+pub(crate) async fn claim_rows(
+    conn: &mut Conn,
+    req: &ClaimRequest,
+    now: Millis,
+) -> Result<Vec<Claimed>, StoreError> {
+    let expires = now + req.lease_ms;
+    if let Some(only) = &req.only {
+        let wanted = only
+            .iter()
+            .map(|(e, t)| (e.to_string(), t.clone(), req.owner.clone(), expires))
+            .collect();
+        return Ok(claim_exact(conn, wanted, now)
+            .await?
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect());
+    }
+    // With a workflow filter and without: two fixed texts, so each keeps its own plan. The
+    // execution's status (as of the statement's snapshot) comes back so the caller need not
+    // look for a Pending -> Running transition when every execution was Running already.
+    const PICK: &str = "WITH pick AS (SELECT c.execution_id, c.task_id, c.ready_at FROM task_executions c \
+         WHERE c.status = 'Ready' AND c.ready_at <= ? AND c.execution_id IN (SELECT id FROM \
+         workflow_executions WHERE status IN ('Pending', 'Running') AND workflow_name = ANY(?)) \
+         ORDER BY c.ready_at LIMIT ? FOR UPDATE SKIP LOCKED) \
+         UPDATE task_executions te SET status = 'Running', attempt = te.attempt + 1, \
+         lease_owner = ?, lease_expires_at = ?, started_at = ?, updated_at = ? \
+         FROM pick JOIN workflow_executions w ON w.id = pick.execution_id \
+         WHERE te.execution_id = pick.execution_id AND te.task_id = pick.task_id AND te.status = 'Ready' \
+         RETURNING te.execution_id, te.task_id, te.attempt, te.recoveries, te.failed_deps, \
+         pick.ready_at AS ord, w.status <> 'Running' AS pending";
+    const PICK_ANY: &str = "WITH pick AS (SELECT c.execution_id, c.task_id, c.ready_at FROM task_executions c \
+         WHERE c.status = 'Ready' AND c.ready_at <= ? AND c.execution_id IN (SELECT id FROM \
+         workflow_executions WHERE status IN ('Pending', 'Running')) \
+         ORDER BY c.ready_at LIMIT ? FOR UPDATE SKIP LOCKED) \
+         UPDATE task_executions te SET status = 'Running', attempt = te.attempt + 1, \
+         lease_owner = ?, lease_expires_at = ?, started_at = ?, updated_at = ? \
+         FROM pick JOIN workflow_executions w ON w.id = pick.execution_id \
+         WHERE te.execution_id = pick.execution_id AND te.task_id = pick.task_id AND te.status = 'Ready' \
+         RETURNING te.execution_id, te.task_id, te.attempt, te.recoveries, te.failed_deps, \
+         pick.ready_at AS ord, w.status <> 'Running' AS pending";
+    let stmt = match &req.workflows {
+        Some(names) => Stmt::new(PICK)
+            .bind::<BigInt, _>(now)
+            .bind::<Array<Text>, _>(names.clone()),
+        None => Stmt::new(PICK_ANY).bind::<BigInt, _>(now),
+    };
+    let mut rows: Vec<ClaimRow> = stmt
+        .bind::<BigInt, _>(req.limit.max(1))
+        .bind::<Text, _>(req.owner.clone())
+        .bind::<BigInt, _>(expires)
+        .bind::<BigInt, _>(now)
+        .bind::<BigInt, _>(now)
+        .load(conn)
+        .await?;
+    rows.sort_by(|a, b| {
+        (a.ord, &a.execution_id, &a.task_id).cmp(&(b.ord, &b.execution_id, &b.task_id))
+    });
+    Ok(rows.into_iter().map(ClaimRow::claimed).collect())
+}
+
+/// Claims exactly the given (execution, task, owner, lease expiry) rows that are still ready
+/// in an active execution. Returns, in input order, each claimed row's input index.
+async fn claim_exact(
+    conn: &mut Conn,
+    wanted: Vec<(String, String, String, Millis)>,
+    now: Millis,
+) -> Result<Vec<(usize, Claimed)>, StoreError> {
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut e = Vec::with_capacity(wanted.len());
+    let mut t = Vec::with_capacity(wanted.len());
+    let mut o = Vec::with_capacity(wanted.len());
+    let mut x = Vec::with_capacity(wanted.len());
+    for (ei, ti, oi, xi) in wanted {
+        e.push(ei);
+        t.push(ti);
+        o.push(oi);
+        x.push(xi);
+    }
+    let mut rows: Vec<ClaimRow> = Stmt::new(
+        "UPDATE task_executions te SET status = 'Running', attempt = te.attempt + 1, \
+         lease_owner = u.o, lease_expires_at = u.x, started_at = ?, updated_at = ? \
+         FROM unnest(?, ?, ?, ?) WITH ORDINALITY AS u(e, t, o, x, ord) \
+         JOIN workflow_executions w ON w.id = u.e \
+         WHERE te.execution_id = u.e AND te.task_id = u.t AND te.status = 'Ready' \
+         AND (te.ready_at <= ? OR te.ready_at IS NULL) AND w.status IN ('Pending', 'Running') \
+         RETURNING te.execution_id, te.task_id, te.attempt, te.recoveries, te.failed_deps, u.ord, \
+         w.status <> 'Running' AS pending",
+    )
+    .bind::<BigInt, _>(now)
+    .bind::<BigInt, _>(now)
+    .bind::<Array<Text>, _>(e)
+    .bind::<Array<Text>, _>(t)
+    .bind::<Array<Text>, _>(o)
+    .bind::<Array<BigInt>, _>(x)
+    .bind::<BigInt, _>(now)
+    .load(conn)
+    .await?;
+    rows.sort_by_key(|r| r.ord);
+    Ok(rows
+        .into_iter()
+        .map(|r| ((r.ord - 1) as usize, r.claimed()))
+        .collect())
+}
+
+// ---- merged writes ------------------------------------------------------------------------
+
+/// A write the PostgreSQL writer merges with the others of its batch.
+#[derive(Debug, Clone)]
+pub(crate) enum Write {
+    Claim(ClaimRequest),
+    /// A terminal finish (never a retry).
+    Finish(TaskFinish),
+}
+
+/// What a merged write did.
+#[derive(Debug)]
+pub(crate) enum Written {
+    Claimed(Vec<ClaimedTask>),
+    Finished(Uuid, FinishResult),
+}
+
+#[derive(diesel::QueryableByName)]
+struct FinishedRow {
+    #[diesel(sql_type = BigInt)]
+    ord: i64,
+    #[diesel(sql_type = Text)]
+    dependents: String,
+}
+
+#[derive(diesel::QueryableByName)]
+struct ReadyRow {
+    #[diesel(sql_type = Text)]
+    execution_id: String,
+    #[diesel(sql_type = Text)]
+    task_id: String,
+}
+
+/// Refill claims are grouped by owner, workflows served and lease length.
+type RefillKey = (String, Vec<String>, i64);
+
+/// Counter updates and events, one per execution, in the order executions first appear.
+#[derive(Default)]
+struct Bumps {
+    order: Vec<String>,
+    by_execution: HashMap<String, Bump>,
+}
+
+impl Bumps {
+    fn of(&mut self, e: &str) -> &mut Bump {
+        if !self.by_execution.contains_key(e) {
+            self.order.push(e.to_string());
+        }
+        self.by_execution
+            .entry(e.to_string())
+            .or_insert_with(|| Bump {
+                execution: e.to_string(),
+                events: Vec::new(),
+                remaining_delta: 0,
+                failed_delta: 0,
+            })
+    }
+
+    fn into_vec(mut self) -> (Vec<String>, Vec<Bump>) {
+        let bumps = self
+            .order
+            .iter()
+            .filter_map(|e| self.by_execution.remove(e))
+            .collect();
+        (self.order, bumps)
+    }
+}
+
+/// Records a batch of claims and terminal task finishes (each task finished at most once) in a
+/// fixed number of statements. Each result is what `task_claim` or `task_finish` alone would
+/// have returned had the writes run one after another, claims first, then finishes in batch
+/// order; `Err` leaves the caller to roll back.
+pub(crate) async fn write_many(
+    conn: &mut Conn,
+    items: &[(Write, Millis)],
+) -> Result<Vec<Written>, StoreError> {
+    let now = items.iter().map(|(_, n)| *n).max().unwrap_or_default();
+    let mut bumps = Bumps::default();
+
+    // Claims.
+    let mut claims: Vec<(usize, Vec<Claimed>, String, Millis)> = Vec::new();
+    for (i, (w, _)) in items.iter().enumerate() {
+        if let Write::Claim(req) = w {
+            let rows = claim_rows(conn, req, now).await?;
+            claims.push((i, rows, req.owner.clone(), now + req.lease_ms));
+        }
+    }
+    // Finishes.
+    let fin: Vec<(usize, &TaskFinish)> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (w, _))| match w {
+            Write::Finish(f) => Some((i, f)),
+            Write::Claim(_) => None,
+        })
+        .collect();
+    let mut keys = HashSet::with_capacity(fin.len());
+    let mut statuses = Vec::with_capacity(fin.len());
+    for (_, f) in &fin {
+        if !keys.insert((f.execution_id, f.task_id.as_str())) {
+            return Err(StoreError::InvalidRequest(format!(
+                "task '{}' of {} finishes twice in one batch",
+                f.task_id, f.execution_id
+            )));
+        }
+        statuses.push(match &f.outcome {
+            AttemptOutcome::Completed { .. } => (TaskStatus::Completed, None),
+            AttemptOutcome::Failed { error } => (TaskStatus::Failed, Some(error.clone())),
+            AttemptOutcome::Skipped { reason } => (TaskStatus::Skipped, Some(reason.clone())),
+            AttemptOutcome::Retry { .. } => {
+                return Err(StoreError::InvalidRequest(
+                    "a retry is not a terminal finish".to_string(),
+                ));
+            }
+        });
+    }
+    let execs: Vec<String> = fin
+        .iter()
+        .map(|(_, f)| f.execution_id.to_string())
+        .collect();
+    let mut dependents: Vec<Option<Vec<String>>> = vec![None; fin.len()];
+    let mut newly_ready: Vec<Vec<String>> = vec![Vec::new(); fin.len()];
+    let mut handed: Vec<Vec<(Claimed, String, Millis)>> = vec![Vec::new(); fin.len()];
+    let mut last_of: HashMap<String, usize> = HashMap::new();
+    if !fin.is_empty() {
+        // 1. Status, fenced by attempt: rows not returned lost their lease to a newer attempt.
+        let finished: Vec<FinishedRow> = Stmt::new(
+            "UPDATE task_executions te SET status = u.s, error = u.m, lease_owner = NULL, \
+             lease_expires_at = NULL, completed_at = ?, updated_at = ? \
+             FROM unnest(?, ?, ?, ?, ?) WITH ORDINALITY AS u(e, t, a, s, m, ord) \
+             WHERE te.execution_id = u.e AND te.task_id = u.t AND te.attempt = u.a AND te.status = 'Running' \
+             RETURNING u.ord, te.dependents",
+        )
+        .bind::<BigInt, _>(now)
+        .bind::<BigInt, _>(now)
+        .bind::<Array<Text>, _>(execs.clone())
+        .bind::<Array<Text>, _>(fin.iter().map(|(_, f)| f.task_id.clone()).collect::<Vec<_>>())
+        .bind::<Array<Integer>, _>(fin.iter().map(|(_, f)| f.attempt).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(
+            statuses
+                .iter()
+                .map(|(s, _)| s.as_str().to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Text>>, _>(statuses.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>())
+        .load(conn)
+        .await?;
+        for row in finished {
+            dependents[(row.ord - 1) as usize] = Some(parse_list(&row.dependents)?);
+        }
+
+        // 2. Outputs.
+        let mut ctx = (Vec::new(), Vec::new(), Vec::new());
+        for (k, (_, f)) in fin.iter().enumerate() {
+            if let (Some(_), AttemptOutcome::Completed { output }) = (&dependents[k], &f.outcome) {
+                ctx.0.push(execs[k].clone());
+                ctx.1.push(f.task_id.clone());
+                ctx.2.push(output.to_json());
+            }
+        }
+        if !ctx.0.is_empty() {
+            Stmt::new(
+                "INSERT INTO contexts (execution_id, owner, data, created_at) \
+                 SELECT u.e, u.o, u.d, ? FROM unnest(?, ?, ?) AS u(e, o, d) \
+                 ON CONFLICT (execution_id, owner) DO UPDATE SET data = excluded.data",
+            )
+            .bind::<BigInt, _>(now)
+            .bind::<Array<Text>, _>(ctx.0)
+            .bind::<Array<Text>, _>(ctx.1)
+            .bind::<Array<Text>, _>(ctx.2)
+            .execute(conn)
+            .await?;
+        }
+
+        // 3. Dependents: count down, then ready those with nothing left. A dependent readied
+        // by several finishes of the batch belongs to the last of them, as if run one by one.
+        let mut down: BTreeMap<(String, String), (i32, i32, usize)> = BTreeMap::new();
+        for (k, deps) in dependents.iter().enumerate() {
+            let Some(deps) = deps else { continue };
+            let failed = i32::from(statuses[k].0 != TaskStatus::Completed);
+            for d in deps {
+                let entry = down
+                    .entry((execs[k].clone(), d.clone()))
+                    .or_insert((0, 0, k));
+                entry.0 += 1;
+                entry.1 += failed;
+                entry.2 = k;
+            }
+        }
+        if !down.is_empty() {
+            let (mut e, mut t, mut n, mut fl) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for ((ei, ti), (count, failed, _)) in &down {
+                e.push(ei.clone());
+                t.push(ti.clone());
+                n.push(*count);
+                fl.push(*failed);
+            }
+            Stmt::new(
+                "UPDATE task_executions te SET remaining_deps = te.remaining_deps - u.n, \
+                 failed_deps = te.failed_deps + u.f FROM unnest(?, ?, ?, ?) AS u(e, t, n, f) \
+                 WHERE te.execution_id = u.e AND te.task_id = u.t",
+            )
+            .bind::<Array<Text>, _>(e.clone())
+            .bind::<Array<Text>, _>(t.clone())
+            .bind::<Array<Integer>, _>(n)
+            .bind::<Array<Integer>, _>(fl)
+            .execute(conn)
+            .await?;
+            let ready: Vec<ReadyRow> = Stmt::new(
+                "UPDATE task_executions te SET status = 'Ready', ready_at = ?, updated_at = ? \
+                 FROM unnest(?, ?) AS u(e, t) WHERE te.execution_id = u.e AND te.task_id = u.t \
+                 AND te.remaining_deps <= 0 AND te.status = 'NotStarted' \
+                 RETURNING te.execution_id, te.task_id",
+            )
+            .bind::<BigInt, _>(now)
+            .bind::<BigInt, _>(now)
+            .bind::<Array<Text>, _>(e)
+            .bind::<Array<Text>, _>(t)
+            .load(conn)
+            .await?;
+            for r in ready {
+                if let Some((_, _, owner)) = down.get(&(r.execution_id, r.task_id.clone())) {
+                    newly_ready[*owner].push(r.task_id);
+                }
+            }
+            for (k, list) in newly_ready.iter_mut().enumerate() {
+                if let Some(deps) = &dependents[k] {
+                    list.sort_by_key(|r| deps.iter().position(|d| d == r));
+                }
+            }
+        }
+
+        // 4. Hand-off: claim the readied dependents for the finishing runners. Their
+        // executions are Running already (the finishing task's claim started them).
+        let mut wanted = Vec::new();
+        let mut wanted_by = Vec::new();
+        for (k, (_, f)) in fin.iter().enumerate() {
+            if let Some(h) = &f.handoff
+                && h.limit > 0
+            {
+                for t in newly_ready[k].iter().take(h.limit as usize) {
+                    wanted.push((
+                        execs[k].clone(),
+                        t.clone(),
+                        h.owner.clone(),
+                        now + h.lease_ms,
+                    ));
+                    wanted_by.push(k);
+                }
+            }
+        }
+        let leases: Vec<(String, Millis)> = wanted.iter().map(|w| (w.2.clone(), w.3)).collect();
+        for (j, row) in claim_exact(conn, wanted, now).await? {
+            let (owner, expires) = leases[j].clone();
+            handed[wanted_by[j]].push((row, owner, expires));
+        }
+
+        // 5. Events in batch order, counters per execution.
+        for (k, (_, f)) in fin.iter().enumerate() {
+            if dependents[k].is_none() {
+                continue;
+            }
+            let e = &execs[k];
+            last_of.insert(e.clone(), k);
+            let b = bumps.of(e);
+            let (status, message) = &statuses[k];
+            let kind = match status {
+                TaskStatus::Completed => event_kind::TASK_COMPLETED,
+                TaskStatus::Skipped => event_kind::TASK_SKIPPED,
+                _ => event_kind::TASK_FAILED,
+            };
+            b.events.push(PendingEvent::task(
+                kind,
+                &f.task_id,
+                Some(f.attempt),
+                message.clone(),
+            ));
+            b.events.extend(
+                newly_ready[k]
+                    .iter()
+                    .map(|r| PendingEvent::task(event_kind::TASK_READY, r, None, None)),
+            );
+            for (c, owner, expires) in &handed[k] {
+                b.events.push(PendingEvent::task(
+                    event_kind::TASK_CLAIMED,
+                    &c.task_id,
+                    Some(c.attempt),
+                    Some(format!("leased to {owner} until {expires}")),
+                ));
+            }
+            b.remaining_delta -= 1;
+            b.failed_delta += i32::from(*status == TaskStatus::Failed);
+        }
+    }
+
+    // Refills: slots the hand-off left free take other ready tasks, one claim statement per
+    // owner and workflow set, shared out in batch order.
+    let mut refills: BTreeMap<RefillKey, Vec<(usize, usize)>> = BTreeMap::new();
+    for (k, (_, f)) in fin.iter().enumerate() {
+        if let Some(h) = &f.handoff
+            && let Some(workflows) = &h.refill
+            && dependents[k].is_some()
+        {
+            let left = (h.limit.max(0) as usize).saturating_sub(handed[k].len());
+            if left > 0 {
+                refills
+                    .entry((h.owner.clone(), workflows.clone(), h.lease_ms))
+                    .or_default()
+                    .push((k, left));
+            }
+        }
+    }
+    let mut refilled: Vec<Vec<(Claimed, Millis)>> = vec![Vec::new(); fin.len()];
+    for ((owner, workflows, lease_ms), wants) in refills {
+        let req = ClaimRequest {
+            owner,
+            lease_ms,
+            limit: wants.iter().map(|(_, n)| *n as i64).sum(),
+            workflows: Some(workflows),
+            only: None,
+        };
+        let rows = claim_rows(conn, &req, now).await?;
+        claims.push((usize::MAX, rows.clone(), req.owner.clone(), now + lease_ms));
+        let mut rows = rows.into_iter();
+        'share: for (k, n) in wants {
+            for _ in 0..n {
+                match rows.next() {
+                    Some(c) => refilled[k].push((c, now + lease_ms)),
+                    None => break 'share,
+                }
+            }
+        }
+    }
+
+    let maybe_pending: Vec<String> = claims
+        .iter()
+        .flat_map(|(_, rows, _, _)| rows.iter())
+        .filter(|c| c.maybe_pending)
+        .map(|c| c.execution_id.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let started = if maybe_pending.is_empty() {
+        Vec::new()
+    } else {
+        ops::start_executions(conn, &maybe_pending, now).await?
+    };
+    for e in &started {
+        bumps
+            .of(e)
+            .events
+            .push(PendingEvent::execution(event_kind::EXECUTION_STARTED, None));
+    }
+    for (_, rows, owner, expires) in &claims {
+        for c in rows {
+            bumps.of(&c.execution_id).events.push(PendingEvent::task(
+                event_kind::TASK_CLAIMED,
+                &c.task_id,
+                Some(c.attempt),
+                Some(format!("leased to {owner} until {expires}")),
+            ));
+        }
+    }
+
+    let (order, bumps) = bumps.into_vec();
+    let counters = bump_many(conn, bumps, now).await?;
+    let mut names: HashMap<&str, &Counters> = HashMap::new();
+    let mut finished_status = HashMap::new();
+    for (e, c) in order.iter().zip(&counters) {
+        names.insert(e.as_str(), c);
+        // 6. The last task of an execution ends it.
+        if last_of.contains_key(e)
+            && c.remaining_tasks <= 0
+            && !ops::TERMINAL.contains(&c.status.as_str())
+        {
+            let status = ops::finalize(conn, e, c.failed_tasks, now).await?;
+            finished_status.insert(e.clone(), status);
+        }
+    }
+    let task = |c: Claimed, expires: Millis| -> Result<ClaimedTask, StoreError> {
+        let counters = names
+            .get(c.execution_id.as_str())
+            .ok_or_else(|| StoreError::Corrupt(format!("no counters for {}", c.execution_id)))?;
+        Ok(ClaimedTask {
+            execution_id: super::rows::parse_uuid(&c.execution_id)?,
+            task_id: c.task_id,
+            attempt: c.attempt,
+            recoveries: c.recoveries,
+            failed_deps: c.failed_deps,
+            workflow_name: counters.workflow_name.clone(),
+            workflow_version: counters.workflow_version.clone(),
+            lease_expires_at: expires,
+        })
+    };
+
+    let mut out: Vec<Option<Written>> = (0..items.len()).map(|_| None).collect();
+    for (i, rows, _, expires) in claims {
+        if i == usize::MAX {
+            continue; // refills: answered with their finishes
+        }
+        let tasks = rows
+            .into_iter()
+            .map(|c| task(c, expires))
+            .collect::<Result<Vec<_>, _>>()?;
+        out[i] = Some(Written::Claimed(tasks));
+    }
+    for (k, (i, f)) in fin.iter().enumerate() {
+        let result = if dependents[k].is_none() {
+            FinishResult {
+                fenced: true,
+                ..FinishResult::default()
+            }
+        } else {
+            let e = &execs[k];
+            let execution_finished = (last_of.get(e) == Some(&k))
+                .then(|| finished_status.get(e).copied())
+                .flatten();
+            let handed_off = handed[k].len();
+            let claimed = std::mem::take(&mut handed[k])
+                .into_iter()
+                .map(|(c, _, expires)| (c, expires))
+                .chain(std::mem::take(&mut refilled[k]))
+                .map(|(c, expires)| task(c, expires))
+                .collect::<Result<Vec<_>, _>>()?;
+            FinishResult {
+                fenced: false,
+                newly_ready: std::mem::take(&mut newly_ready[k]),
+                execution_finished,
+                claimed,
+                handed_off,
+            }
+        };
+        out[*i] = Some(Written::Finished(f.execution_id, result));
+    }
+    out.into_iter()
+        .map(|w| w.ok_or_else(|| StoreError::Corrupt("a merged write has no result".to_string())))
+        .collect()
+}
+
+/// Sends a batch's notifications in one statement; PostgreSQL delivers them on commit.
+pub(crate) async fn notify(
+    conn: &mut Conn,
+    channel: &str,
+    payloads: Vec<String>,
+) -> Result<(), StoreError> {
+    Stmt::new("SELECT pg_notify(?, p) FROM unnest(?) AS p")
+        .bind::<Text, _>(channel.to_string())
+        .bind::<Array<Text>, _>(payloads)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
