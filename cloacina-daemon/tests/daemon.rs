@@ -79,6 +79,27 @@ impl Home {
         });
     }
 
+    /// Sends `signal` (a `kill` name: `HUP`, `INT`, ...) to the daemon.
+    fn signal(&self, signal: &str) {
+        let pid = self
+            .daemon
+            .as_ref()
+            .map(|c| c.id())
+            .expect("the daemon was started");
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal} {pid} failed");
+    }
+
+    /// Waits for the daemon process to exit and returns its exit code.
+    fn exit_code(&mut self) -> Option<i32> {
+        let mut child = self.daemon.take().expect("the daemon was started");
+        child.wait().expect("wait for the daemon").code()
+    }
+
     fn status(&self) -> serde_json::Value {
         let out = self.ctl(&["daemon", "status", "-o", "json"]);
         assert!(
@@ -241,13 +262,8 @@ fn lifecycle_start_health_status_stop_and_stale_pid() {
 
     let stop = home.ctl(&["daemon", "stop"]);
     assert!(stop.status.success(), "{}", home.context(&stop));
-    let exit = home
-        .daemon
-        .take()
-        .map(|mut c| c.wait().expect("wait"))
-        .expect("child");
     assert_eq!(
-        exit.code(),
+        home.exit_code(),
         Some(0),
         "graceful stop exits 0\n{}",
         home.logs()
@@ -355,11 +371,7 @@ fn sighup_reloads_the_config_and_watches_a_new_folder() {
     )
     .expect("config");
     let pid = home.daemon.as_ref().map(|c| c.id()).expect("child");
-    let hup = Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .expect("kill -HUP");
-    assert!(hup.success());
+    home.signal("HUP");
     home.wait_for("the new folder is watched", |h| {
         h.status()["watch_dirs"]
             .as_array()
@@ -400,12 +412,7 @@ fn cron_fires_on_schedule_and_stop_drains_the_task_in_flight() {
     });
     let stop = home.ctl(&["daemon", "stop"]);
     assert!(stop.status.success(), "{}", home.context(&stop));
-    let exit = home
-        .daemon
-        .take()
-        .map(|mut c| c.wait().expect("wait"))
-        .expect("child");
-    assert_eq!(exit.code(), Some(0), "{}", home.logs());
+    assert_eq!(home.exit_code(), Some(0), "{}", home.logs());
     let after = executions(&home);
     for id in &in_flight {
         let e = after.iter().find(|e| e.id == *id).expect("still recorded");
@@ -478,22 +485,9 @@ fn a_second_interrupt_during_the_drain_exits_1() {
             .iter()
             .any(|e| e.status == ExecutionStatus::Running)
     });
-    let pid = home.daemon.as_ref().map(|c| c.id()).expect("child");
-    let interrupt = || {
-        let sent = Command::new("kill")
-            .args(["-INT", &pid.to_string()])
-            .status()
-            .expect("kill -INT");
-        assert!(sent.success());
-    };
-    interrupt();
+    home.signal("INT");
     home.wait_for("the drain started", |h| h.logs().contains("shutting down"));
-    interrupt();
-    let exit = home
-        .daemon
-        .take()
-        .map(|mut c| c.wait().expect("wait"))
-        .expect("child");
-    assert_eq!(exit.code(), Some(1), "{}", home.logs());
+    home.signal("INT");
+    assert_eq!(home.exit_code(), Some(1), "{}", home.logs());
     assert!(home.logs().contains("second interrupt"), "{}", home.logs());
 }
