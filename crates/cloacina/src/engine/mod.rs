@@ -133,6 +133,10 @@ struct Shared {
     stopping: AtomicBool,
     stats: RunnerStats,
     contexts: Mutex<cache::ContextCache>,
+    /// Whether a finish also claims other ready work for its freed slot. It pays on
+    /// PostgreSQL (a claim saved is a round trip saved); on SQLite a claim is cheap and the
+    /// extra statement in the writer's transaction costs more than it saves.
+    refill: bool,
 }
 
 /// The embedded runner. Clone it freely; clones share one runner.
@@ -168,6 +172,7 @@ impl Runner {
     pub async fn start(store: Store, config: RunnerConfig) -> Result<Runner, EngineError> {
         config.validate()?;
         let owner = config.owner();
+        let refill = store.backend_name() == "postgres";
         let shared = Arc::new(Shared {
             slots: Arc::new(Semaphore::new(config.concurrency)),
             store,
@@ -181,6 +186,7 @@ impl Runner {
             stopping: AtomicBool::new(false),
             stats: RunnerStats::default(),
             contexts: Mutex::new(cache::ContextCache::new(CONTEXT_CACHE_ENTRIES)),
+            refill,
         });
         recover(&shared).await;
         let signals = shared.store.subscribe();
@@ -765,10 +771,8 @@ async fn run_task(
             }
             // A terminal outcome frees this slot: its dependents take it first, then (refill)
             // other ready work, claimed in the finish's own transaction.
-            // Refill pays on PostgreSQL (a claim saved is a round trip saved); on SQLite a
-            // claim is cheap and the extra statement in the writer's transaction costs more.
             let terminal = !matches!(outcome, AttemptOutcome::Retry { .. });
-            let refill = shared.store.backend_name() == "postgres";
+            let refill = shared.refill;
             let handoff =
                 (terminal && (dependents > 0 || refill) && !shared.stopping.load(Ordering::SeqCst))
                     .then(|| Handoff {

@@ -184,9 +184,7 @@ macro_rules! dispatch {
             }
         };
         if let Ok(value) = &result {
-            for s in ($signals)(value) {
-                let _ = $self.inner.signals.send(s);
-            }
+            $self.publish(($signals)(value));
         }
         result
     }};
@@ -279,6 +277,14 @@ impl Store {
                 reads: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Tells this process's subscribers what a committed write changed.
+    fn publish(&self, signals: impl IntoIterator<Item = StoreSignal>) {
+        for s in signals {
+            // No subscriber is not an error: nobody is waiting.
+            let _ = self.inner.signals.send(s);
+        }
     }
 
     /// `"sqlite"` or `"postgres"`.
@@ -425,9 +431,7 @@ impl Store {
             self.inner.write_txns.fetch_add(1, Ordering::Relaxed);
             let result = p.finish(finish, now).await;
             if let Ok(r) = &result {
-                for s in r.signals(Some(id)) {
-                    let _ = self.inner.signals.send(s);
-                }
+                self.publish(r.signals(Some(id)));
             }
             return result;
         }
