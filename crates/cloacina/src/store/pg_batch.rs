@@ -235,11 +235,12 @@ struct CounterRow {
     workflow_version: String,
 }
 
-/// Adjusts the counters of several executions (distinct ids) and appends their events: two
-/// statements whatever the count.
+/// Adjusts the counters of several executions (distinct ids) and appends their events: one
+/// statement whatever the count. Each event's sequence number comes from its execution's
+/// bumped `event_seq` inside the statement, so no round trip sits between the two writes.
 pub(crate) async fn bump_many(
     conn: &mut Conn,
-    bumps: Vec<Bump>,
+    mut bumps: Vec<Bump>,
     now: Millis,
 ) -> Result<Vec<Counters>, StoreError> {
     if bumps.is_empty() {
@@ -254,48 +255,91 @@ pub(crate) async fn bump_many(
     let ns: Vec<i64> = bumps.iter().map(|b| b.events.len() as i64).collect();
     let rs: Vec<i32> = bumps.iter().map(|b| b.remaining_delta).collect();
     let fs: Vec<i32> = bumps.iter().map(|b| b.failed_delta).collect();
+    // Events as columns; `i` is the event's 1-based place among its execution's new events.
+    let total: usize = bumps.iter().map(|b| b.events.len()).sum();
+    let mut ev = EventColumns::with_capacity(total);
+    for b in &mut bumps {
+        for (i, e) in b.events.drain(..).enumerate() {
+            ev.push(&b.execution, i as i64 + 1, e);
+        }
+    }
     let rows: Vec<CounterRow> = Stmt::new(
-        "UPDATE workflow_executions we SET event_seq = we.event_seq + u.n, \
+        "WITH b AS (UPDATE workflow_executions we SET event_seq = we.event_seq + u.n, \
          remaining_tasks = we.remaining_tasks + u.r, failed_tasks = we.failed_tasks + u.f, \
          updated_at = ? FROM unnest(?, ?, ?, ?) AS u(id, n, r, f) WHERE we.id = u.id \
          RETURNING we.id, we.event_seq, we.remaining_tasks, we.failed_tasks, we.status, \
-         we.workflow_name, we.workflow_version",
+         we.workflow_name, we.workflow_version, u.n), \
+         ev AS (INSERT INTO execution_events (execution_id, seq, task_id, kind, attempt, message, created_at) \
+         SELECT x.e, b.event_seq - b.n + x.i, x.t, x.k, x.a, x.m, ? \
+         FROM unnest(?, ?, ?, ?, ?, ?) AS x(e, i, t, k, a, m) JOIN b ON b.id = x.e) \
+         SELECT id, event_seq, remaining_tasks, failed_tasks, status, workflow_name, workflow_version FROM b",
     )
     .bind::<BigInt, _>(now)
     .bind::<Array<Text>, _>(ids)
     .bind::<Array<BigInt>, _>(ns)
     .bind::<Array<Integer>, _>(rs)
     .bind::<Array<Integer>, _>(fs)
+    .bind::<BigInt, _>(now)
+    .bind::<Array<Text>, _>(ev.execution)
+    .bind::<Array<BigInt>, _>(ev.index)
+    .bind::<Array<Nullable<Text>>, _>(ev.task)
+    .bind::<Array<Text>, _>(ev.kind)
+    .bind::<Array<Nullable<Integer>>, _>(ev.attempt)
+    .bind::<Array<Nullable<Text>>, _>(ev.message)
     .load(conn)
     .await?;
     let mut by_id: HashMap<String, CounterRow> =
         rows.into_iter().map(|r| (r.id.clone(), r)).collect();
-    let mut events = Vec::new();
-    let mut out = Vec::with_capacity(bumps.len());
-    for b in bumps {
-        let row = by_id.remove(&b.execution).ok_or_else(|| {
-            StoreError::ExecutionNotFound(super::rows::parse_uuid(&b.execution).unwrap_or_default())
-        })?;
-        let first = row.event_seq - b.events.len() as i64 + 1;
-        events.extend(
-            b.events
-                .into_iter()
-                .enumerate()
-                .map(|(i, e)| e.into_row(&b.execution, first + i as i64, now)),
-        );
-        out.push(Counters {
-            event_seq: row.event_seq,
-            remaining_tasks: row.remaining_tasks,
-            failed_tasks: row.failed_tasks,
-            status: row.status,
-            workflow_name: row.workflow_name,
-            workflow_version: row.workflow_version,
-        });
+    bumps
+        .iter()
+        .map(|b| {
+            let row = by_id.remove(&b.execution).ok_or_else(|| {
+                StoreError::ExecutionNotFound(
+                    super::rows::parse_uuid(&b.execution).unwrap_or_default(),
+                )
+            })?;
+            Ok(Counters {
+                event_seq: row.event_seq,
+                remaining_tasks: row.remaining_tasks,
+                failed_tasks: row.failed_tasks,
+                status: row.status,
+                workflow_name: row.workflow_name,
+                workflow_version: row.workflow_version,
+            })
+        })
+        .collect()
+}
+
+/// New events as the column arrays [`bump_many`] binds.
+struct EventColumns {
+    execution: Vec<String>,
+    index: Vec<i64>,
+    task: Vec<Option<String>>,
+    kind: Vec<String>,
+    attempt: Vec<Option<i32>>,
+    message: Vec<Option<String>>,
+}
+
+impl EventColumns {
+    fn with_capacity(n: usize) -> Self {
+        EventColumns {
+            execution: Vec::with_capacity(n),
+            index: Vec::with_capacity(n),
+            task: Vec::with_capacity(n),
+            kind: Vec::with_capacity(n),
+            attempt: Vec::with_capacity(n),
+            message: Vec::with_capacity(n),
+        }
     }
-    if !events.is_empty() {
-        insert_events(conn, events).await?;
+
+    fn push(&mut self, execution: &str, index: i64, e: PendingEvent) {
+        self.execution.push(execution.to_string());
+        self.index.push(index);
+        self.task.push(e.task_id);
+        self.kind.push(e.kind.to_string());
+        self.attempt.push(e.attempt);
+        self.message.push(e.message);
     }
-    Ok(out)
 }
 
 // ---- claims -------------------------------------------------------------------------------
@@ -356,26 +400,29 @@ pub(crate) async fn claim_rows(
     // With a workflow filter and without: two fixed texts, so each keeps its own plan. The
     // execution's status (as of the statement's snapshot) comes back so the caller need not
     // look for a Pending -> Running transition when every execution was Running already.
-    const PICK: &str = "WITH pick AS (SELECT c.execution_id, c.task_id, c.ready_at FROM task_executions c \
-         WHERE c.status = 'Ready' AND c.ready_at <= ? AND c.execution_id IN (SELECT id FROM \
-         workflow_executions WHERE status IN ('Pending', 'Running') AND workflow_name = ANY(?)) \
-         ORDER BY c.ready_at LIMIT ? FOR UPDATE SKIP LOCKED) \
+    // The execution's status comes from the pick (not a join in the UPDATE) so that the
+    // UPDATE finds each row by its whole primary key: without statistics (a fresh schema) the
+    // planner otherwise matched by execution id alone and filtered every task of it per row.
+    const PICK: &str = "WITH pick AS (SELECT c.execution_id, c.task_id, c.ready_at, w.status AS w_status \
+         FROM task_executions c JOIN workflow_executions w ON w.id = c.execution_id \
+         WHERE c.status = 'Ready' AND c.ready_at <= ? AND w.status IN ('Pending', 'Running') \
+         AND w.workflow_name = ANY(?) ORDER BY c.ready_at LIMIT ? FOR UPDATE OF c SKIP LOCKED) \
          UPDATE task_executions te SET status = 'Running', attempt = te.attempt + 1, \
          lease_owner = ?, lease_expires_at = ?, started_at = ?, updated_at = ? \
-         FROM pick JOIN workflow_executions w ON w.id = pick.execution_id \
-         WHERE te.execution_id = pick.execution_id AND te.task_id = pick.task_id AND te.status = 'Ready' \
+         FROM pick WHERE te.execution_id = pick.execution_id AND te.task_id = pick.task_id \
+         AND te.status = 'Ready' \
          RETURNING te.execution_id, te.task_id, te.attempt, te.recoveries, te.failed_deps, \
-         pick.ready_at AS ord, w.status <> 'Running' AS pending";
-    const PICK_ANY: &str = "WITH pick AS (SELECT c.execution_id, c.task_id, c.ready_at FROM task_executions c \
-         WHERE c.status = 'Ready' AND c.ready_at <= ? AND c.execution_id IN (SELECT id FROM \
-         workflow_executions WHERE status IN ('Pending', 'Running')) \
-         ORDER BY c.ready_at LIMIT ? FOR UPDATE SKIP LOCKED) \
+         pick.ready_at AS ord, pick.w_status <> 'Running' AS pending";
+    const PICK_ANY: &str = "WITH pick AS (SELECT c.execution_id, c.task_id, c.ready_at, w.status AS w_status \
+         FROM task_executions c JOIN workflow_executions w ON w.id = c.execution_id \
+         WHERE c.status = 'Ready' AND c.ready_at <= ? AND w.status IN ('Pending', 'Running') \
+         ORDER BY c.ready_at LIMIT ? FOR UPDATE OF c SKIP LOCKED) \
          UPDATE task_executions te SET status = 'Running', attempt = te.attempt + 1, \
          lease_owner = ?, lease_expires_at = ?, started_at = ?, updated_at = ? \
-         FROM pick JOIN workflow_executions w ON w.id = pick.execution_id \
-         WHERE te.execution_id = pick.execution_id AND te.task_id = pick.task_id AND te.status = 'Ready' \
+         FROM pick WHERE te.execution_id = pick.execution_id AND te.task_id = pick.task_id \
+         AND te.status = 'Ready' \
          RETURNING te.execution_id, te.task_id, te.attempt, te.recoveries, te.failed_deps, \
-         pick.ready_at AS ord, w.status <> 'Running' AS pending";
+         pick.ready_at AS ord, pick.w_status <> 'Running' AS pending";
     let stmt = match &req.workflows {
         Some(names) => Stmt::new(PICK)
             .bind::<BigInt, _>(now)
@@ -567,13 +614,26 @@ pub(crate) async fn write_many(
     let mut handed: Vec<Vec<(Claimed, String, Millis)>> = vec![Vec::new(); fin.len()];
     let mut last_of: HashMap<String, usize> = HashMap::new();
     if !fin.is_empty() {
-        // 1. Status, fenced by attempt: rows not returned lost their lease to a newer attempt.
+        // 1. Status, fenced by attempt (rows not returned lost their lease to a newer
+        // attempt), and 2. the outputs of the completed ones, in the same statement.
+        let (mut out_ord, mut out_data) = (Vec::new(), Vec::new());
+        for (k, (_, f)) in fin.iter().enumerate() {
+            if let AttemptOutcome::Completed { output } = &f.outcome {
+                out_ord.push(k as i64 + 1);
+                out_data.push(output.to_json());
+            }
+        }
         let finished: Vec<FinishedRow> = Stmt::new(
-            "UPDATE task_executions te SET status = u.s, error = u.m, lease_owner = NULL, \
+            "WITH fin AS (UPDATE task_executions te SET status = u.s, error = u.m, lease_owner = NULL, \
              lease_expires_at = NULL, completed_at = ?, updated_at = ? \
              FROM unnest(?, ?, ?, ?, ?) WITH ORDINALITY AS u(e, t, a, s, m, ord) \
              WHERE te.execution_id = u.e AND te.task_id = u.t AND te.attempt = u.a AND te.status = 'Running' \
-             RETURNING u.ord, te.dependents",
+             RETURNING u.ord, te.execution_id, te.task_id, te.dependents), \
+             out AS (INSERT INTO contexts (execution_id, owner, data, created_at) \
+             SELECT fin.execution_id, fin.task_id, d.d, ? FROM fin JOIN unnest(?, ?) AS d(ord, d) \
+             ON d.ord = fin.ord \
+             ON CONFLICT (execution_id, owner) DO UPDATE SET data = excluded.data) \
+             SELECT ord, dependents FROM fin",
         )
         .bind::<BigInt, _>(now)
         .bind::<BigInt, _>(now)
@@ -587,33 +647,13 @@ pub(crate) async fn write_many(
                 .collect::<Vec<_>>(),
         )
         .bind::<Array<Nullable<Text>>, _>(statuses.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>())
+        .bind::<BigInt, _>(now)
+        .bind::<Array<BigInt>, _>(out_ord)
+        .bind::<Array<Text>, _>(out_data)
         .load(conn)
         .await?;
         for row in finished {
             dependents[(row.ord - 1) as usize] = Some(parse_list(&row.dependents)?);
-        }
-
-        // 2. Outputs.
-        let mut ctx = (Vec::new(), Vec::new(), Vec::new());
-        for (k, (_, f)) in fin.iter().enumerate() {
-            if let (Some(_), AttemptOutcome::Completed { output }) = (&dependents[k], &f.outcome) {
-                ctx.0.push(execs[k].clone());
-                ctx.1.push(f.task_id.clone());
-                ctx.2.push(output.to_json());
-            }
-        }
-        if !ctx.0.is_empty() {
-            Stmt::new(
-                "INSERT INTO contexts (execution_id, owner, data, created_at) \
-                 SELECT u.e, u.o, u.d, ? FROM unnest(?, ?, ?) AS u(e, o, d) \
-                 ON CONFLICT (execution_id, owner) DO UPDATE SET data = excluded.data",
-            )
-            .bind::<BigInt, _>(now)
-            .bind::<Array<Text>, _>(ctx.0)
-            .bind::<Array<Text>, _>(ctx.1)
-            .bind::<Array<Text>, _>(ctx.2)
-            .execute(conn)
-            .await?;
         }
 
         // 3. Dependents: count down, then ready those with nothing left. A dependent readied
