@@ -417,6 +417,118 @@ async fn pause_stops_new_tasks_and_resume_continues(db: &TestDb) {
     r.shutdown().await.expect("shutdown");
 }
 
+/// Two independent tasks whose bodies wait for the test to open a gate; `runs` counts bodies.
+fn two_gated(started: Arc<Notify>, gate: Arc<Notify>, runs: Arc<AtomicUsize>) -> Workflow {
+    let gated_task = |id: &str| {
+        let (started, gate, runs) = (started.clone(), gate.clone(), runs.clone());
+        task(TaskSpec::new(id), move |_ctx: &mut Context| {
+            let (started, gate, runs) = (started.clone(), gate.clone(), runs.clone());
+            Box::pin(async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                started.notify_one();
+                gate.notified().await;
+                Ok(())
+            })
+        })
+    };
+    wf("two_gated", vec![gated_task("a"), gated_task("b")])
+}
+
+/// One slot, one prefetched task: starts `two_gated` and returns once one body runs and the
+/// other task is held (claimed, waiting for the slot).
+async fn one_running_one_held(
+    db: &TestDb,
+    shutdown_timeout: Duration,
+) -> (Runner, uuid::Uuid, Arc<Notify>, Arc<AtomicUsize>) {
+    let mut config = event_driven();
+    config.concurrency = 1;
+    config.prefetch = Some(1);
+    config.shutdown_timeout = shutdown_timeout;
+    let r = runner(db, config).await;
+    let (started, gate, runs) = (
+        Arc::new(Notify::new()),
+        Arc::new(Notify::new()),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    r.register(two_gated(started.clone(), gate.clone(), runs.clone()));
+    let id = r.submit("two_gated", Context::new()).await.expect("submit");
+    started.notified().await;
+    eventually("both tasks are claimed", || async {
+        r.tasks(id)
+            .await
+            .expect("tasks")
+            .iter()
+            .all(|t| t.status == TaskStatus::Running)
+    })
+    .await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "one slot, one body");
+    (r, id, gate, runs)
+}
+
+/// The held task of a paused run never starts: it is handed back, and runs after resume.
+async fn pause_hands_back_held_tasks(db: &TestDb) {
+    let (r, id, gate, runs) = one_running_one_held(db, Duration::from_secs(5)).await;
+    r.pause(id).await.expect("pause");
+    gate.notify_one();
+    eventually("the held task is handed back", || async {
+        r.tasks(id)
+            .await
+            .expect("tasks")
+            .iter()
+            .any(|t| t.status == TaskStatus::Ready && t.lease_owner.is_none())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "nothing started while paused"
+    );
+    assert_eq!(r.stats().handed_back.load(Ordering::SeqCst), 1);
+    let events = r.events(id, 0).await.expect("events");
+    assert!(
+        events.iter().any(|e| e.kind == "task_recovered"
+            && e.message
+                .as_deref()
+                .is_some_and(|m| m.ends_with("before it started: the execution was paused"))),
+        "{events:?}"
+    );
+    r.resume(id).await.expect("resume");
+    gate.notify_one();
+    let res = r.wait(id, Some(LONG)).await.expect("wait");
+    assert_eq!(res.status, ExecutionStatus::Completed);
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    r.shutdown().await.expect("shutdown");
+}
+
+/// A held task does not start once shutdown began: the drain finishes the running one and
+/// hands the held one back at once, unrun and not counted as a recovery.
+async fn shutdown_hands_back_held_tasks(db: &TestDb) {
+    let (r, id, gate, runs) = one_running_one_held(db, LONG).await;
+    let stopping = tokio::spawn({
+        let r = r.clone();
+        async move { r.shutdown().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    gate.notify_one();
+    let report = stopping.await.expect("join").expect("shutdown");
+    assert_eq!((report.drained, report.released), (1, 1));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let mut tasks = r.tasks(id).await.expect("tasks");
+    tasks.sort_by_key(|t| t.status == TaskStatus::Ready);
+    let statuses: Vec<_> = tasks
+        .iter()
+        .map(|t| (t.status, t.lease_owner.is_none(), t.recoveries))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            (TaskStatus::Completed, true, 0),
+            (TaskStatus::Ready, true, 0)
+        ]
+    );
+}
+
 async fn cancel_stops_running_tasks(db: &TestDb) {
     let r = runner(db, event_driven()).await;
     let started = Arc::new(Notify::new());
@@ -845,6 +957,8 @@ conformance!(
     timeouts_and_panics_fail_the_attempt,
     trigger_rules_skip_with_a_reason,
     pause_stops_new_tasks_and_resume_continues,
+    pause_hands_back_held_tasks,
+    shutdown_hands_back_held_tasks,
     cancel_stops_running_tasks,
     a_pending_retry_never_revives_a_paused_run,
     startup_recovers_expired_leases_at_once,

@@ -574,6 +574,57 @@ async fn leases_renew_and_recovery_gives_up(db: &TestDb) {
     );
 }
 
+/// A claimed attempt handed back unrun is Ready again with no lease, is not counted as a
+/// recovery, leaves an event with the reason, and can be claimed again; a stale attempt
+/// cannot hand anything back.
+async fn task_release_hands_back_one_unstarted_attempt(db: &TestDb) {
+    let store = db.open().await;
+    let e = create(&store, &single(), Context::new()).await;
+    let held = store
+        .task_claim(claim_all("w1"))
+        .await
+        .expect("claim")
+        .remove(0);
+    assert!(
+        !store
+            .task_release(e.id, "only", held.attempt + 1, "wrong attempt")
+            .await
+            .expect("release")
+    );
+    assert!(
+        store
+            .task_release(e.id, "only", held.attempt, "the execution was paused")
+            .await
+            .expect("release")
+    );
+    let t = &store.task_list(e.id).await.expect("tasks")[0];
+    assert_eq!(
+        (t.status, t.lease_owner.as_deref(), t.recoveries),
+        (TaskStatus::Ready, None, 0)
+    );
+    let events = store.event_list(e.id, 0, 1000).await.expect("events");
+    let last = events.last().expect("an event");
+    assert_eq!(
+        (last.kind.as_str(), last.message.as_deref()),
+        ("task_recovered", Some("the execution was paused"))
+    );
+    // Released twice is a no-op; the next claim gets a fresh attempt.
+    assert!(
+        !store
+            .task_release(e.id, "only", held.attempt, "again")
+            .await
+            .expect("release")
+    );
+    let again = store
+        .task_claim(claim_all("w2"))
+        .await
+        .expect("claim")
+        .remove(0);
+    assert_eq!(again.attempt, held.attempt + 1);
+    let r = complete(&store, &again, Context::new()).await;
+    assert_eq!(r.execution_finished, Some(ExecutionStatus::Completed));
+}
+
 async fn listing_filters_and_pages(db: &TestDb) {
     let store = db.open().await;
     let mut made = Vec::new();
@@ -1148,6 +1199,7 @@ conformance!(
     failures_mark_the_execution_failed,
     pause_resume_cancel,
     leases_renew_and_recovery_gives_up,
+    task_release_hands_back_one_unstarted_attempt,
     listing_filters_and_pages,
     event_cleanup_counts_then_deletes,
     signals_reach_subscribers,

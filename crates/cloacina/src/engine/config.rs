@@ -8,6 +8,11 @@ use super::EngineError;
 pub struct RunnerConfig {
     /// Most task bodies running at once in this runner. Default 32.
     pub concurrency: usize,
+    /// Tasks claimed beyond `concurrency`, waiting for a free slot. Recording a result takes
+    /// a commit; with prefetched work a slot runs the next task meanwhile instead of idling.
+    /// Keep it small when tasks are long and several runners share the work (a prefetched
+    /// task waits here while another runner may be idle). Default: `concurrency`.
+    pub prefetch: Option<usize>,
     /// How long a claim is valid without renewal. A runner that dies loses its tasks to
     /// recovery after at most this long. Default 30 s.
     pub lease: Duration,
@@ -29,6 +34,7 @@ impl Default for RunnerConfig {
     fn default() -> Self {
         Self {
             concurrency: 32,
+            prefetch: None,
             lease: Duration::from_secs(30),
             heartbeat: None,
             recovery_interval: Duration::from_secs(10),
@@ -61,6 +67,12 @@ impl RunnerConfig {
             return bad("max_recoveries is too large");
         }
         Ok(())
+    }
+
+    /// Most tasks held at once: running plus prefetched.
+    pub(crate) fn held_max(&self) -> usize {
+        self.concurrency
+            .saturating_add(self.prefetch.unwrap_or(self.concurrency))
     }
 
     pub(crate) fn heartbeat_interval(&self) -> Duration {

@@ -3,8 +3,10 @@
 //! Work flows like this. `submit` writes the execution and its root tasks as `Ready` in one
 //! transaction; the store signals `TasksReady`. The dispatcher, woken by that signal (in
 //! process at once; from other processes through `LISTEN/NOTIFY`), claims as many ready tasks
-//! as it has free slots — each claim a status-checked update that bumps the attempt, the
-//! fencing token — and runs them. When a body ends, its output, its status, its dependents'
+//! as it may hold (`concurrency` plus `prefetch`) — each claim a status-checked update that
+//! bumps the attempt, the fencing token — and runs them, `concurrency` at a time. A held task
+//! whose execution was paused (or whose runner began to stop) before it got a slot is handed
+//! back unrun. When a body ends, its output, its status, its dependents'
 //! readiness, the execution's counters and the events commit in one transaction; the
 //! dependents that became ready wake the dispatcher again. Polling is only a slow safety net.
 //!
@@ -16,7 +18,7 @@ mod cache;
 mod config;
 mod executor;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -76,7 +78,8 @@ pub struct ExecutionResult {
 pub struct ShutdownReport {
     /// Tasks that finished during the drain.
     pub drained: usize,
-    /// Tasks still running at the timeout, whose leases were handed back.
+    /// Tasks whose leases were handed back: held ones that had not started when the drain
+    /// began, and those still running at the timeout.
     pub released: usize,
 }
 
@@ -92,6 +95,8 @@ pub struct RunnerStats {
     pub fenced: AtomicU64,
     /// Tasks (of any runner) this runner put back to Ready after a lost lease.
     pub recovered: AtomicU64,
+    /// Held tasks handed back before they started (execution paused, runner stopping).
+    pub handed_back: AtomicU64,
 }
 
 /// Registered workflows: the current version per name, and every version seen, so runs keep
@@ -124,9 +129,16 @@ struct Shared {
     owner: String,
     catalog: RwLock<Catalog>,
     wake: Notify,
-    slots: Arc<Semaphore>,
+    /// Tasks this runner holds (claimed, result not yet recorded): `concurrency + prefetch`.
+    holds: Arc<Semaphore>,
+    /// Task bodies running at once: `concurrency`. A body gives its slot back as soon as it
+    /// returns, so a held task can run while the finished one's result is being committed.
+    bodies: Semaphore,
     /// Running tasks per execution, with the execution's cancellation switch.
     running: Mutex<HashMap<Uuid, (watch::Sender<bool>, usize)>>,
+    /// Tracked executions last seen paused: their held tasks that have not started yet are
+    /// handed back instead of run.
+    paused: Mutex<HashSet<Uuid>>,
     /// Spawned task runners by slot id, so shutdown can count and abort them.
     tasks: Mutex<HashMap<u64, tokio::task::AbortHandle>>,
     next_slot: AtomicU64,
@@ -174,13 +186,15 @@ impl Runner {
         let owner = config.owner();
         let refill = store.backend_name() == "postgres";
         let shared = Arc::new(Shared {
-            slots: Arc::new(Semaphore::new(config.concurrency)),
+            holds: Arc::new(Semaphore::new(config.held_max())),
+            bodies: Semaphore::new(config.concurrency),
             store,
             owner,
             config,
             catalog: RwLock::new(Catalog::default()),
             wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
+            paused: Mutex::new(HashSet::new()),
             tasks: Mutex::new(HashMap::new()),
             next_slot: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
@@ -440,21 +454,28 @@ impl Runner {
 
     /// Stops new tasks of the run from starting; running ones finish; retries wait.
     pub async fn pause(&self, id: Uuid) -> Result<ExecutionRecord, EngineError> {
-        Ok(self
+        let rec = self
             .shared
             .store
             .execution_pause(id)
             .await
-            .map_err(not_found(id))?)
+            .map_err(not_found(id))?;
+        // Held here, not yet started: known at once, not only when the signal arrives.
+        self.shared
+            .mark_paused(id, rec.status == ExecutionStatus::Paused);
+        Ok(rec)
     }
 
     pub async fn resume(&self, id: Uuid) -> Result<ExecutionRecord, EngineError> {
-        Ok(self
+        let rec = self
             .shared
             .store
             .execution_resume(id)
             .await
-            .map_err(not_found(id))?)
+            .map_err(not_found(id))?;
+        self.shared
+            .mark_paused(id, rec.status == ExecutionStatus::Paused);
+        Ok(rec)
     }
 
     /// Ends the run as Cancelled and signals its running tasks to stop.
@@ -476,17 +497,22 @@ impl Runner {
         shared.stopping.store(true, Ordering::SeqCst);
         shared.wake.notify_one();
         let running_at_start = lock(&shared.tasks).len();
-        let all = shared.config.concurrency as u32;
+        let handed_back_before = shared.stats.handed_back.load(Ordering::SeqCst);
+        let all = shared.config.held_max() as u32;
         let drained = tokio::time::timeout(
             shared.config.shutdown_timeout,
-            shared.slots.acquire_many(all),
+            shared.holds.acquire_many(all),
         )
         .await;
         let mut report = ShutdownReport::default();
+        let handed_back = |shared: &Shared| {
+            (shared.stats.handed_back.load(Ordering::SeqCst) - handed_back_before) as usize
+        };
         match drained {
             Ok(Ok(permits)) => {
                 permits.forget();
-                report.drained = running_at_start;
+                report.released = handed_back(shared);
+                report.drained = running_at_start.saturating_sub(report.released);
             }
             _ => {
                 let handles: Vec<_> = lock(&shared.tasks).drain().map(|(_, h)| h).collect();
@@ -495,8 +521,8 @@ impl Runner {
                 }
                 let released =
                     executor::with_retries(|| shared.store.lease_release(&shared.owner)).await?;
-                report.released = released.len();
-                report.drained = running_at_start.saturating_sub(released.len());
+                report.released = released.len() + handed_back(shared);
+                report.drained = running_at_start.saturating_sub(report.released);
                 tracing::warn!(
                     released = report.released,
                     "shutdown timeout reached; released leases of tasks still running"
@@ -614,7 +640,31 @@ impl Shared {
             entry.1 -= 1;
             if entry.1 == 0 {
                 running.remove(&execution);
+                lock(&self.paused).remove(&execution);
             }
+        }
+    }
+
+    /// Records whether a tracked execution is paused (untracked ones need no record).
+    fn mark_paused(&self, execution: Uuid, paused: bool) {
+        let running = lock(&self.running);
+        let mut set = lock(&self.paused);
+        if paused && running.contains_key(&execution) {
+            set.insert(execution);
+        } else {
+            set.remove(&execution);
+        }
+    }
+
+    /// Why a held task must not start now, if it must not: its execution was paused while
+    /// it waited for a slot, or the runner is stopping.
+    fn hand_back_reason(&self, task: &ClaimedTask) -> Option<&'static str> {
+        if self.stopping.load(Ordering::SeqCst) {
+            Some("the runner is shutting down")
+        } else if lock(&self.paused).contains(&task.execution_id) {
+            Some("the execution was paused")
+        } else {
+            None
         }
     }
 
@@ -631,14 +681,14 @@ async fn dispatch_loop(shared: Arc<Shared>) {
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(first) = shared.slots.clone().acquire_owned().await else {
+        let Ok(first) = shared.holds.clone().acquire_owned().await else {
             return;
         };
         // Reserve every slot before claiming: completions also take slots (for hand-off), so
         // a slot counted now might be gone after the claim, and a claimed task with no slot
         // would sit leased until its lease expired.
         let mut permits = vec![first];
-        while let Ok(p) = shared.slots.clone().try_acquire_owned() {
+        while let Ok(p) = shared.holds.clone().try_acquire_owned() {
             permits.push(p);
         }
         // Register interest before looking, so a signal that arrives during the claim is kept.
@@ -725,6 +775,27 @@ async fn run_task(
     cancel: watch::Receiver<bool>,
 ) -> Vec<(ClaimedTask, OwnedSemaphorePermit)> {
     let workflow = shared.workflow_for(&task);
+    // Never closed; were it, running without a slot beats leaving the task leased.
+    let body = shared.bodies.acquire().await.ok();
+    if let Some(why) = shared.hand_back_reason(&task) {
+        drop(body);
+        shared.untrack(task.execution_id);
+        let reason = format!("released by {} before it started: {why}", shared.owner);
+        let released = executor::with_retries(|| {
+            shared
+                .store
+                .task_release(task.execution_id, &task.task_id, task.attempt, &reason)
+        })
+        .await;
+        shared.stats.handed_back.fetch_add(1, Ordering::SeqCst);
+        if let Err(e) = released {
+            tracing::warn!(
+                execution = %task.execution_id, task = %task.task_id, error = %e,
+                "could not hand back a task that had not started; lease recovery will requeue it"
+            );
+        }
+        return Vec::new();
+    }
     let outcome = match &workflow {
         Some(wf) => executor::attempt(&shared.store, &shared.contexts, wf, &task, cancel).await,
         None => Ok(AttemptOutcome::Failed {
@@ -734,6 +805,7 @@ async fn run_task(
             ),
         }),
     };
+    drop(body);
     shared.untrack(task.execution_id);
     let mut handed = Vec::new();
     match outcome {
@@ -764,7 +836,7 @@ async fn run_task(
                 _ => 0,
             };
             while permits.len() < dependents {
-                match shared.slots.clone().try_acquire_owned() {
+                match shared.holds.clone().try_acquire_owned() {
                     Ok(p) => permits.push(p),
                     Err(_) => break,
                 }
@@ -838,11 +910,11 @@ async fn signal_loop(shared: Arc<Shared>, mut signals: broadcast::Receiver<Store
             Ok(StoreSignal::ExecutionChanged(id)) | Ok(StoreSignal::ExecutionFinished(id)) => {
                 shared.wake.notify_one();
                 let tracked = lock(&shared.running).contains_key(&id);
-                if tracked
-                    && let Ok(Some(rec)) = shared.store.execution_get(id).await
-                    && rec.status == ExecutionStatus::Cancelled
-                {
-                    shared.signal_cancel(id);
+                if tracked && let Ok(Some(rec)) = shared.store.execution_get(id).await {
+                    if rec.status == ExecutionStatus::Cancelled {
+                        shared.signal_cancel(id);
+                    }
+                    shared.mark_paused(id, rec.status == ExecutionStatus::Paused);
                 }
             }
             Err(broadcast::error::RecvError::Closed) => return,

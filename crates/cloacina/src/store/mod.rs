@@ -474,6 +474,28 @@ impl Store {
         dispatch!(write self, sig, |c| ops::lease_release(c, owner, now))
     }
 
+    /// Hands one claimed attempt back to `Ready` before it ran (the execution was paused
+    /// while the task waited for a slot, or the runner is stopping). Not counted as a
+    /// recovery; false when the attempt no longer holds the task.
+    pub async fn task_release(
+        &self,
+        execution: Uuid,
+        task_id: &str,
+        attempt: i32,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        fn sig(released: &bool) -> Vec<StoreSignal> {
+            if *released {
+                vec![StoreSignal::TasksReady]
+            } else {
+                Vec::new()
+            }
+        }
+        let (task, reason) = (task_id.to_string(), reason.to_string());
+        let now = now_ms();
+        dispatch!(write self, sig, |c| ops::task_release(c, execution, task, attempt, reason, now))
+    }
+
     // ---- events -----------------------------------------------------------------------
 
     /// An execution's events with `seq > after_seq`, in order.

@@ -708,29 +708,37 @@ pub(crate) async fn lease_release(conn: &mut Conn, owner: String, now: Millis) -
         .load(conn)
         .await?;
     let mut released = Vec::new();
+    let message = format!("released by {owner} at shutdown; the task will run again");
     for (e, t, attempt) in held {
-        let n = diesel::update(fenced!(&e, &t, attempt))
-            .set((
-                te::status.eq(TaskStatus::Ready.as_str()),
-                te::ready_at.eq(Some(now)),
-                te::lease_owner.eq(None::<String>),
-                te::lease_expires_at.eq(None::<i64>),
-                te::updated_at.eq(now),
-            ))
-            .execute(conn)
-            .await?;
-        if n == 1 {
-            let event = PendingEvent::task(
-                event_kind::TASK_RECOVERED,
-                &t,
-                Some(attempt),
-                Some(format!("released by {owner} at shutdown; the task will run again")),
-            );
-            append_events(conn, &e, vec![event], now).await?;
+        if release(conn, &e, &t, attempt, &message, now).await? {
             released.push((crate::store::rows::parse_uuid(&e)?, t));
         }
     }
     Ok(released)
+}
+
+/// Hands one claimed attempt back before it ran: `Ready` again, lease cleared, not counted as
+/// a recovery. False when the attempt no longer holds the task (fenced).
+pub(crate) async fn task_release(conn: &mut Conn, execution: Uuid, task: String, attempt: i32, reason: String, now: Millis) -> Result<bool, StoreError> {
+    release(conn, &execution.to_string(), &task, attempt, &reason, now).await
+}
+
+async fn release(conn: &mut Conn, e: &str, t: &str, attempt: i32, message: &str, now: Millis) -> Result<bool, StoreError> {
+    let n = diesel::update(fenced!(e, t, attempt))
+        .set((
+            te::status.eq(TaskStatus::Ready.as_str()),
+            te::ready_at.eq(Some(now)),
+            te::lease_owner.eq(None::<String>),
+            te::lease_expires_at.eq(None::<i64>),
+            te::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .await?;
+    if n == 1 {
+        let event = PendingEvent::task(event_kind::TASK_RECOVERED, t, Some(attempt), Some(message.to_string()));
+        append_events(conn, e, vec![event], now).await?;
+    }
+    Ok(n == 1)
 }
 
 /// Returns tasks whose lease expired to `Ready` (counted, with an event), or fails them once
