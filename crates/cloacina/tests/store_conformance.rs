@@ -1123,6 +1123,60 @@ async fn concurrent_cron_claims_fire_each_instant_once(db: &TestDb) {
     assert_eq!(executions.len(), 10);
 }
 
+/// Creations submitted together (on PostgreSQL, written by one set-based statement per
+/// table) each get their own answer: one conflicting creation is refused with its own error
+/// and the others are written whole.
+async fn concurrent_creations_each_get_their_answer(db: &TestDb) {
+    let store = db.open().await;
+    let news: Vec<NewExecution> = (0..12)
+        .map(|i| {
+            let key = (i % 6 == 0).then(|| "same".to_string());
+            NewExecution::for_workflow(&diamond(), ctx(json!({ "i": i })), None).with_options(
+                SubmitOptions {
+                    dedup_key: key,
+                    cron: None,
+                },
+            )
+        })
+        .collect();
+    let results =
+        futures::future::join_all(news.iter().cloned().map(|n| store.execution_create(n))).await;
+    let refused: Vec<&StoreError> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(refused.len(), 1, "{results:?}");
+    assert!(
+        matches!(refused[0], StoreError::DuplicateExecution { dedup_key, .. } if dedup_key == "same"),
+        "{}",
+        refused[0]
+    );
+    for (new, result) in news.iter().zip(&results) {
+        let Ok(rec) = result else { continue };
+        assert_eq!(rec.id, new.id);
+        assert_eq!(store.task_list(rec.id).await.expect("tasks").len(), 4);
+        let input = store
+            .context_get(rec.id, cloacina::store::INPUT_CONTEXT)
+            .await
+            .expect("input")
+            .expect("has input");
+        assert_eq!(input.get::<i64>("i").ok(), new.input.get::<i64>("i").ok());
+        assert_eq!(kinds(&store, rec.id).await[0], "execution_created");
+    }
+    // Re-creating a written id is refused with that id.
+    let again = results
+        .iter()
+        .find_map(|r| r.as_ref().ok())
+        .expect("one written");
+    let mut dup = news
+        .iter()
+        .find(|n| n.id == again.id)
+        .expect("its request")
+        .clone();
+    dup.dedup_key = None;
+    assert!(matches!(
+        store.execution_create(dup).await,
+        Err(StoreError::ExecutionExists { id }) if id == again.id
+    ));
+}
+
 async fn dedup_key_blocks_only_unfinished_runs(db: &TestDb) {
     let store = db.open().await;
     let keyed = |key: &str| {
@@ -1209,6 +1263,7 @@ conformance!(
     cron_instants_are_claimed_once_with_their_execution,
     concurrent_cron_claims_fire_each_instant_once,
     dedup_key_blocks_only_unfinished_runs,
+    concurrent_creations_each_get_their_answer,
 );
 
 /// PostgreSQL only: a write in one process-like store wakes a subscriber on another through

@@ -345,6 +345,18 @@ impl Store {
             vec![StoreSignal::TasksReady]
         }
         let now = now_ms();
+        // On PostgreSQL creations are merged per group commit; a cron fire carries a claim on
+        // its schedule and takes the ordinary path.
+        if let Backend::Postgres(p) = &self.inner.backend
+            && new.cron.is_none()
+        {
+            self.inner.write_txns.fetch_add(1, Ordering::Relaxed);
+            let result = p.create(new, now).await;
+            if let Ok(rec) = &result {
+                self.publish(sig(rec));
+            }
+            return result;
+        }
         dispatch!(write self, sig, |c| ops::execution_create(c, new, now))
     }
 

@@ -122,11 +122,17 @@ async fn append_events(conn: &mut Conn, execution: &str, events: Vec<PendingEven
     bump(conn, execution, events, 0, 0, now).await
 }
 
-pub(crate) async fn execution_create(conn: &mut Conn, new: NewExecution, now: Millis) -> Result<ExecutionRecord, StoreError> {
+/// The rows a new execution writes: its own, its tasks (roots `Ready`), its input context
+/// and its first events (created, and each root ready).
+pub(crate) struct NewRows {
+    pub(crate) execution: ExecutionRow,
+    pub(crate) tasks: Vec<TaskRow>,
+    pub(crate) input: ContextRow,
+    pub(crate) events: Vec<EventRow>,
+}
+
+pub(crate) fn execution_rows(new: NewExecution, now: Millis) -> NewRows {
     let id = new.id.to_string();
-    if let Some(claim) = &new.cron {
-        cron_claim(conn, claim, &id, now).await?;
-    }
     let mut events = vec![PendingEvent::execution(
         event_kind::EXECUTION_CREATED,
         Some(format!("workflow '{}' version {}", new.workflow_name, &new.workflow_version[..new.workflow_version.len().min(12)])),
@@ -161,7 +167,7 @@ pub(crate) async fn execution_create(conn: &mut Conn, new: NewExecution, now: Mi
             }
         })
         .collect();
-    let row = ExecutionRow {
+    let execution = ExecutionRow {
         id: id.clone(),
         workflow_name: new.workflow_name,
         workflow_version: new.workflow_version,
@@ -176,50 +182,68 @@ pub(crate) async fn execution_create(conn: &mut Conn, new: NewExecution, now: Mi
         updated_at: now,
         started_at: None,
         completed_at: None,
-        dedup_key: new.dedup_key.clone(),
+        dedup_key: new.dedup_key,
     };
-    // DO NOTHING rather than failing: a conflict (the id, or the de-duplication key of an
-    // unfinished run) must not abort a PostgreSQL transaction that may hold a cron claim.
-    let inserted = match diesel::insert_into(we::table).values(&row).on_conflict_do_nothing().execute(conn).await {
-        Err(e) if is_unique_violation(&e) => return Err(StoreError::ExecutionExists { id: new.id }),
-        other => other?,
+    let input = ContextRow {
+        execution_id: id.clone(),
+        owner: INPUT_CONTEXT.to_string(),
+        data: new.input.to_json(),
+        created_at: now,
     };
-    if inserted == 0 {
-        if let Some(key) = &new.dedup_key {
-            let existing: Option<String> = we::table
-                .filter(we::dedup_key.eq(key))
-                .filter(we::status.eq_any(UNFINISHED))
-                .select(we::id)
-                .first(conn)
-                .await
-                .optional()?;
-            if let Some(existing) = existing {
-                return Err(StoreError::DuplicateExecution {
-                    dedup_key: key.clone(),
-                    existing: Some(parse_uuid(&existing)?),
-                });
-            }
-        }
-        return Err(StoreError::ExecutionExists { id: new.id });
-    }
-    if !tasks.is_empty() {
-        insert_tasks(conn, tasks).await?;
-    }
-    diesel::insert_into(contexts::table)
-        .values(&ContextRow {
-            execution_id: id.clone(),
-            owner: INPUT_CONTEXT.to_string(),
-            data: new.input.to_json(),
-            created_at: now,
-        })
-        .execute(conn)
-        .await?;
-    let rows: Vec<EventRow> = events
+    let events = events
         .into_iter()
         .enumerate()
         .map(|(i, e)| e.into_row(&id, i as i64 + 1, now))
         .collect();
-    insert_events(conn, rows).await?;
+    NewRows { execution, tasks, input, events }
+}
+
+/// Why a new execution's row was not inserted: its de-duplication key is held by an unfinished
+/// run, or its id is taken.
+pub(crate) async fn creation_conflict(conn: &mut Conn, id: Uuid, dedup_key: Option<String>) -> StoreError {
+    if let Some(key) = dedup_key {
+        let existing: Result<Option<String>, _> = we::table
+            .filter(we::dedup_key.eq(&key))
+            .filter(we::status.eq_any(UNFINISHED))
+            .select(we::id)
+            .first(conn)
+            .await
+            .optional();
+        match existing {
+            Ok(Some(existing)) => {
+                return match parse_uuid(&existing) {
+                    Ok(existing) => StoreError::DuplicateExecution { dedup_key: key, existing: Some(existing) },
+                    Err(e) => e,
+                };
+            }
+            Ok(None) => {}
+            Err(e) => return e.into(),
+        }
+    }
+    StoreError::ExecutionExists { id }
+}
+
+pub(crate) async fn execution_create(conn: &mut Conn, new: NewExecution, now: Millis) -> Result<ExecutionRecord, StoreError> {
+    let id = new.id.to_string();
+    if let Some(claim) = &new.cron {
+        cron_claim(conn, claim, &id, now).await?;
+    }
+    let (new_id, dedup_key) = (new.id, new.dedup_key.clone());
+    let NewRows { execution: row, tasks, input, events } = execution_rows(new, now);
+    // DO NOTHING rather than failing: a conflict (the id, or the de-duplication key of an
+    // unfinished run) must not abort a PostgreSQL transaction that may hold a cron claim.
+    let inserted = match diesel::insert_into(we::table).values(&row).on_conflict_do_nothing().execute(conn).await {
+        Err(e) if is_unique_violation(&e) => return Err(StoreError::ExecutionExists { id: new_id }),
+        other => other?,
+    };
+    if inserted == 0 {
+        return Err(creation_conflict(conn, new_id, dedup_key).await);
+    }
+    if !tasks.is_empty() {
+        insert_tasks(conn, tasks).await?;
+    }
+    diesel::insert_into(contexts::table).values(&input).execute(conn).await?;
+    insert_events(conn, events).await?;
     row.try_into()
 }
 
@@ -639,13 +663,7 @@ pub(crate) async fn finalize(conn: &mut Conn, e: &str, failed_tasks: i32, now: M
         .await?
         .into_iter()
         .collect();
-    let mut final_ctx = Context::new();
-    for owner in &owners {
-        if let Some(doc) = docs.get(owner) {
-            let part = Context::from_json(doc).map_err(|err| crate::store::error::corrupt(format!("context '{owner}' of {e}: {err}")))?;
-            final_ctx.merge(&part);
-        }
-    }
+    let final_ctx = final_context(e, owners.iter().filter_map(|o| docs.get(o).map(|d| (o.as_str(), d.as_str()))))?;
     diesel::insert_into(contexts::table)
         .values(&ContextRow {
             execution_id: e.to_string(),
@@ -665,12 +683,7 @@ pub(crate) async fn finalize(conn: &mut Conn, e: &str, failed_tasks: i32, now: M
             .select((te::task_id, te::error))
             .load(conn)
             .await?;
-        let summary = failed
-            .iter()
-            .map(|(t, err)| format!("task '{t}' failed: {}", err.as_deref().unwrap_or("no error recorded")))
-            .collect::<Vec<_>>()
-            .join("; ");
-        (ExecutionStatus::Failed, Some(summary), event_kind::EXECUTION_FAILED)
+        (ExecutionStatus::Failed, Some(failure_summary(&failed)), event_kind::EXECUTION_FAILED)
     } else {
         (ExecutionStatus::Completed, None, event_kind::EXECUTION_COMPLETED)
     };
@@ -685,6 +698,26 @@ pub(crate) async fn finalize(conn: &mut Conn, e: &str, failed_tasks: i32, now: M
         .await?;
     append_events(conn, e, vec![PendingEvent::execution(kind, error)], now).await?;
     Ok(status)
+}
+
+/// The final context: the input, then each leaf's output in topological order, merged.
+/// `docs` yields (owner, JSON) in that order.
+pub(crate) fn final_context<'a>(e: &str, docs: impl Iterator<Item = (&'a str, &'a str)>) -> Result<Context, StoreError> {
+    let mut final_ctx = Context::new();
+    for (owner, doc) in docs {
+        let part = Context::from_json(doc).map_err(|err| crate::store::error::corrupt(format!("context '{owner}' of {e}: {err}")))?;
+        final_ctx.merge(&part);
+    }
+    Ok(final_ctx)
+}
+
+/// A failed run's error: each failed task and its error, in topological order.
+pub(crate) fn failure_summary(failed: &[(String, Option<String>)]) -> String {
+    failed
+        .iter()
+        .map(|(t, err)| format!("task '{t}' failed: {}", err.as_deref().unwrap_or("no error recorded")))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Extends every lease held by `owner` (one statement per heartbeat, whatever the count).

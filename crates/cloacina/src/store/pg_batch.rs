@@ -23,8 +23,8 @@ use super::postgres::Conn;
 use super::postgres::ops::{self, Bump, Counters};
 use super::rows::{EventRow, PendingEvent, TaskRow, parse_list};
 use super::types::{
-    AttemptOutcome, ClaimRequest, ClaimedTask, FinishResult, Millis, TaskFinish, TaskStatus,
-    event_kind,
+    AttemptOutcome, ClaimRequest, ClaimedTask, ExecutionRecord, ExecutionStatus, FINAL_CONTEXT,
+    FinishResult, INPUT_CONTEXT, Millis, NewExecution, TaskFinish, TaskStatus, event_kind,
 };
 
 // ---- statements that stay prepared -------------------------------------------------------
@@ -400,33 +400,36 @@ pub(crate) async fn claim_rows(
     // With a workflow filter and without: two fixed texts, so each keeps its own plan. The
     // execution's status (as of the statement's snapshot) comes back so the caller need not
     // look for a Pending -> Running transition when every execution was Running already.
-    // The execution's status comes from the pick (not a join in the UPDATE) so that the
-    // UPDATE finds each row by its whole primary key: without statistics (a fresh schema) the
-    // planner otherwise matched by execution id alone and filtered every task of it per row.
-    const PICK: &str = "WITH pick AS (SELECT c.execution_id, c.task_id, c.ready_at, w.status AS w_status \
-         FROM task_executions c JOIN workflow_executions w ON w.id = c.execution_id \
-         WHERE c.status = 'Ready' AND c.ready_at <= ? AND w.status IN ('Pending', 'Running') \
-         AND w.workflow_name = ANY(?) ORDER BY c.ready_at LIMIT ? FOR UPDATE OF c SKIP LOCKED) \
-         UPDATE task_executions te SET status = 'Running', attempt = te.attempt + 1, \
-         lease_owner = ?, lease_expires_at = ?, started_at = ?, updated_at = ? \
-         FROM pick WHERE te.execution_id = pick.execution_id AND te.task_id = pick.task_id \
-         AND te.status = 'Ready' \
-         RETURNING te.execution_id, te.task_id, te.attempt, te.recoveries, te.failed_deps, \
-         pick.ready_at AS ord, pick.w_status <> 'Running' AS pending";
-    const PICK_ANY: &str = "WITH pick AS (SELECT c.execution_id, c.task_id, c.ready_at, w.status AS w_status \
-         FROM task_executions c JOIN workflow_executions w ON w.id = c.execution_id \
+    // Written so that the plan cannot go wrong without statistics (a fresh schema, before
+    // autovacuum analyzed it): walk the ready index in order, look each candidate's execution
+    // up by primary key (the `OFFSET 0` keeps that a per-row lookup), and update each picked
+    // row by its physical address, which the row lock keeps valid within the statement.
+    // Otherwise the planner, guessing one row everywhere, joined by execution id alone or by
+    // workflow name and filtered, which is quadratic in the rows claimed.
+    const PICK: &str = "WITH pick AS (SELECT c.ctid AS tid, c.ready_at, w.status AS w_status \
+         FROM task_executions c CROSS JOIN LATERAL (SELECT x.status FROM workflow_executions x \
+         WHERE x.id = c.execution_id AND x.workflow_name = ANY(?) OFFSET 0) w \
          WHERE c.status = 'Ready' AND c.ready_at <= ? AND w.status IN ('Pending', 'Running') \
          ORDER BY c.ready_at LIMIT ? FOR UPDATE OF c SKIP LOCKED) \
          UPDATE task_executions te SET status = 'Running', attempt = te.attempt + 1, \
          lease_owner = ?, lease_expires_at = ?, started_at = ?, updated_at = ? \
-         FROM pick WHERE te.execution_id = pick.execution_id AND te.task_id = pick.task_id \
-         AND te.status = 'Ready' \
+         FROM pick WHERE te.ctid = pick.tid AND te.status = 'Ready' \
+         RETURNING te.execution_id, te.task_id, te.attempt, te.recoveries, te.failed_deps, \
+         pick.ready_at AS ord, pick.w_status <> 'Running' AS pending";
+    const PICK_ANY: &str = "WITH pick AS (SELECT c.ctid AS tid, c.ready_at, w.status AS w_status \
+         FROM task_executions c CROSS JOIN LATERAL (SELECT x.status FROM workflow_executions x \
+         WHERE x.id = c.execution_id OFFSET 0) w \
+         WHERE c.status = 'Ready' AND c.ready_at <= ? AND w.status IN ('Pending', 'Running') \
+         ORDER BY c.ready_at LIMIT ? FOR UPDATE OF c SKIP LOCKED) \
+         UPDATE task_executions te SET status = 'Running', attempt = te.attempt + 1, \
+         lease_owner = ?, lease_expires_at = ?, started_at = ?, updated_at = ? \
+         FROM pick WHERE te.ctid = pick.tid AND te.status = 'Ready' \
          RETURNING te.execution_id, te.task_id, te.attempt, te.recoveries, te.failed_deps, \
          pick.ready_at AS ord, pick.w_status <> 'Running' AS pending";
     let stmt = match &req.workflows {
         Some(names) => Stmt::new(PICK)
-            .bind::<BigInt, _>(now)
-            .bind::<Array<Text>, _>(names.clone()),
+            .bind::<Array<Text>, _>(names.clone())
+            .bind::<BigInt, _>(now),
         None => Stmt::new(PICK_ANY).bind::<BigInt, _>(now),
     };
     let mut rows: Vec<ClaimRow> = stmt
@@ -494,6 +497,8 @@ async fn claim_exact(
 /// A write the PostgreSQL writer merges with the others of its batch.
 #[derive(Debug, Clone)]
 pub(crate) enum Write {
+    /// A new execution without a cron claim (those take the ordinary path).
+    Create(Box<NewExecution>),
     Claim(ClaimRequest),
     /// A terminal finish (never a retry).
     Finish(TaskFinish),
@@ -502,6 +507,7 @@ pub(crate) enum Write {
 /// What a merged write did.
 #[derive(Debug)]
 pub(crate) enum Written {
+    Created(Box<ExecutionRecord>),
     Claimed(Vec<ClaimedTask>),
     Finished(Uuid, FinishResult),
 }
@@ -568,6 +574,24 @@ pub(crate) async fn write_many(
     let now = items.iter().map(|(_, n)| *n).max().unwrap_or_default();
     let mut bumps = Bumps::default();
 
+    // Creations first: a claim in the same batch may take their root tasks.
+    let creates: Vec<(usize, NewExecution)> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (w, _))| match w {
+            Write::Create(new) => Some((i, (**new).clone())),
+            _ => None,
+        })
+        .collect();
+    let mut created: Vec<(usize, ExecutionRecord)> = Vec::with_capacity(creates.len());
+    if !creates.is_empty() {
+        let (at, news): (Vec<usize>, Vec<NewExecution>) = creates.into_iter().unzip();
+        created = at
+            .into_iter()
+            .zip(create_many(conn, news, now).await?)
+            .collect();
+    }
+
     // Claims.
     let mut claims: Vec<(usize, Vec<Claimed>, String, Millis)> = Vec::new();
     for (i, (w, _)) in items.iter().enumerate() {
@@ -582,7 +606,7 @@ pub(crate) async fn write_many(
         .enumerate()
         .filter_map(|(i, (w, _))| match w {
             Write::Finish(f) => Some((i, f)),
-            Write::Claim(_) => None,
+            Write::Claim(_) | Write::Create(_) => None,
         })
         .collect();
     let mut keys = HashSet::with_capacity(fin.len());
@@ -850,6 +874,7 @@ pub(crate) async fn write_many(
     let counters = bump_many(conn, bumps, now).await?;
     let mut names: HashMap<&str, &Counters> = HashMap::new();
     let mut finished_status = HashMap::new();
+    let mut ending = Vec::new();
     for (e, c) in order.iter().zip(&counters) {
         names.insert(e.as_str(), c);
         // 6. The last task of an execution ends it.
@@ -857,9 +882,11 @@ pub(crate) async fn write_many(
             && c.remaining_tasks <= 0
             && !ops::TERMINAL.contains(&c.status.as_str())
         {
-            let status = ops::finalize(conn, e, c.failed_tasks, now).await?;
-            finished_status.insert(e.clone(), status);
+            ending.push((e.clone(), c.failed_tasks));
         }
+    }
+    for ((e, _), status) in ending.iter().zip(finalize_many(conn, &ending, now).await?) {
+        finished_status.insert(e.clone(), status);
     }
     let task = |c: Claimed, expires: Millis| -> Result<ClaimedTask, StoreError> {
         let counters = names
@@ -878,6 +905,9 @@ pub(crate) async fn write_many(
     };
 
     let mut out: Vec<Option<Written>> = (0..items.len()).map(|_| None).collect();
+    for (i, rec) in created {
+        out[i] = Some(Written::Created(Box::new(rec)));
+    }
     for (i, rows, _, expires) in claims {
         if i == usize::MAX {
             continue; // refills: answered with their finishes
@@ -919,6 +949,199 @@ pub(crate) async fn write_many(
     out.into_iter()
         .map(|w| w.ok_or_else(|| StoreError::Corrupt("a merged write has no result".to_string())))
         .collect()
+}
+
+#[derive(diesel::QueryableByName)]
+struct CountRow {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// Creates several executions (none with a cron claim) in four statements whatever the count.
+/// Any conflict (an id taken, or a de-duplication key held by an unfinished run) fails the
+/// whole call, so that the writer records each creation alone and each gets its own answer
+/// (a lone creation gets it here).
+async fn create_many(
+    conn: &mut Conn,
+    news: Vec<NewExecution>,
+    now: Millis,
+) -> Result<Vec<ExecutionRecord>, StoreError> {
+    let n = news.len();
+    let rows: Vec<ops::NewRows> = news
+        .into_iter()
+        .map(|new| ops::execution_rows(new, now))
+        .collect();
+    let x = rows.iter().map(|r| &r.execution);
+    let conflict = (n == 1).then(|| {
+        (
+            rows[0].execution.id.clone(),
+            rows[0].execution.dedup_key.clone(),
+        )
+    });
+    let inserted: Vec<CountRow> = Stmt::new(
+        "WITH ins AS (INSERT INTO workflow_executions (id, workflow_name, workflow_version, package_id, status, \
+         total_tasks, remaining_tasks, failed_tasks, event_seq, error, created_at, updated_at, \
+         started_at, completed_at, dedup_key) \
+         SELECT * FROM unnest(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) AS n FROM ins",
+    )
+    .bind::<Array<Text>, _>(x.clone().map(|r| r.id.clone()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(x.clone().map(|r| r.workflow_name.clone()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(x.clone().map(|r| r.workflow_version.clone()).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(x.clone().map(|r| r.package_id.clone()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(x.clone().map(|r| r.status.clone()).collect::<Vec<_>>())
+    .bind::<Array<Integer>, _>(x.clone().map(|r| r.total_tasks).collect::<Vec<_>>())
+    .bind::<Array<Integer>, _>(x.clone().map(|r| r.remaining_tasks).collect::<Vec<_>>())
+    .bind::<Array<Integer>, _>(x.clone().map(|r| r.failed_tasks).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(x.clone().map(|r| r.event_seq).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(x.clone().map(|r| r.error.clone()).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(x.clone().map(|r| r.created_at).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(x.clone().map(|r| r.updated_at).collect::<Vec<_>>())
+    .bind::<Array<Nullable<BigInt>>, _>(x.clone().map(|r| r.started_at).collect::<Vec<_>>())
+    .bind::<Array<Nullable<BigInt>>, _>(x.clone().map(|r| r.completed_at).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(x.map(|r| r.dedup_key.clone()).collect::<Vec<_>>())
+    .load(conn)
+    .await?;
+    let inserted = inserted.as_slice().first().map_or(0, |r| r.n) as usize;
+    if inserted != n {
+        if let Some((id, key)) = conflict {
+            return Err(ops::creation_conflict(conn, super::rows::parse_uuid(&id)?, key).await);
+        }
+        return Err(StoreError::InvalidRequest(format!(
+            "{} of {n} new executions conflict with existing ones",
+            n - inserted
+        )));
+    }
+    let mut tasks = Vec::new();
+    let mut events = Vec::new();
+    let (mut ctx_e, mut ctx_d) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut executions = Vec::with_capacity(n);
+    for r in rows {
+        tasks.extend(r.tasks);
+        events.extend(r.events);
+        ctx_e.push(r.input.execution_id);
+        ctx_d.push(r.input.data);
+        executions.push(r.execution);
+    }
+    if !tasks.is_empty() {
+        insert_tasks(conn, tasks).await?;
+    }
+    Stmt::new(
+        "INSERT INTO contexts (execution_id, owner, data, created_at) \
+         SELECT u.e, ?, u.d, ? FROM unnest(?, ?) AS u(e, d)",
+    )
+    .bind::<Text, _>(INPUT_CONTEXT)
+    .bind::<BigInt, _>(now)
+    .bind::<Array<Text>, _>(ctx_e)
+    .bind::<Array<Text>, _>(ctx_d)
+    .execute(conn)
+    .await?;
+    insert_events(conn, events).await?;
+    executions.into_iter().map(TryInto::try_into).collect()
+}
+
+#[derive(diesel::QueryableByName)]
+struct EndingRow {
+    #[diesel(sql_type = Text)]
+    e: String,
+    /// 0: a context document (input or a leaf's output); 1: a failed task and its error.
+    #[diesel(sql_type = Integer)]
+    k: i32,
+    #[diesel(sql_type = Text)]
+    o: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    d: Option<String>,
+}
+
+/// Ends several executions whose last task just finished (each with its failed-task count):
+/// final context, status, error summary and event, as `finalize` does for one, in two
+/// statements whatever the count.
+pub(crate) async fn finalize_many(
+    conn: &mut Conn,
+    ending: &[(String, i32)],
+    now: Millis,
+) -> Result<Vec<ExecutionStatus>, StoreError> {
+    if ending.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = ending.iter().map(|(e, _)| e.clone()).collect();
+    let rows: Vec<EndingRow> = Stmt::new(
+        "SELECT c.execution_id AS e, 0 AS k, -1 AS pos, c.owner AS o, c.data AS d FROM contexts c \
+         WHERE c.execution_id = ANY(?) AND c.owner = ? \
+         UNION ALL SELECT te.execution_id, 0, te.position, te.task_id, c.data FROM task_executions te \
+         JOIN contexts c ON c.execution_id = te.execution_id AND c.owner = te.task_id \
+         WHERE te.execution_id = ANY(?) AND te.dependents = '[]' \
+         UNION ALL SELECT te.execution_id, 1, te.position, te.task_id, te.error FROM task_executions te \
+         WHERE te.execution_id = ANY(?) AND te.status = 'Failed' \
+         ORDER BY 1, 2, 3",
+    )
+    .bind::<Array<Text>, _>(ids.clone())
+    .bind::<Text, _>(INPUT_CONTEXT)
+    .bind::<Array<Text>, _>(ids.clone())
+    .bind::<Array<Text>, _>(ids.clone())
+    .load(conn)
+    .await?;
+    let mut docs: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
+    let mut failed: HashMap<&str, Vec<(String, Option<String>)>> = HashMap::new();
+    for r in &rows {
+        match (r.k, &r.d) {
+            (0, Some(d)) => docs.entry(&r.e).or_default().push((&r.o, d)),
+            (0, None) => {}
+            _ => failed
+                .entry(&r.e)
+                .or_default()
+                .push((r.o.clone(), r.d.clone())),
+        }
+    }
+    let (mut finals, mut statuses, mut errors, mut kinds) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut out = Vec::with_capacity(ending.len());
+    for (e, failed_tasks) in ending {
+        let parts = docs.remove(e.as_str()).unwrap_or_default();
+        finals.push(ops::final_context(e, parts.into_iter())?.to_json());
+        let (status, error, kind) = if *failed_tasks > 0 {
+            let list = failed.remove(e.as_str()).unwrap_or_default();
+            (
+                ExecutionStatus::Failed,
+                Some(ops::failure_summary(&list)),
+                event_kind::EXECUTION_FAILED,
+            )
+        } else {
+            (
+                ExecutionStatus::Completed,
+                None,
+                event_kind::EXECUTION_COMPLETED,
+            )
+        };
+        statuses.push(status.as_str().to_string());
+        errors.push(error);
+        kinds.push(kind.to_string());
+        out.push(status);
+    }
+    Stmt::new(
+        "WITH f AS (INSERT INTO contexts (execution_id, owner, data, created_at) \
+         SELECT u.e, ?, u.d, ? FROM unnest(?, ?) AS u(e, d) \
+         ON CONFLICT (execution_id, owner) DO NOTHING), \
+         w AS (UPDATE workflow_executions we SET status = u.s, error = u.m, completed_at = ?, \
+         updated_at = ?, event_seq = we.event_seq + 1 FROM unnest(?, ?, ?, ?) AS u(e, s, m, k) \
+         WHERE we.id = u.e RETURNING we.id, we.event_seq, u.m, u.k) \
+         INSERT INTO execution_events (execution_id, seq, task_id, kind, attempt, message, created_at) \
+         SELECT w.id, w.event_seq, NULL, w.k, NULL, w.m, ? FROM w",
+    )
+    .bind::<Text, _>(FINAL_CONTEXT)
+    .bind::<BigInt, _>(now)
+    .bind::<Array<Text>, _>(ids.clone())
+    .bind::<Array<Text>, _>(finals)
+    .bind::<BigInt, _>(now)
+    .bind::<BigInt, _>(now)
+    .bind::<Array<Text>, _>(ids)
+    .bind::<Array<Text>, _>(statuses)
+    .bind::<Array<Nullable<Text>>, _>(errors)
+    .bind::<Array<Text>, _>(kinds)
+    .bind::<BigInt, _>(now)
+    .execute(conn)
+    .await?;
+    Ok(out)
 }
 
 /// Sends a batch's notifications in one statement; PostgreSQL delivers them on commit.

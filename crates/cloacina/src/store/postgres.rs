@@ -15,7 +15,8 @@ use tokio::sync::broadcast;
 use super::error::StoreError;
 use super::pg_batch::{self, Write, Written};
 use super::types::{
-    ClaimRequest, ClaimedTask, FinishResult, Millis, Signals, StoreSignal, TaskFinish,
+    ClaimRequest, ClaimedTask, ExecutionRecord, FinishResult, Millis, NewExecution, Signals,
+    StoreSignal, TaskFinish,
 };
 use super::writer::{Merge, Writer};
 use crate::workflow::BoxFuture;
@@ -174,7 +175,23 @@ impl PgStore {
     ) -> Result<FinishResult, StoreError> {
         match self.writer.merged((Write::Finish(finish), now)).await? {
             Written::Finished(_, result) => Ok(result),
-            Written::Claimed(_) => Err(mismatch()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// Creates an execution (without a cron claim), merged like [`finish`](Self::finish).
+    pub(crate) async fn create(
+        &self,
+        new: NewExecution,
+        now: Millis,
+    ) -> Result<ExecutionRecord, StoreError> {
+        match self
+            .writer
+            .merged((Write::Create(Box::new(new)), now))
+            .await?
+        {
+            Written::Created(rec) => Ok(*rec),
+            _ => Err(mismatch()),
         }
     }
 
@@ -186,7 +203,7 @@ impl PgStore {
     ) -> Result<Vec<ClaimedTask>, StoreError> {
         match self.writer.merged((Write::Claim(req), now)).await? {
             Written::Claimed(tasks) => Ok(tasks),
-            Written::Finished(..) => Err(mismatch()),
+            _ => Err(mismatch()),
         }
     }
 
@@ -315,6 +332,9 @@ impl Merge<Conn> for Finishes {
         let (write, now) = item.clone();
         Box::pin(async move {
             Ok(match write {
+                Write::Create(new) => {
+                    Written::Created(Box::new(ops::execution_create(conn, *new, now).await?))
+                }
                 Write::Claim(req) => Written::Claimed(ops::task_claim(conn, req, now).await?),
                 Write::Finish(finish) => {
                     let id = finish.execution_id;
@@ -331,6 +351,7 @@ impl Merge<Conn> for Finishes {
                 .into_iter()
                 .map(|s| s.encode())
                 .collect(),
+            Written::Created(_) => vec![StoreSignal::TasksReady.encode()],
             Written::Claimed(_) => Vec::new(),
         }
     }
