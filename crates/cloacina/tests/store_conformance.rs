@@ -679,6 +679,39 @@ async fn listing_filters_and_pages(db: &TestDb) {
     assert_eq!(page2[0].id, made[3]);
 }
 
+/// Counting by status agrees with listing, across statuses and as runs move on.
+async fn execution_count_by_status(db: &TestDb) {
+    let store = db.open().await;
+    let unfinished = [
+        ExecutionStatus::Pending,
+        ExecutionStatus::Running,
+        ExecutionStatus::Paused,
+    ];
+    assert_eq!(store.execution_count(&unfinished).await.expect("count"), 0);
+    let a = create(&store, &single(), Context::new()).await;
+    let b = create(&store, &single(), Context::new()).await;
+    create(&store, &single(), Context::new()).await;
+    store.execution_pause(b.id).await.expect("pause");
+    assert_eq!(store.execution_count(&unfinished).await.expect("count"), 3);
+    assert_eq!(
+        store
+            .execution_count(&[ExecutionStatus::Paused])
+            .await
+            .expect("count"),
+        1
+    );
+    store.execution_cancel(a.id, None).await.expect("cancel");
+    assert_eq!(store.execution_count(&unfinished).await.expect("count"), 2);
+    assert_eq!(
+        store
+            .execution_count(&[ExecutionStatus::Cancelled, ExecutionStatus::Completed])
+            .await
+            .expect("count"),
+        1
+    );
+    assert_eq!(store.execution_count(&[]).await.expect("count"), 0);
+}
+
 async fn event_cleanup_counts_then_deletes(db: &TestDb) {
     let store = db.open().await;
     let e = create(&store, &single(), Context::new()).await;
@@ -1255,6 +1288,7 @@ conformance!(
     leases_renew_and_recovery_gives_up,
     task_release_hands_back_one_unstarted_attempt,
     listing_filters_and_pages,
+    execution_count_by_status,
     event_cleanup_counts_then_deletes,
     signals_reach_subscribers,
     two_claimers_never_share_a_task,

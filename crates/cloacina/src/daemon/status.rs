@@ -11,7 +11,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use super::DaemonError;
 use crate::reconciler::{PackageState, Reconciler};
-use crate::store::{ExecutionFilter, ExecutionStatus, Store};
+use crate::store::{ExecutionStatus, Store};
 
 /// What the socket answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,22 +64,18 @@ impl DaemonStatus {
         uptime: Duration,
         last_reconciliation: Option<i64>,
     ) -> DaemonStatus {
-        let mut active = 0;
-        for s in [
+        let unfinished = [
             ExecutionStatus::Pending,
             ExecutionStatus::Running,
             ExecutionStatus::Paused,
-        ] {
-            let filter = ExecutionFilter {
-                status: Some(s),
-                limit: Some(10_000),
-                ..ExecutionFilter::default()
-            };
-            match store.execution_list(filter).await {
-                Ok(v) => active += v.len(),
-                Err(e) => tracing::warn!("status: cannot count active workflows: {e}"),
+        ];
+        let active = match store.execution_count(&unfinished).await {
+            Ok(n) => n.max(0) as usize,
+            Err(e) => {
+                tracing::warn!("status: cannot count active workflows: {e}");
+                0
             }
-        }
+        };
         let statuses = reconciler.statuses();
         let degraded = statuses.iter().any(|s| {
             matches!(

@@ -372,6 +372,12 @@ impl Store {
         dispatch!(read self, |c| ops::execution_list(c, filter))
     }
 
+    /// How many executions have one of `statuses` (one indexed count, whatever the number).
+    pub async fn execution_count(&self, statuses: &[ExecutionStatus]) -> Result<i64, StoreError> {
+        let statuses = statuses.to_vec();
+        dispatch!(read self, |c| ops::execution_count(c, statuses))
+    }
+
     /// Stops new tasks from starting; running ones finish.
     pub async fn execution_pause(&self, id: Uuid) -> Result<ExecutionRecord, StoreError> {
         fn sig(r: &ExecutionRecord) -> Vec<StoreSignal> {

@@ -278,6 +278,11 @@ pub(crate) async fn execution_list(conn: &mut Conn, filter: ExecutionFilter) -> 
     rows.into_iter().map(TryInto::try_into).collect()
 }
 
+pub(crate) async fn execution_count(conn: &mut Conn, statuses: Vec<ExecutionStatus>) -> Result<i64, StoreError> {
+    let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+    Ok(we::table.filter(we::status.eq_any(names)).count().get_result(conn).await?)
+}
+
 pub(crate) async fn execution_pause(conn: &mut Conn, id: Uuid, now: Millis) -> Result<ExecutionRecord, StoreError> {
     transition(conn, id, "pause", &ACTIVE, ExecutionStatus::Paused, event_kind::EXECUTION_PAUSED, now).await
 }
