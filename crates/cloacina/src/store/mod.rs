@@ -280,6 +280,21 @@ impl Store {
     }
 
     /// Tells this process's subscribers what a committed write changed.
+    /// A write the PostgreSQL writer merges into its batch: counted and its signals published
+    /// as `dispatch!` does for every other write.
+    async fn merged<T>(
+        &self,
+        write: impl std::future::Future<Output = Result<T, StoreError>>,
+        signals: impl FnOnce(&T) -> Vec<StoreSignal>,
+    ) -> Result<T, StoreError> {
+        self.inner.write_txns.fetch_add(1, Ordering::Relaxed);
+        let result = write.await;
+        if let Ok(value) = &result {
+            self.publish(signals(value));
+        }
+        result
+    }
+
     fn publish(&self, signals: impl IntoIterator<Item = StoreSignal>) {
         for s in signals {
             // No subscriber is not an error: nobody is waiting.
@@ -350,12 +365,7 @@ impl Store {
         if let Backend::Postgres(p) = &self.inner.backend
             && new.cron.is_none()
         {
-            self.inner.write_txns.fetch_add(1, Ordering::Relaxed);
-            let result = p.create(new, now).await;
-            if let Ok(rec) = &result {
-                self.publish(sig(rec));
-            }
-            return result;
+            return self.merged(p.create(new, now), sig).await;
         }
         dispatch!(write self, sig, |c| ops::execution_create(c, new, now))
     }
@@ -431,8 +441,7 @@ impl Store {
         let now = now_ms();
         // On PostgreSQL claims are merged per group commit with the batch's finishes.
         if let Backend::Postgres(p) = &self.inner.backend {
-            self.inner.write_txns.fetch_add(1, Ordering::Relaxed);
-            return p.claim(req, now).await;
+            return self.merged(p.claim(req, now), no_signals).await;
         }
         dispatch!(write self, no_signals, |c| ops::task_claim(c, req, now))
     }
@@ -446,12 +455,11 @@ impl Store {
         if let Backend::Postgres(p) = &self.inner.backend
             && !matches!(finish.outcome, AttemptOutcome::Retry { .. })
         {
-            self.inner.write_txns.fetch_add(1, Ordering::Relaxed);
-            let result = p.finish(finish, now).await;
-            if let Ok(r) = &result {
-                self.publish(r.signals(Some(id)));
-            }
-            return result;
+            return self
+                .merged(p.finish(finish, now), |r: &FinishResult| {
+                    r.signals(Some(id))
+                })
+                .await;
         }
         dispatch!(write self, move |r: &FinishResult| r.signals(Some(id)), |c| ops::task_finish(c, finish, now))
     }
