@@ -11,6 +11,7 @@ mod postgres;
 mod rows;
 mod schema;
 mod sqlite;
+mod stmt;
 mod types;
 mod writer;
 

@@ -1,8 +1,12 @@
 // Every storage operation, written once. This file is `include!`d by `sqlite.rs` and
 // `postgres.rs`, each of which defines `Conn` (its connection type), `claim_rows` (the claim
-// statement, whose locking differs), `bump_many` (counter updates of several executions) and
-// `insert_tasks`/`insert_events` (multi-row inserts); PostgreSQL writes many rows per statement
-// in these, SQLite loops (its statements cost microseconds, not round trips).
+// statement, whose locking differs), `start_executions` (an execution's first claim),
+// `bump_many` (counter updates of several executions) and `insert_tasks`/`insert_events`
+// (multi-row inserts); PostgreSQL writes many rows per statement in these, SQLite loops (its
+// statements cost microseconds, not round trips).
+//
+// Statuses in filters are written as literals (`Lit`), not bound: the partial indexes over
+// `Ready` and `Running` rows only serve queries whose text names the status.
 //
 // Each function runs inside a transaction opened by its caller; none commits.
 
@@ -13,6 +17,7 @@ use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
 use crate::store::error::StoreError;
+use crate::store::stmt::Lit;
 use crate::store::rows::{
     ContextRow, CronFireRow, CronScheduleRow, EventRow, ExecutionRow, PendingEvent, TaskRow, encode_catch_up, encode_list,
     parse_list, parse_uuid,
@@ -46,7 +51,7 @@ macro_rules! fenced {
             .filter(te::execution_id.eq($e))
             .filter(te::task_id.eq($t))
             .filter(te::attempt.eq($attempt))
-            .filter(te::status.eq("Running"))
+            .filter(te::status.eq(Lit("Running")))
     };
 }
 
@@ -457,15 +462,6 @@ pub(crate) async fn task_claim(conn: &mut Conn, req: ClaimRequest, now: Millis) 
     Ok(out)
 }
 
-/// Moves those of `ids` still Pending to Running (their first claim); returns which.
-pub(crate) async fn start_executions(conn: &mut Conn, ids: &[String], now: Millis) -> Result<Vec<String>, StoreError> {
-    Ok(diesel::update(we::table.filter(we::id.eq_any(ids)).filter(we::status.eq("Pending")))
-        .set((we::status.eq(ExecutionStatus::Running.as_str()), we::started_at.eq(Some(now))))
-        .returning(we::id)
-        .load(conn)
-        .await?)
-}
-
 /// Records how an attempt ended, fenced by its attempt number. A terminal outcome commits the
 /// task's output, its status, its dependents' readiness, the execution's counters (and final
 /// status when it was the last task) and the events, all in the caller's one transaction.
@@ -619,7 +615,7 @@ async fn finish_terminal(
                 .filter(te::execution_id.eq(e))
                 .filter(te::task_id.eq_any(&dependents))
                 .filter(te::remaining_deps.le(0))
-                .filter(te::status.eq("NotStarted")),
+                .filter(te::status.eq(Lit("NotStarted"))),
         )
         .set((
             te::status.eq(TaskStatus::Ready.as_str()),
@@ -683,7 +679,7 @@ pub(crate) async fn finalize(conn: &mut Conn, e: &str, failed_tasks: i32, now: M
     let (status, error, kind) = if failed_tasks > 0 {
         let failed: Vec<(String, Option<String>)> = te::table
             .filter(te::execution_id.eq(e))
-            .filter(te::status.eq("Failed"))
+            .filter(te::status.eq(Lit("Failed")))
             .order(te::position.asc())
             .select((te::task_id, te::error))
             .load(conn)
@@ -728,7 +724,7 @@ pub(crate) fn failure_summary(failed: &[(String, Option<String>)]) -> String {
 /// Extends every lease held by `owner` (one statement per heartbeat, whatever the count).
 pub(crate) async fn lease_renew(conn: &mut Conn, owner: String, until: Millis, now: Millis) -> Result<usize, StoreError> {
     Ok(
-        diesel::update(te::table.filter(te::status.eq("Running")).filter(te::lease_owner.eq(owner)))
+        diesel::update(te::table.filter(te::status.eq(Lit("Running"))).filter(te::lease_owner.eq(owner)))
             .set((te::lease_expires_at.eq(Some(until)), te::updated_at.eq(now)))
             .execute(conn)
             .await?,
@@ -740,7 +736,7 @@ pub(crate) async fn lease_renew(conn: &mut Conn, owner: String, until: Millis, n
 /// recovery.
 pub(crate) async fn lease_release(conn: &mut Conn, owner: String, now: Millis) -> Result<Vec<(Uuid, String)>, StoreError> {
     let held: Vec<(String, String, i32)> = te::table
-        .filter(te::status.eq("Running"))
+        .filter(te::status.eq(Lit("Running")))
         .filter(te::lease_owner.eq(&owner))
         .select((te::execution_id, te::task_id, te::attempt))
         .load(conn)
@@ -783,7 +779,7 @@ async fn release(conn: &mut Conn, e: &str, t: &str, attempt: i32, message: &str,
 /// they have been recovered `max_recoveries` times.
 pub(crate) async fn lease_recover_expired(conn: &mut Conn, max_recoveries: i32, now: Millis) -> Result<RecoveryResult, StoreError> {
     let expired: Vec<(String, String, i32, i32, Option<String>)> = te::table
-        .filter(te::status.eq("Running"))
+        .filter(te::status.eq(Lit("Running")))
         .filter(te::lease_expires_at.lt(now))
         .order(te::lease_expires_at.asc())
         .limit(500)

@@ -8,13 +8,9 @@
 //! readiness, hand-off claims, counters and events in the writer's one transaction.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::marker::PhantomData;
 
-use diesel::QueryResult;
 use diesel::pg::Pg;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::serialize::ToSql;
-use diesel::sql_types::{Array, BigInt, HasSqlType, Integer, Nullable, Text, Untyped};
+use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
@@ -27,78 +23,8 @@ use super::types::{
     FinishResult, INPUT_CONTEXT, Millis, NewExecution, TaskFinish, TaskStatus, event_kind,
 };
 
-// ---- statements that stay prepared -------------------------------------------------------
-
-/// One bind value of a [`Stmt`].
-trait Arg: Send + Sync {
-    fn push<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()>;
-}
-
-struct Typed<ST, T>(T, PhantomData<fn() -> ST>);
-
-impl<ST, T> Arg for Typed<ST, T>
-where
-    Pg: HasSqlType<ST>,
-    T: ToSql<ST, Pg> + Send + Sync,
-{
-    fn push<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_bind_param::<ST, T>(&self.0)
-    }
-}
-
-/// A hand-written statement with fixed text (`?` marks each bind). Unlike `sql_query`, diesel
-/// may keep it prepared: its text never depends on the values, so the server parses and plans
-/// it once per connection instead of on every call (which cost a second round trip, too).
-pub(crate) struct Stmt {
-    sql: &'static str,
-    args: Vec<Box<dyn Arg>>,
-}
-
-impl Stmt {
-    pub(crate) fn new(sql: &'static str) -> Self {
-        Stmt {
-            sql,
-            args: Vec::new(),
-        }
-    }
-
-    pub(crate) fn bind<ST, T>(mut self, value: T) -> Self
-    where
-        Pg: HasSqlType<ST>,
-        T: ToSql<ST, Pg> + Send + Sync + 'static,
-        ST: 'static,
-    {
-        self.args.push(Box::new(Typed::<ST, T>(value, PhantomData)));
-        self
-    }
-}
-
-impl QueryFragment<Pg> for Stmt {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        let mut args = self.args.iter();
-        for (i, part) in self.sql.split('?').enumerate() {
-            if i > 0 {
-                let arg = args.next().ok_or_else(|| {
-                    diesel::result::Error::QueryBuilderError(
-                        "a statement lacks a bind value".into(),
-                    )
-                })?;
-                arg.push(&mut out)?;
-            }
-            out.push_sql(part);
-        }
-        Ok(())
-    }
-}
-
-impl QueryId for Stmt {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl Query for Stmt {
-    type SqlType = Untyped;
-}
+/// Statements with fixed text, kept prepared (see [`super::stmt`]).
+pub(crate) type Stmt = super::stmt::Stmt<Pg>;
 
 // ---- inserts ------------------------------------------------------------------------------
 
@@ -376,6 +302,31 @@ impl ClaimRow {
 }
 
 pub(crate) use super::types::ClaimedRow as Claimed;
+
+/// Moves those of `ids` still Pending to Running (their first claim); returns which.
+pub(crate) async fn start_executions(
+    conn: &mut Conn,
+    ids: &[String],
+    now: Millis,
+) -> Result<Vec<String>, StoreError> {
+    Ok(Stmt::new(
+        "UPDATE workflow_executions SET status = 'Running', started_at = ? \
+         WHERE id = ANY(?) AND status = 'Pending' RETURNING id",
+    )
+    .bind::<BigInt, _>(now)
+    .bind::<Array<Text>, _>(ids.to_vec())
+    .load::<IdRow>(conn)
+    .await?
+    .into_iter()
+    .map(|r| r.id)
+    .collect())
+}
+
+#[derive(diesel::QueryableByName)]
+struct IdRow {
+    #[diesel(sql_type = Text)]
+    id: String,
+}
 
 /// Claims tasks in one status-checked statement that bumps each attempt (the fencing token):
 /// the oldest ready tasks of active executions, row-locked and skipping rows another runner is
@@ -851,7 +802,7 @@ pub(crate) async fn write_many(
     let started = if maybe_pending.is_empty() {
         Vec::new()
     } else {
-        ops::start_executions(conn, &maybe_pending, now).await?
+        start_executions(conn, &maybe_pending, now).await?
     };
     for e in &started {
         bumps

@@ -27,7 +27,7 @@ const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postg
 
 #[allow(clippy::duplicate_mod)]
 pub(crate) mod ops {
-    use super::{Conn, bump_many, claim_rows, insert_events, insert_tasks};
+    use super::{Conn, bump_many, claim_rows, insert_events, insert_tasks, start_executions};
     include!("ops.rs");
 }
 
@@ -365,4 +365,4 @@ impl Merge<Conn> for Finishes {
     }
 }
 
-pub(crate) use pg_batch::{bump_many, claim_rows, insert_events, insert_tasks};
+pub(crate) use pg_batch::{bump_many, claim_rows, insert_events, insert_tasks, start_executions};

@@ -6,10 +6,7 @@
 
 use std::path::PathBuf;
 
-use diesel::{
-    BoolExpressionMethods, Connection, ExpressionMethods, OptionalExtension, QueryDsl,
-    SqliteConnection,
-};
+use diesel::{Connection, OptionalExtension, SqliteConnection};
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
@@ -18,9 +15,11 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use super::error::StoreError;
 use super::rows::{EventRow, TaskRow};
-use super::schema::{execution_events, task_executions as te, workflow_executions as we};
+use super::schema::{execution_events, task_executions as te};
 use super::types::{ClaimRequest, ClaimedRow, Millis};
 use super::writer::Writer;
+
+type Stmt = super::stmt::Stmt<diesel::sqlite::Sqlite>;
 use crate::workflow::BoxFuture;
 
 pub(crate) type Conn = SyncConnectionWrapper<SqliteConnection, Inline>;
@@ -54,7 +53,7 @@ const BUSY_TIMEOUT_MS: u32 = 15_000;
 
 #[allow(clippy::duplicate_mod)]
 pub(crate) mod ops {
-    use super::{Conn, bump_many, claim_rows, insert_events, insert_tasks};
+    use super::{Conn, bump_many, claim_rows, insert_events, insert_tasks, start_executions};
     include!("ops.rs");
 }
 
@@ -229,6 +228,56 @@ fn reader_pool(path: &str, sync: Synchronous, size: usize) -> Result<Pool<Conn>,
         .map_err(|e| StoreError::Pool(e.to_string()))
 }
 
+/// The ready tasks of active executions, oldest first. Driven by the partial index over
+/// `Ready` rows (named, so a plan that cannot use it fails loudly instead of scanning), each
+/// row's execution looked up by its key in a correlated subquery: the cost follows the ready
+/// rows, never the history, and a join order chosen from stale statistics (an `ANALYZE` run
+/// when the tables were small) cannot turn the lookup into a scan.
+pub(crate) const CLAIM_CANDIDATES: &str = "SELECT execution_id, task_id, \
+     w_status <> 'Running' AS maybe_pending FROM (SELECT c.execution_id AS execution_id, \
+     c.task_id AS task_id, c.ready_at AS ready_at, (SELECT w.status FROM workflow_executions w \
+     WHERE w.id = c.execution_id) AS w_status \
+     FROM task_executions c INDEXED BY task_executions_ready \
+     WHERE c.status = 'Ready' AND c.ready_at <= ?) \
+     WHERE w_status IN ('Pending', 'Running') ORDER BY ready_at LIMIT ?";
+/// As [`CLAIM_CANDIDATES`], for the workflows named in a JSON array (the first bind).
+pub(crate) const CLAIM_CANDIDATES_OF: &str = "SELECT execution_id, task_id, \
+     w_status <> 'Running' AS maybe_pending FROM (SELECT c.execution_id AS execution_id, \
+     c.task_id AS task_id, c.ready_at AS ready_at, (SELECT w.status FROM workflow_executions w \
+     WHERE w.id = c.execution_id AND w.workflow_name IN (SELECT value FROM json_each(?))) \
+     AS w_status FROM task_executions c INDEXED BY task_executions_ready \
+     WHERE c.status = 'Ready' AND c.ready_at <= ?) \
+     WHERE w_status IN ('Pending', 'Running') ORDER BY ready_at LIMIT ?";
+/// Claims one task: status-checked, and only while its execution is active; bumps the attempt
+/// (the fencing token).
+pub(crate) const CLAIM_ONE: &str = "UPDATE task_executions SET status = 'Running', \
+     attempt = attempt + 1, lease_owner = ?, lease_expires_at = ?, started_at = ?, updated_at = ? \
+     WHERE execution_id = ? AND task_id = ? AND status = 'Ready' \
+     AND (ready_at <= ? OR ready_at IS NULL) \
+     AND EXISTS (SELECT 1 FROM workflow_executions w WHERE w.id = task_executions.execution_id \
+     AND w.status IN ('Pending', 'Running')) \
+     RETURNING attempt, recoveries, failed_deps";
+
+#[derive(diesel::QueryableByName)]
+struct Candidate {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    execution_id: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    task_id: String,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    maybe_pending: bool,
+}
+
+#[derive(diesel::QueryableByName)]
+struct Claimed {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    attempt: i32,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    recoveries: i32,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    failed_deps: i32,
+}
+
 /// Claims ready tasks of active executions, oldest first (or exactly `req.only`): one
 /// status-checked update per task that bumps its attempt. SQLite has one writer, so selecting
 /// then updating inside the writer's transaction cannot race.
@@ -237,77 +286,81 @@ pub(crate) async fn claim_rows(
     req: &ClaimRequest,
     now: Millis,
 ) -> Result<Vec<ClaimedRow>, StoreError> {
-    let candidates: Vec<(String, String)> = match &req.only {
+    use diesel::sql_types::{BigInt, Text};
+    let candidates: Vec<Candidate> = match &req.only {
         Some(only) => only
             .iter()
-            .map(|(e, t)| (e.to_string(), t.clone()))
+            .map(|(e, t)| Candidate {
+                execution_id: e.to_string(),
+                task_id: t.clone(),
+                maybe_pending: true,
+            })
             .collect(),
         None => {
-            let base = te::table
-                .filter(te::status.eq("Ready"))
-                .filter(te::ready_at.le(now))
-                .order(te::ready_at.asc())
-                .limit(req.limit.max(1))
-                .select((te::execution_id, te::task_id));
-            match &req.workflows {
-                Some(names) => {
-                    let active = we::table
-                        .filter(we::status.eq_any(["Pending", "Running"]))
-                        .filter(we::workflow_name.eq_any(names))
-                        .select(we::id);
-                    base.filter(te::execution_id.eq_any(active))
-                        .load(conn)
-                        .await?
-                }
-                None => {
-                    let active = we::table
-                        .filter(we::status.eq_any(["Pending", "Running"]))
-                        .select(we::id);
-                    base.filter(te::execution_id.eq_any(active))
-                        .load(conn)
-                        .await?
-                }
-            }
+            let stmt = match &req.workflows {
+                Some(names) => Stmt::new(CLAIM_CANDIDATES_OF).bind::<Text, _>(
+                    serde_json::to_string(names)
+                        .map_err(|e| StoreError::InvalidRequest(format!("workflow names: {e}")))?,
+                ),
+                None => Stmt::new(CLAIM_CANDIDATES),
+            };
+            stmt.bind::<BigInt, _>(now)
+                .bind::<BigInt, _>(req.limit.max(1))
+                .load(conn)
+                .await?
         }
     };
     let expires = now + req.lease_ms;
     let mut out = Vec::with_capacity(candidates.len());
-    for (e, t) in candidates {
-        let active = we::table
-            .filter(we::status.eq_any(["Pending", "Running"]))
-            .select(we::id);
-        let claimed: Option<(i32, i32, i32)> = diesel::update(
-            te::table
-                .filter(te::execution_id.eq(&e))
-                .filter(te::task_id.eq(&t))
-                .filter(te::status.eq("Ready"))
-                .filter(te::ready_at.le(now).or(te::ready_at.is_null()))
-                .filter(te::execution_id.eq_any(active)),
-        )
-        .set((
-            te::status.eq("Running"),
-            te::attempt.eq(te::attempt + 1),
-            te::lease_owner.eq(Some(req.owner.as_str())),
-            te::lease_expires_at.eq(Some(expires)),
-            te::started_at.eq(Some(now)),
-            te::updated_at.eq(now),
-        ))
-        .returning((te::attempt, te::recoveries, te::failed_deps))
-        .get_result(conn)
-        .await
-        .optional()?;
-        if let Some((attempt, recoveries, failed_deps)) = claimed {
+    for c in candidates {
+        let claimed: Option<Claimed> = Stmt::new(CLAIM_ONE)
+            .bind::<Text, _>(req.owner.clone())
+            .bind::<BigInt, _>(expires)
+            .bind::<BigInt, _>(now)
+            .bind::<BigInt, _>(now)
+            .bind::<Text, _>(c.execution_id.clone())
+            .bind::<Text, _>(c.task_id.clone())
+            .bind::<BigInt, _>(now)
+            .get_result(conn)
+            .await
+            .optional()?;
+        if let Some(k) = claimed {
             out.push(ClaimedRow {
-                execution_id: e,
-                task_id: t,
-                attempt,
-                recoveries,
-                failed_deps,
-                maybe_pending: true,
+                execution_id: c.execution_id,
+                task_id: c.task_id,
+                attempt: k.attempt,
+                recoveries: k.recoveries,
+                failed_deps: k.failed_deps,
+                maybe_pending: c.maybe_pending,
             });
         }
     }
     Ok(out)
+}
+
+/// Moves those of `ids` still Pending to Running (their first claim); returns which. One
+/// keyed update each: with an `IN` list, stale statistics can make SQLite scan the table.
+pub(crate) async fn start_executions(
+    conn: &mut Conn,
+    ids: &[String],
+    now: Millis,
+) -> Result<Vec<String>, StoreError> {
+    use diesel::sql_types::{BigInt, Text};
+    let mut started = Vec::new();
+    for id in ids {
+        let n = Stmt::new(
+            "UPDATE workflow_executions SET status = 'Running', started_at = ? \
+             WHERE id = ? AND status = 'Pending'",
+        )
+        .bind::<BigInt, _>(now)
+        .bind::<Text, _>(id.clone())
+        .execute(conn)
+        .await?;
+        if n == 1 {
+            started.push(id.clone());
+        }
+    }
+    Ok(started)
 }
 
 /// Counter updates of several executions, one after another.
@@ -351,4 +404,255 @@ pub(crate) async fn insert_events(conn: &mut Conn, rows: Vec<EventRow>) -> Resul
     })
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod plans {
+    //! The engine's hot path must cost the same next to a million finished runs as on a new
+    //! file: every statement it issues is asked for its plan (`EXPLAIN QUERY PLAN`), and none
+    //! may read a whole table or an index whose size follows the history.
+
+    use std::sync::{Arc, Mutex};
+
+    use diesel::connection::InstrumentationEvent;
+    use diesel::{Connection, RunQueryDsl as _, SqliteConnection};
+    use diesel_async::AsyncConnection as _;
+    use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+    use diesel_migrations::MigrationHarness;
+    use uuid::Uuid;
+
+    use super::{Inline, MIGRATIONS, ops};
+    use crate::store::types::{
+        AttemptOutcome, ClaimRequest, Handoff, NewExecution, NewTask, TaskFinish,
+    };
+    use crate::workflow::Context;
+
+    /// Indexes that grow with history: fine for listing, never on the hot path.
+    const HISTORY_INDEXES: [&str; 3] = [
+        "workflow_executions_by_status",
+        "workflow_executions_by_workflow",
+        "execution_events_by_time",
+    ];
+    /// Partial indexes over the rows in flight; scanning one is bounded by the work at hand.
+    const ACTIVE_INDEXES: [&str; 2] = ["task_executions_ready", "task_executions_leases"];
+
+    #[derive(diesel::QueryableByName)]
+    struct PlanLine {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        detail: String,
+    }
+
+    fn new_execution(name: &str) -> NewExecution {
+        let task = |id: &str, dependents: &[&str], dependencies: i32| NewTask {
+            task_id: id.to_string(),
+            position: 0,
+            dependents: dependents.iter().map(|d| d.to_string()).collect(),
+            dependencies,
+            max_attempts: 3,
+        };
+        NewExecution {
+            id: Uuid::now_v7(),
+            workflow_name: name.to_string(),
+            workflow_version: "v1".to_string(),
+            package_id: None,
+            input: Context::new(),
+            tasks: vec![task("a", &["b"], 0), task("b", &[], 1)],
+            dedup_key: Some(format!("key-{}", Uuid::now_v7())),
+            cron: None,
+        }
+    }
+
+    fn claim(workflows: Option<Vec<String>>, only: Option<Vec<(Uuid, String)>>) -> ClaimRequest {
+        ClaimRequest {
+            owner: "plans".to_string(),
+            lease_ms: 30_000,
+            limit: 8,
+            workflows,
+            only,
+        }
+    }
+
+    fn finish(id: Uuid, task: &str, attempt: i32, outcome: AttemptOutcome) -> TaskFinish {
+        TaskFinish {
+            execution_id: id,
+            task_id: task.to_string(),
+            attempt,
+            outcome,
+            handoff: Some(Handoff {
+                owner: "plans".to_string(),
+                lease_ms: 30_000,
+                limit: 4,
+                refill: Some(vec!["wf".to_string()]),
+            }),
+        }
+    }
+
+    /// Runs the hot path once (create, claim three ways, retry, finish with hand-off and
+    /// refill, finalize, leases, recovery, release, pause, resume, cancel) and returns the text
+    /// of every statement issued.
+    async fn hot_path_statements(path: &str) -> Vec<String> {
+        let mut raw = SqliteConnection::establish(path).expect("open");
+        raw.run_pending_migrations(MIGRATIONS).expect("migrate");
+        let mut conn = SyncConnectionWrapper::with_runtime(raw, Inline);
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = seen.clone();
+        conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+            if let InstrumentationEvent::StartQuery { query, .. } = event
+                && let Ok(mut s) = sink.lock()
+            {
+                s.push(query.to_string());
+            }
+        });
+        let now = 1_000;
+        let wf = || Some(vec!["wf".to_string()]);
+        let run = ops::execution_create(&mut conn, new_execution("wf"), now)
+            .await
+            .expect("create");
+        let other = ops::execution_create(&mut conn, new_execution("wf"), now)
+            .await
+            .expect("create");
+        let claimed = ops::task_claim(&mut conn, claim(wf(), None), now)
+            .await
+            .expect("claim of workflows");
+        assert_eq!(claimed.len(), 2, "both roots are claimed");
+        ops::task_claim(&mut conn, claim(None, None), now)
+            .await
+            .expect("claim of any workflow");
+        let retry = AttemptOutcome::Retry {
+            error: "boom".into(),
+            retry_at: now,
+        };
+        ops::task_finish(&mut conn, finish(other.id, "a", 1, retry), now)
+            .await
+            .expect("retry");
+        let done = AttemptOutcome::Completed {
+            output: Context::new(),
+        };
+        let first = ops::task_finish(&mut conn, finish(run.id, "a", 1, done.clone()), now)
+            .await
+            .expect("finish a");
+        assert!(!first.claimed.is_empty(), "b is handed off: {first:?}");
+        ops::task_finish(&mut conn, finish(run.id, "b", 1, done), now)
+            .await
+            .expect("finish b");
+        let third = ops::execution_create(&mut conn, new_execution("wf"), now)
+            .await
+            .expect("create");
+        let failed = AttemptOutcome::Failed {
+            error: "boom".into(),
+        };
+        let skipped = AttemptOutcome::Skipped {
+            reason: "a failed".into(),
+        };
+        let exact = |id: Uuid| claim(None, Some(vec![(id, "a".to_string())]));
+        ops::task_claim(&mut conn, exact(third.id), now)
+            .await
+            .expect("exact claim");
+        ops::task_finish(&mut conn, finish(third.id, "a", 1, failed), now)
+            .await
+            .expect("fail a");
+        let ended = ops::task_finish(&mut conn, finish(third.id, "b", 1, skipped), now)
+            .await
+            .expect("skip b");
+        assert_eq!(
+            ended.execution_finished,
+            Some(crate::store::types::ExecutionStatus::Failed),
+            "the failed run is finalized: {ended:?}"
+        );
+        ops::task_claim(
+            &mut conn,
+            claim(None, Some(vec![(other.id, "a".into())])),
+            now,
+        )
+        .await
+        .expect("exact claim");
+        ops::lease_renew(&mut conn, "plans".into(), now + 60_000, now)
+            .await
+            .expect("renew");
+        ops::lease_recover_expired(&mut conn, 3, now + 120_000)
+            .await
+            .expect("recover");
+        ops::task_claim(&mut conn, claim(wf(), None), now + 120_000)
+            .await
+            .expect("claim again");
+        ops::task_release(&mut conn, other.id, "a".into(), 3, "test".into(), now)
+            .await
+            .expect("task release");
+        ops::lease_release(&mut conn, "plans".into(), now)
+            .await
+            .expect("lease release");
+        ops::execution_pause(&mut conn, other.id, now)
+            .await
+            .expect("pause");
+        ops::execution_resume(&mut conn, other.id, now)
+            .await
+            .expect("resume");
+        ops::execution_cancel(&mut conn, other.id, None, now)
+            .await
+            .expect("cancel");
+        drop(conn);
+        seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn hot_path_statements_never_read_the_history() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("plans.db").display().to_string();
+        let statements = hot_path_statements(&path).await;
+        assert!(statements.len() > 20, "instrumentation saw {statements:?}");
+        let mut raw = SqliteConnection::establish(&path).expect("open");
+        let mut problems = Vec::new();
+        for stats in ["without statistics", "with stale statistics"] {
+            if stats == "with stale statistics" {
+                // What `ANALYZE` (or `PRAGMA optimize`) leaves behind when the tables are
+                // small: every table looks tiny, so a scan looks as cheap as a lookup.
+                diesel::connection::SimpleConnection::batch_execute(&mut raw, "ANALYZE")
+                    .expect("analyze");
+            }
+            problems.extend(plan_problems(&mut raw, &statements, stats));
+        }
+        assert!(
+            problems.is_empty(),
+            "statements whose cost grows with history:\n{}",
+            problems.join("\n")
+        );
+    }
+
+    /// The plan lines of `statements` that read a whole table or a history-sized index.
+    fn plan_problems(
+        raw: &mut SqliteConnection,
+        statements: &[String],
+        stats: &str,
+    ) -> Vec<String> {
+        let mut problems = Vec::new();
+        for statement in statements {
+            let sql = statement
+                .split(" -- binds:")
+                .next()
+                .unwrap_or(statement)
+                .trim();
+            let lowered = sql.to_ascii_lowercase();
+            if !["select", "update", "insert", "delete", "with"]
+                .iter()
+                .any(|k| lowered.starts_with(k))
+            {
+                continue;
+            }
+            let plan: Vec<PlanLine> = diesel::sql_query(format!("EXPLAIN QUERY PLAN {sql}"))
+                .load(raw)
+                .unwrap_or_else(|e| panic!("explaining {sql}: {e}"));
+            for line in plan.iter().map(|l| l.detail.as_str()) {
+                let full_scan = line.starts_with("SCAN ")
+                    && !line.starts_with("SCAN json_each")
+                    && !line.starts_with("SCAN CONSTANT ROW")
+                    && !line.contains("-ROW VALUES CLAUSE")
+                    && !ACTIVE_INDEXES.iter().any(|i| line.contains(i));
+                let history = HISTORY_INDEXES.iter().any(|i| line.contains(i));
+                if full_scan || history {
+                    problems.push(format!("{line} ({stats})\n    in: {sql}"));
+                }
+            }
+        }
+        problems
+    }
 }
