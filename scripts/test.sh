@@ -37,4 +37,4 @@ cargo test --workspace --locked --no-fail-fast "$@"
 # workflow ends Completed with the right context (it exits non-zero otherwise). Timing is not
 # checked here; see docs/performance.md.
 echo "== cloacina-bench (short mode)"
-cargo run --locked -q -p cloacina-bench -- --workflows 10 --history 2000
+cargo run --locked -q -p cloacina-bench -- --workflows 10 --history 2000 --rounds 2

@@ -3,27 +3,32 @@
 //! `failed` counts the workflows that did not end Completed with the expected context.
 //!
 //! Each (backend, scenario) pair runs in a child process of its own, so `peak_rss_mb` is that
-//! scenario's peak and nothing leaks from one measurement into the next.
+//! scenario's peak and nothing leaks from one measurement into the next. Within it the scenario
+//! runs several rounds, each on a fresh database and a fresh runner, and the median round is
+//! reported with the slowest and fastest beside it.
+
+mod reconcile;
+mod rounds;
+mod seed;
 
 use std::process::Command;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use cloacina::store::{ExecutionStatus, Store, StoreOptions};
-use cloacina::{Runner, RunnerConfig};
-use cloacina_workflow::{Context, FnTask, Task, TaskError, TaskSpec, Workflow};
+use cloacina::store::{Store, StoreOptions};
+use rounds::{Round, median, percentile};
 use serde::Serialize;
 
 const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 8] = [
     "simple",
     "pipeline",
     "parallel",
+    "chain10",
     "chain40",
     "fanout1000",
     "history",
+    "reconciler",
 ];
 
 #[derive(Parser, Debug, Clone)]
@@ -32,13 +37,18 @@ struct Args {
     /// sqlite, postgres or all.
     #[arg(long, default_value = "all")]
     backend: String,
-    /// simple, pipeline, parallel, chain40, fanout1000, history or all.
+    /// simple, pipeline, parallel, chain10, chain40, fanout1000, history, reconciler or all.
     #[arg(long, default_value = "all")]
     scenario: String,
-    /// Workflows per scenario (default 150; chain40 runs this many chains one after another,
-    /// default 20; fanout1000 is always one workflow of 1,000 tasks).
+    /// Workflows per round (default 150; chain10 and chain40 run this many chains one after
+    /// another, default 50 and 20; fanout1000 is always one workflow of 1,000 tasks; the
+    /// reconciler does this many load/unload cycles, default 20).
     #[arg(long)]
     workflows: Option<usize>,
+    /// Measured rounds per scenario, each on a fresh database; the median round is reported.
+    /// `history` runs three times as many, each paired with a `simple` round.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     /// The runner's concurrency limit.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -72,6 +82,19 @@ struct Report {
     db_ops_per_task: f64,
     failed: usize,
     sync: Option<String>,
+    rounds: u32,
+    /// The slowest and fastest rounds' throughput; `workflows_per_s` is the median round's.
+    workflows_per_s_min: f64,
+    workflows_per_s_max: f64,
+    /// `history` only: its median throughput over that of `simple` rounds run interleaved
+    /// with it in the same process (so both see the same machine).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vs_simple: Option<f64>,
+    /// `reconciler` only: `p50_ms`/`p99_ms` are loads, these are unloads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unload_p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unload_p99_ms: Option<f64>,
 }
 
 fn main() {
@@ -113,6 +136,7 @@ fn run_all(args: &Args) -> anyhow::Result<()> {
             cmd.args(["--single", "--backend", backend, "--scenario", scenario])
                 .args(["--concurrency", &args.concurrency.to_string()])
                 .args(["--sync", &args.sync, "--history", &args.history.to_string()])
+                .args(["--rounds", &args.rounds.to_string()])
                 .args(["--postgres-url", &args.postgres_url]);
             if let Some(n) = args.workflows {
                 cmd.args(["--workflows", &n.to_string()]);
@@ -156,200 +180,209 @@ fn run_single(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A task that reads `n` and inserts `t_<id> = n + 1`: a small context read and write.
-fn step(id: &str, deps: &[String]) -> Arc<dyn Task> {
-    let key = format!("t_{id}");
-    Arc::new(FnTask::new(
-        TaskSpec::new(id).depends_on(deps.iter().cloned()),
-        move |ctx: &mut Context| {
-            let key = key.clone();
-            Box::pin(async move {
-                let n: i64 = ctx.get("n")?;
-                ctx.insert(key, n + 1)?;
-                Ok::<(), TaskError>(())
-            })
-        },
-    ))
-}
-
-fn shape(scenario: &str) -> anyhow::Result<Workflow> {
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    let tasks: Vec<Arc<dyn Task>> = match scenario {
-        "simple" | "history" => vec![step("a", &[])],
-        "pipeline" => vec![step("a", &[]), step("b", &s(&["a"])), step("c", &s(&["b"]))],
-        "parallel" => vec![
-            step("setup", &[]),
-            step("p1", &s(&["setup"])),
-            step("p2", &s(&["setup"])),
-            step("p3", &s(&["setup"])),
-            step("merge", &s(&["p1", "p2", "p3"])),
-        ],
-        "chain40" => (0..40)
-            .map(|i| {
-                let deps = if i == 0 {
-                    vec![]
-                } else {
-                    vec![format!("c{}", i - 1)]
-                };
-                step(&format!("c{i}"), &deps)
-            })
-            .collect(),
-        "fanout1000" => (0..1000).map(|i| step(&format!("f{i}"), &[])).collect(),
-        other => bail!("unknown scenario '{other}'"),
-    };
-    Ok(Workflow::new(scenario, None, tasks)?)
-}
-
-struct Db {
+/// A database for one round: a SQLite file in a temp directory, or a PostgreSQL schema of its
+/// own (dropped by [`Db::close`]).
+pub struct Db {
     url: String,
     schema: String,
-    _dir: Option<tempfile::TempDir>,
+    store: Store,
+    /// The temp directory of a SQLite file; `None` for a PostgreSQL schema, dropped on close.
+    dir: Option<tempfile::TempDir>,
 }
 
-async fn fresh_db(args: &Args) -> anyhow::Result<Db> {
-    match args.backend.as_str() {
-        "sqlite" => {
-            let dir = tempfile::tempdir()?;
-            let url = format!(
-                "sqlite://{}?synchronous={}",
-                dir.path().join("bench.db").display(),
-                args.sync
-            );
-            Ok(Db {
-                url,
-                schema: "public".into(),
-                _dir: Some(dir),
-            })
-        }
-        "postgres" => Ok(Db {
-            url: args.postgres_url.clone(),
-            schema: format!("bench_{}", uuid::Uuid::new_v4().simple()),
-            _dir: None,
-        }),
-        other => bail!("unknown backend '{other}'"),
+impl Db {
+    async fn fresh(args: &Args) -> anyhow::Result<Db> {
+        let (url, schema, dir) = match args.backend.as_str() {
+            "sqlite" => {
+                let dir = tempfile::tempdir()?;
+                let url = format!(
+                    "sqlite://{}?synchronous={}",
+                    dir.path().join("bench.db").display(),
+                    args.sync
+                );
+                (url, "public".to_string(), Some(dir))
+            }
+            "postgres" => (
+                args.postgres_url.clone(),
+                format!("bench_{}", uuid::Uuid::new_v4().simple()),
+                None,
+            ),
+            other => bail!("unknown backend '{other}'"),
+        };
+        let store = open(&url, &schema).await?;
+        Ok(Db {
+            url,
+            schema,
+            store,
+            dir,
+        })
     }
+
+    /// Another store on the same database: new connections, as a new process would have.
+    async fn reopen(&self) -> anyhow::Result<Store> {
+        open(&self.url, &self.schema).await
+    }
+
+    async fn close(self) -> anyhow::Result<()> {
+        if self.dir.is_none() {
+            self.store.schema_drop().await?;
+        }
+        Ok(())
+    }
+}
+
+async fn open(url: &str, schema: &str) -> anyhow::Result<Store> {
+    let options = StoreOptions {
+        schema: schema.to_string(),
+        max_connections: 8,
+    };
+    Store::open_with(url, options)
+        .await
+        .with_context(|| format!("opening {}", url.split('?').next().unwrap_or(url)))
 }
 
 async fn scenario(args: &Args) -> anyhow::Result<Report> {
-    let name = args.scenario.as_str();
-    let db = fresh_db(args).await?;
-    let store = Store::open_with(
-        &db.url,
-        StoreOptions {
-            schema: db.schema.clone(),
-            max_connections: 8,
-        },
-    )
-    .await
-    .with_context(|| format!("opening {}", args.backend))?;
-    if name == "history" {
-        seed_history(&db, args.backend.as_str(), args.history).await?;
-    }
-    let wf = shape(name)?;
-    let per = wf.len();
-    let runner = Runner::start(
-        store.clone(),
-        RunnerConfig {
-            concurrency: args.concurrency,
-            ..RunnerConfig::default()
-        },
-    )
-    .await?;
-    runner.register(wf);
-    let n = match name {
-        "fanout1000" => 1,
-        "chain40" => args.workflows.unwrap_or(20),
-        _ => args.workflows.unwrap_or(150),
-    };
-    let before = store.stats();
-    let start = Instant::now();
-    let ids = if name == "chain40" {
-        // One at a time: this measures the engine's overhead per sequential step.
-        let mut ids = Vec::with_capacity(n);
-        for i in 0..n {
-            let id = runner.submit(name, input(i)).await?;
-            runner.wait(id, Some(Duration::from_secs(600))).await?;
-            ids.push(id);
+    match args.scenario.as_str() {
+        "history" => history(args).await,
+        "reconciler" => reconciler(args).await,
+        name => {
+            let n = rounds::workflows_per_round(name, args.workflows);
+            let mut done = Vec::new();
+            let mut sync = None;
+            for _ in 0..args.rounds {
+                let db = Db::fresh(args).await?;
+                sync = db.store.synchronous();
+                done.push(rounds::round(&db.store, name, n, args.concurrency).await?);
+                db.close().await?;
+            }
+            report(
+                args,
+                name,
+                n,
+                &done,
+                sync.map(|s| s.as_str().to_lowercase()),
+            )
         }
-        ids
-    } else {
-        let ids: Vec<_> = futures::future::join_all((0..n).map(|i| runner.submit(name, input(i))))
-            .await
-            .into_iter()
-            .collect::<Result<_, _>>()?;
-        futures::future::try_join_all(
-            ids.iter()
-                .map(|id| runner.wait(*id, Some(Duration::from_secs(600)))),
-        )
-        .await?;
-        ids
-    };
-    let elapsed = start.elapsed().as_secs_f64();
-    let after = store.stats();
+    }
+}
 
-    let mut failed = 0;
-    let mut latencies = Vec::with_capacity(n);
-    for (i, id) in ids.iter().enumerate() {
-        let res = runner.status(*id).await?;
-        let rec = runner.execution(*id).await?;
-        if let (Some(done), Some(_)) = (rec.completed_at, rec.started_at) {
-            latencies.push((done - rec.created_at) as f64);
-        }
-        let ok = res.status == ExecutionStatus::Completed
-            && res.context.as_ref().is_some_and(|c| {
-                runner
-                    .workflow(name)
-                    .map(|w| {
-                        w.tasks().all(|t| {
-                            c.get::<i64>(&format!("t_{}", t.spec().id)).ok() == Some(i as i64 + 1)
-                        })
-                    })
-                    .unwrap_or(false)
-            });
-        if !ok {
-            failed += 1;
+/// `simple` next to a large history: rounds on one seeded database, each paired with a
+/// `simple` round on a fresh database (alternating which goes first), so the ratio of the two
+/// compares like with like on a machine whose speed drifts. Each history round opens the
+/// database anew, as each simple round does, so neither has warmer connections.
+async fn history(args: &Args) -> anyhow::Result<Report> {
+    let n = rounds::workflows_per_round("history", args.workflows);
+    let seeded = Db::fresh(args).await?;
+    seed::seed_history(&seeded, args.backend.as_str(), args.history).await?;
+    let (mut hist, mut simple) = (Vec::new(), Vec::new());
+    // Three times the pairs: the result is a ratio of two noisy numbers, and the seeding, not
+    // the rounds, is what takes the time here.
+    for i in 0..args.rounds * 3 {
+        for history_first in [i % 2 == 0, i % 2 != 0] {
+            if history_first {
+                let store = seeded.reopen().await?;
+                hist.push(rounds::round(&store, "history", n, args.concurrency).await?);
+            } else {
+                let db = Db::fresh(args).await?;
+                simple.push(rounds::round(&db.store, "simple", n, args.concurrency).await?);
+                db.close().await?;
+            }
         }
     }
-    latencies.sort_by(f64::total_cmp);
-    let tasks = (n * per) as f64;
-    runner.shutdown().await?;
-    if args.backend == "postgres" {
-        store.schema_drop().await?;
-    }
+    let sync = seeded
+        .store
+        .synchronous()
+        .map(|s| s.as_str().to_lowercase());
+    seeded.close().await?;
+    let mut out = report(args, "history", n, &hist, sync)?;
+    out.rounds = hist.len() as u32;
+    // The median of the pairs' ratios: a drift of the machine's speed between pairs cancels.
+    let ratios: Vec<f64> = hist
+        .iter()
+        .zip(&simple)
+        .map(|(h, s)| s.elapsed_s / h.elapsed_s)
+        .collect();
+    out.vs_simple = Some(round(median(&ratios), 3));
+    out.failed += simple.iter().map(|r| r.failed).sum::<usize>();
+    Ok(out)
+}
+
+async fn reconciler(args: &Args) -> anyhow::Result<Report> {
+    let n = args.workflows.unwrap_or(20);
+    let dir = tempfile::tempdir()?;
+    let archive = reconcile::example_archive(dir.path())?;
+    let db = Db::fresh(args).await?;
+    let c = reconcile::cycles(&db.store, &archive, n).await?;
+    let sync = db.store.synchronous().map(|s| s.as_str().to_lowercase());
+    db.close().await?;
+    let elapsed: f64 = c.load_ms.iter().chain(&c.unload_ms).sum::<f64>() / 1e3;
+    let cycles_per_s = round(n as f64 / elapsed.max(1e-9), 1);
+    Ok(Report {
+        scenario: "reconciler".into(),
+        backend: args.backend.clone(),
+        workflows: n,
+        tasks_per_workflow: 1,
+        concurrency: cloacina::RunnerConfig::default().concurrency,
+        elapsed_s: round(elapsed, 4),
+        workflows_per_s: cycles_per_s,
+        tasks_per_s: cycles_per_s,
+        p50_ms: round(percentile(&c.load_ms, 0.50), 2),
+        p99_ms: round(percentile(&c.load_ms, 0.99), 2),
+        peak_rss_mb: peak_rss_mb(),
+        db_txns_per_task: round(c.commits as f64 / n as f64, 3),
+        db_ops_per_task: round(c.ops as f64 / n as f64, 3),
+        failed: c.failed,
+        sync,
+        rounds: 1,
+        workflows_per_s_min: cycles_per_s,
+        workflows_per_s_max: cycles_per_s,
+        vs_simple: None,
+        unload_p50_ms: Some(round(percentile(&c.unload_ms, 0.50), 2)),
+        unload_p99_ms: Some(round(percentile(&c.unload_ms, 0.99), 2)),
+    })
+}
+
+/// One report from the rounds of a workflow scenario: the median round's time and throughput,
+/// latencies pooled over all rounds, counters summed.
+fn report(
+    args: &Args,
+    name: &str,
+    n: usize,
+    done: &[Round],
+    sync: Option<String>,
+) -> anyhow::Result<Report> {
+    let per = rounds::shape(name)?.len();
+    let elapsed: Vec<f64> = done.iter().map(|r| r.elapsed_s).collect();
+    let rates: Vec<f64> = elapsed.iter().map(|e| n as f64 / e).collect();
+    let latencies: Vec<f64> = done.iter().flat_map(|r| r.latencies_ms.clone()).collect();
+    let tasks = (n * per * done.len()) as f64;
+    let mid = median(&elapsed);
     Ok(Report {
         scenario: name.to_string(),
         backend: args.backend.clone(),
         workflows: n,
         tasks_per_workflow: per,
         concurrency: args.concurrency,
-        elapsed_s: round(elapsed, 4),
-        workflows_per_s: round(n as f64 / elapsed, 1),
-        tasks_per_s: round(tasks / elapsed, 1),
+        elapsed_s: round(mid, 4),
+        workflows_per_s: round(median(&rates), 1),
+        tasks_per_s: round(median(&rates) * per as f64, 1),
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
         peak_rss_mb: peak_rss_mb(),
-        db_txns_per_task: round((after.commits - before.commits) as f64 / tasks, 3),
-        db_ops_per_task: round(
-            ((after.write_ops - before.write_ops) + (after.reads - before.reads)) as f64 / tasks,
+        db_txns_per_task: round(
+            done.iter().map(|r| r.commits).sum::<u64>() as f64 / tasks,
             3,
         ),
-        failed,
-        sync: store.synchronous().map(|s| s.as_str().to_lowercase()),
+        db_ops_per_task: round(done.iter().map(|r| r.ops).sum::<u64>() as f64 / tasks, 3),
+        failed: done.iter().map(|r| r.failed).sum(),
+        sync,
+        rounds: args.rounds,
+        workflows_per_s_min: round(rates.iter().copied().fold(f64::INFINITY, f64::min), 1),
+        workflows_per_s_max: round(rates.iter().copied().fold(0.0, f64::max), 1),
+        vs_simple: None,
+        unload_p50_ms: None,
+        unload_p99_ms: None,
     })
-}
-
-fn input(i: usize) -> Context {
-    let mut c = Context::new();
-    let _ = c.set("n", i as i64);
-    c
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
 }
 
 fn round(v: f64, places: i32) -> f64 {
@@ -370,66 +403,4 @@ fn peak_rss_mb() -> f64 {
         })
         .map(|kb| round(kb / 1024.0, 1))
         .unwrap_or(0.0)
-}
-
-/// Writes `count` finished one-task executions (with their task rows, contexts and events)
-/// straight into the database, as years of history would leave them.
-async fn seed_history(db: &Db, backend: &str, count: usize) -> anyhow::Result<()> {
-    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
-    let t = 1_600_000_000_000i64;
-    let series = match backend {
-        "sqlite" => format!(
-            "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < {count})"
-        ),
-        _ => format!("WITH seq(i) AS (SELECT generate_series(1, {count}))"),
-    };
-    let id = match backend {
-        "sqlite" => "printf('00000000-0000-7000-8000-%012d', i)",
-        _ => "'00000000-0000-7000-8000-' || lpad(i::text, 12, '0')",
-    };
-    let sql = format!(
-        "{series} INSERT INTO workflow_executions (id, workflow_name, workflow_version, status, total_tasks, remaining_tasks, failed_tasks, event_seq, created_at, updated_at, started_at, completed_at) \
-           SELECT {id}, 'history', 'v1', 'Completed', 1, 0, 0, 4, {t} + i, {t} + i, {t} + i, {t} + i FROM seq;
-         {series} INSERT INTO task_executions (execution_id, task_id, position, dependents, status, remaining_deps, attempt, max_attempts, recoveries, created_at, updated_at, started_at, completed_at) \
-           SELECT {id}, 'a', 0, '[]', 'Completed', 0, 1, 1, 0, {t} + i, {t} + i, {t} + i, {t} + i FROM seq;
-         {series} INSERT INTO contexts (execution_id, owner, data, created_at) SELECT {id}, '/final', '{{\"n\":1,\"t_a\":2}}', {t} + i FROM seq;
-         {series} INSERT INTO execution_events (execution_id, seq, task_id, kind, attempt, created_at) SELECT {id}, 1, NULL, 'execution_created', NULL, {t} + i FROM seq;
-         {series} INSERT INTO execution_events (execution_id, seq, task_id, kind, attempt, created_at) SELECT {id}, 4, NULL, 'execution_completed', NULL, {t} + i FROM seq;"
-    );
-    match backend {
-        "sqlite" => {
-            let path = db
-                .url
-                .trim_start_matches("sqlite://")
-                .split('?')
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            let mut c = diesel_async::sync_connection_wrapper::SyncConnectionWrapper::<
-                diesel::SqliteConnection,
-            >::establish(&path)
-            .await?;
-            // The checkpoint moves the bulk load out of the WAL before the clock starts: the
-            // scenario measures throughput next to a large history, not the load's aftermath.
-            c.batch_execute(&format!(
-                "PRAGMA busy_timeout = 60000; BEGIN; {sql} COMMIT; ANALYZE; \
-                 PRAGMA wal_checkpoint(TRUNCATE);"
-            ))
-            .await?;
-        }
-        _ => {
-            let mut c = diesel_async::AsyncPgConnection::establish(&db.url).await?;
-            c.batch_execute(&format!(
-                "SET search_path TO \"{}\"; BEGIN; {sql} COMMIT; ANALYZE;",
-                db.schema
-            ))
-            .await?;
-            // As on SQLite: flush the bulk load now rather than in a checkpoint during the
-            // measurement. Needs superuser or pg_checkpoint; without, the run goes on.
-            if let Err(e) = c.batch_execute("CHECKPOINT").await {
-                eprintln!("history: CHECKPOINT after seeding failed ({e}); measuring anyway");
-            }
-        }
-    }
-    Ok(())
 }
