@@ -86,8 +86,8 @@ struct Report {
     /// The slowest and fastest rounds' throughput; `workflows_per_s` is the median round's.
     workflows_per_s_min: f64,
     workflows_per_s_max: f64,
-    /// `history` only: its median throughput over that of `simple` rounds run interleaved
-    /// with it in the same process (so both see the same machine).
+    /// `history` only: the median over pairs of rounds of its throughput over that of a
+    /// `simple` round run beside it in the same process (so both see the same machine).
     #[serde(skip_serializing_if = "Option::is_none")]
     vs_simple: Option<f64>,
     /// `reconciler` only: `p50_ms`/`p99_ms` are loads, these are unloads.
@@ -182,7 +182,7 @@ fn run_single(args: &Args) -> anyhow::Result<()> {
 
 /// A database for one round: a SQLite file in a temp directory, or a PostgreSQL schema of its
 /// own (dropped by [`Db::close`]).
-pub struct Db {
+struct Db {
     url: String,
     schema: String,
     store: Store,

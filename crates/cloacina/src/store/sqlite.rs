@@ -18,9 +18,10 @@ use super::rows::{EventRow, TaskRow};
 use super::schema::{execution_events, task_executions as te};
 use super::types::{ClaimRequest, ClaimedRow, Millis};
 use super::writer::Writer;
-
-type Stmt = super::stmt::Stmt<diesel::sqlite::Sqlite>;
 use crate::workflow::BoxFuture;
+
+/// Statements with fixed text, kept prepared (see [`super::stmt`]).
+type Stmt = super::stmt::Stmt<diesel::sqlite::Sqlite>;
 
 pub(crate) type Conn = SyncConnectionWrapper<SqliteConnection, Inline>;
 
