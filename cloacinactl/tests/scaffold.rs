@@ -9,7 +9,7 @@ mod common;
 
 use std::fs;
 
-use cloacina::package::archive::{HOST_TARGET, library_for};
+use cloacina::package::archive::{HOST_TARGET, library_file_name, library_for};
 use common::{Env, unpack, workspace_root};
 
 #[test]
@@ -27,11 +27,7 @@ fn new_build_pack_sign_verify() {
     assert_eq!(v["signature"], "demo-0.1.0.cloacina.sig");
     assert_eq!(v["targets"], serde_json::json!([HOST_TARGET]));
 
-    let lib_name = format!(
-        "{}demo{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    );
+    let lib_name = library_file_name("demo");
     let unpacked = unpack(&env.join("demo-0.1.0.cloacina"), &env.join("unpacked"));
     let lib = library_for(&unpacked, HOST_TARGET).expect("a library for this host");
     assert!(

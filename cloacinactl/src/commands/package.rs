@@ -226,15 +226,11 @@ fn library_target(dir: &Path) -> Result<LibraryTarget, CliError> {
             dir.display()
         )));
     };
-    let lib_name = lib["name"].as_str().unwrap_or(&name).replace('-', "_");
+    let file_name = archive::library_file_name(lib["name"].as_str().unwrap_or(&name));
     let target = LibraryTarget {
         package: name,
         target_dir: PathBuf::from(target_dir),
-        file_name: format!(
-            "{}{lib_name}{}",
-            std::env::consts::DLL_PREFIX,
-            std::env::consts::DLL_SUFFIX
-        ),
+        file_name,
     };
     tracing::debug!(?target, "cargo metadata");
     Ok(target)

@@ -74,12 +74,9 @@ pub fn example_archive(out_dir: &Path) -> anyhow::Result<PathBuf> {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let library = target.join("debug").join(format!(
-        "{}{}{}",
-        std::env::consts::DLL_PREFIX,
-        EXAMPLE.replace('-', "_"),
-        std::env::consts::DLL_SUFFIX
-    ));
+    let library = target
+        .join("debug")
+        .join(archive::library_file_name(EXAMPLE));
     let out = out_dir.join(format!("{EXAMPLE}.cloacina"));
     archive::pack(
         &examples.join(EXAMPLE),
@@ -146,9 +143,7 @@ pub async fn cycles(store: &Store, archive_file: &Path, cycles: usize) -> anyhow
             out.failed += 1;
         }
     }
-    let after = store.stats();
-    out.commits = after.commits - before.commits;
-    out.ops = (after.write_ops - before.write_ops) + (after.reads - before.reads);
+    (out.commits, out.ops) = crate::rounds::counted(&before, &store.stats());
     runner.shutdown().await?;
     Ok(out)
 }

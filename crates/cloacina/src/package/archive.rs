@@ -305,6 +305,17 @@ impl Unpacked {
     }
 }
 
+/// The file name cargo gives crate `crate_name`'s `cdylib` on this platform
+/// (`hello-orders` -> `libhello_orders.so` on Linux).
+pub fn library_file_name(crate_name: &str) -> String {
+    format!(
+        "{}{}{}",
+        std::env::consts::DLL_PREFIX,
+        crate_name.replace('-', "_"),
+        std::env::consts::DLL_SUFFIX
+    )
+}
+
 /// The library of `unpacked` for `target` (usually [`HOST_TARGET`]), or an error that says
 /// which targets the archive does have and how to get the missing one.
 pub fn library_for(unpacked: &Unpacked, target: &str) -> Result<PathBuf, ArchiveError> {

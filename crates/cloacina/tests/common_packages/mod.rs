@@ -67,12 +67,7 @@ pub fn build() -> &'static Path {
 
 /// The file name of crate `crate_name`'s cdylib on this platform (`libhello_orders.so`).
 pub fn library_file_name(crate_name: &str) -> String {
-    format!(
-        "{}{}{}",
-        std::env::consts::DLL_PREFIX,
-        crate_name.replace('-', "_"),
-        std::env::consts::DLL_SUFFIX
-    )
+    cloacina::package::archive::library_file_name(crate_name)
 }
 
 /// An example package: its source directory (with `package.toml`) and its built library.
