@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use cloacina::store::{ExecutionStatus, Store};
+use cloacina::store::{ExecutionStatus, Store, StoreStats};
 use cloacina::{Runner, RunnerConfig};
 use cloacina_workflow::{Context, FnTask, Task, TaskError, TaskSpec, Workflow};
 
@@ -134,13 +134,13 @@ pub async fn round(
         ids
     };
     let elapsed_s = start.elapsed().as_secs_f64();
-    let after = store.stats();
 
+    let (commits, ops) = counted(&before, &store.stats());
     let mut out = Round {
         elapsed_s,
         latencies_ms: Vec::with_capacity(n),
-        commits: after.commits - before.commits,
-        ops: (after.write_ops - before.write_ops) + (after.reads - before.reads),
+        commits,
+        ops,
         ..Round::default()
     };
     let task_ids: Vec<String> = runner
@@ -166,6 +166,14 @@ pub async fn round(
     }
     runner.shutdown().await?;
     Ok(out)
+}
+
+/// Commits, and storage operations (writes and reads), between two readings of the counters.
+pub fn counted(before: &StoreStats, after: &StoreStats) -> (u64, u64) {
+    (
+        after.commits - before.commits,
+        (after.write_ops - before.write_ops) + (after.reads - before.reads),
+    )
 }
 
 /// The median of `values` (the lower middle one for an even count).
