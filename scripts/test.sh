@@ -30,6 +30,10 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# The end-to-end tests (tests/) run the real binaries; they are built here, never by a test.
+echo "== cargo build (binaries for the end-to-end tests)"
+cargo build --workspace --all-targets --locked
+
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast "$@"
 

@@ -1,215 +1,10 @@
 //! End-to-end: the real `cloacinactl` and `cloacina-daemon` binaries in temporary homes.
 
-#[path = "../../crates/cloacina/tests/common_packages/mod.rs"]
-mod common_packages;
+use std::process::Command;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-use cloacina::Store;
-use cloacina::package::archive;
-use cloacina::store::{ExecutionFilter, ExecutionRecord, ExecutionStatus};
-
-/// `cloacinactl`, built beside this package's binary (building it if a test run skipped it).
-fn cloacinactl() -> PathBuf {
-    let daemon = PathBuf::from(env!("CARGO_BIN_EXE_cloacina-daemon"));
-    let ctl = daemon.with_file_name("cloacinactl");
-    if !ctl.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "cloacinactl"])
-            .current_dir(common_packages::workspace_root())
-            .status()
-            .expect("cargo build -p cloacinactl");
-        assert!(status.success(), "building cloacinactl failed");
-    }
-    ctl
-}
-
-/// A temporary home and, once started, the daemon running in it.
-struct Home {
-    dir: tempfile::TempDir,
-    daemon: Option<Child>,
-}
-
-impl Home {
-    fn new() -> Home {
-        Home {
-            dir: tempfile::tempdir().expect("temp home"),
-            daemon: None,
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(cloacinactl())
-            .arg("--home")
-            .arg(self.path())
-            .args(args)
-            .output()
-            .expect("run cloacinactl")
-    }
-
-    /// `cloacinactl daemon start` in the background (it execs the daemon, so the child is the
-    /// daemon), stderr kept in `<home>/daemon.stderr` for failure messages.
-    fn start(&mut self, extra: &[&str]) {
-        let stderr = std::fs::File::create(self.path().join("daemon.stderr")).expect("stderr file");
-        let child = Command::new(cloacinactl())
-            .arg("--home")
-            .arg(self.path())
-            .args(["daemon", "start", "--poll-interval", "200"])
-            .args(extra)
-            .env(
-                "PATH",
-                Path::new(env!("CARGO_BIN_EXE_cloacina-daemon"))
-                    .parent()
-                    .expect("bin dir"),
-            )
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start the daemon");
-        self.daemon = Some(child);
-        self.wait_for("the daemon answers its health socket", |h| {
-            h.ctl(&["daemon", "health"]).status.success()
-        });
-    }
-
-    /// Sends `signal` (a `kill` name: `HUP`, `INT`, ...) to the daemon.
-    fn signal(&self, signal: &str) {
-        let pid = self
-            .daemon
-            .as_ref()
-            .map(|c| c.id())
-            .expect("the daemon was started");
-        let sent = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -{signal} {pid} failed");
-    }
-
-    /// Waits for the daemon process to exit and returns its exit code.
-    fn exit_code(&mut self) -> Option<i32> {
-        let mut child = self.daemon.take().expect("the daemon was started");
-        child.wait().expect("wait for the daemon").code()
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let out = self.ctl(&["daemon", "status", "-o", "json"]);
-        assert!(
-            out.status.success(),
-            "status failed: {}",
-            self.context(&out)
-        );
-        serde_json::from_slice(&out.stdout).expect("status JSON")
-    }
-
-    fn wait_for(&self, what: &str, mut cond: impl FnMut(&Home) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !cond(self) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for: {what}\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn logs(&self) -> String {
-        let stderr = std::fs::read_to_string(self.path().join("daemon.stderr")).unwrap_or_default();
-        format!("--- daemon stderr ---\n{stderr}")
-    }
-
-    fn context(&self, out: &Output) -> String {
-        format!(
-            "exit {:?}\nstdout:\n{}\nstderr:\n{}\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            self.logs()
-        )
-    }
-}
-
-impl Drop for Home {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.daemon.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Packs example `name` into `dir`, returning the archive's path.
-fn pack_example(name: &'static str, dir: &Path) -> PathBuf {
-    let ex = common_packages::example(name);
-    let out = dir.join(format!("{}.cloacina", name.replace('/', "-")));
-    pack_to(&ex.dir, &ex.library, &out);
-    out
-}
-
-/// Packs the package in `src` (built library `library`) and moves the archive to `out`
-/// atomically, as a user's `mv` would (replacing any file there).
-fn pack_to(src: &Path, library: &Path, out: &Path) {
-    let tmp = out.with_extension("partial");
-    archive::pack(
-        src,
-        &[(archive::HOST_TARGET.to_string(), library.to_path_buf())],
-        &tmp,
-    )
-    .expect("pack");
-    std::fs::rename(&tmp, out).expect("move into place");
-}
-
-/// Every execution in the daemon's database, read through the library as another process.
-fn executions(home: &Home) -> Vec<ExecutionRecord> {
-    let url = format!("sqlite://{}", home.path().join("cloacina.db").display());
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(async {
-            let store = Store::open(&url).await.expect("open the daemon's database");
-            store
-                .execution_list(ExecutionFilter {
-                    limit: Some(10_000),
-                    ..ExecutionFilter::default()
-                })
-                .await
-                .expect("list executions")
-        })
-}
-
-fn package_line(status: &serde_json::Value, name: &str) -> Option<serde_json::Value> {
-    status["packages"]
-        .as_array()?
-        .iter()
-        .find(|p| p["name"] == name)
-        .cloned()
-}
-
-fn package_names(status: &serde_json::Value) -> Vec<(String, String)> {
-    status["packages"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|p| {
-                    (
-                        p["name"].as_str().unwrap_or_default().to_string(),
-                        p["state"].as_str().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use cloacina::store::ExecutionStatus;
+use cloacina_e2e::home::{Home, pack_example, pack_to, package_line, package_names};
+use cloacina_e2e::{bins, packages};
 
 #[test]
 fn lifecycle_start_health_status_stop_and_stale_pid() {
@@ -226,7 +21,7 @@ fn lifecycle_start_health_status_stop_and_stale_pid() {
         assert!(home.path().join(dir).is_dir(), "{dir} created");
     }
     assert!(home.path().join("cloacina.db").is_file());
-    let pid = home.daemon.as_ref().map(|c| c.id()).expect("child");
+    let pid = home.daemon_pid();
     let recorded: u32 = std::fs::read_to_string(home.path().join("daemon.pid"))
         .expect("pid file")
         .trim()
@@ -294,7 +89,7 @@ fn unknown_config_keys_stop_the_start_with_the_key_named() {
         "[daemon]\npoll_intervall_ms = 100\n",
     )
     .expect("config");
-    let out = Command::new(env!("CARGO_BIN_EXE_cloacina-daemon"))
+    let out = Command::new(bins::cloacina_daemon())
         .arg("--home")
         .arg(home.path())
         .output()
@@ -345,7 +140,7 @@ fn replacing_an_archive_with_a_new_version_upgrades_it() {
         package_line(&h.status(), "hello-orders")
             .is_some_and(|p| p["version"] == "1.0.0" && p["state"] == "loaded")
     });
-    let (v2_dir, v2_lib) = common_packages::hello_orders_v2();
+    let (v2_dir, v2_lib) = packages::hello_orders_v2();
     pack_to(v2_dir, v2_lib, &archive);
     home.wait_for("hello-orders 2.0.0 serving alone", |h| {
         let s = h.status();
@@ -370,7 +165,7 @@ fn sighup_reloads_the_config_and_watches_a_new_folder() {
         format!("[watch]\ndirectories = [\"{}\"]\n", extra.display()),
     )
     .expect("config");
-    let pid = home.daemon.as_ref().map(|c| c.id()).expect("child");
+    let pid = home.daemon_pid();
     home.signal("HUP");
     home.wait_for("the new folder is watched", |h| {
         h.status()["watch_dirs"]
@@ -395,7 +190,7 @@ fn cron_fires_on_schedule_and_stop_drains_the_task_in_flight() {
     home.start(&[]);
     pack_example("heartbeat", &home.path().join("packages"));
     home.wait_for("two cron-started runs completed", |h| {
-        executions(h)
+        h.executions()
             .iter()
             .filter(|e| e.workflow_name == "beat" && e.status == ExecutionStatus::Completed)
             .count()
@@ -403,7 +198,8 @@ fn cron_fires_on_schedule_and_stop_drains_the_task_in_flight() {
     });
     let mut in_flight = Vec::new();
     home.wait_for("a run in flight", |h| {
-        in_flight = executions(h)
+        in_flight = h
+            .executions()
             .into_iter()
             .filter(|e| e.status == ExecutionStatus::Running)
             .map(|e| e.id)
@@ -413,7 +209,7 @@ fn cron_fires_on_schedule_and_stop_drains_the_task_in_flight() {
     let stop = home.ctl(&["daemon", "stop"]);
     assert!(stop.status.success(), "{}", home.context(&stop));
     assert_eq!(home.exit_code(), Some(0), "{}", home.logs());
-    let after = executions(&home);
+    let after = home.executions();
     for id in &in_flight {
         let e = after.iter().find(|e| e.id == *id).expect("still recorded");
         assert_eq!(
@@ -481,7 +277,7 @@ fn a_second_interrupt_during_the_drain_exits_1() {
     home.start(&[]);
     pack_example("heartbeat", &home.path().join("packages"));
     home.wait_for("a run in flight", |h| {
-        executions(h)
+        h.executions()
             .iter()
             .any(|e| e.status == ExecutionStatus::Running)
     });

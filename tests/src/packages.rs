@@ -1,0 +1,144 @@
+//! The example packages of `examples/packages/`, built once per test run.
+//!
+//! `build()` runs `cargo build --manifest-path examples/packages/Cargo.toml --workspace` with
+//! `CARGO_TARGET_DIR=<workspace>/target/packages`, once per test binary (a `OnceLock`) and one
+//! binary at a time (a file lock in that target directory); cargo makes the second and later
+//! builds no-ops. On failure the test panics with cargo's output.
+//!
+//! Shared by every end-to-end test through `cloacina_e2e::packages`.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The root of the Cloacina workspace (this crate lives in its `tests/` folder).
+pub fn workspace_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| here.to_path_buf())
+}
+
+/// `examples/packages/`.
+pub fn examples_dir() -> PathBuf {
+    workspace_root().join("examples").join("packages")
+}
+
+/// Where the examples are built: `<workspace>/target/packages`.
+pub fn target_dir() -> PathBuf {
+    workspace_root().join("target").join("packages")
+}
+
+/// Builds the examples workspace (once per process) and returns the directory holding the
+/// built libraries (`<target>/debug`).
+pub fn build() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let target = target_dir();
+        fs::create_dir_all(&target).expect("create the examples' target directory");
+        let lock = File::create(target.join(".cloacina-test-build.lock"))
+            .expect("create the build lock file");
+        lock.lock().expect("take the build lock");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let output = Command::new(&cargo)
+            .arg("build")
+            .arg("--manifest-path")
+            .arg(examples_dir().join("Cargo.toml"))
+            .arg("--workspace")
+            .env("CARGO_TARGET_DIR", &target)
+            .output()
+            .expect("run cargo to build the example packages");
+        drop(lock);
+        if !output.status.success() {
+            panic!(
+                "building the example packages failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        target.join("debug")
+    })
+}
+
+/// The file name of crate `crate_name`'s cdylib on this platform (`libhello_orders.so`).
+pub fn library_file_name(crate_name: &str) -> String {
+    cloacina::package::archive::library_file_name(crate_name)
+}
+
+/// An example package: its source directory (with `package.toml`) and its built library.
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub name: &'static str,
+    pub dir: PathBuf,
+    pub library: PathBuf,
+}
+
+/// Example `name`, a directory under `examples/packages/` (e.g. `"hello-orders"` or
+/// `"hostile/wrong-abi"`) whose crate has the directory's last component as its name. Builds
+/// the examples first if needed.
+pub fn example(name: &'static str) -> Example {
+    let built = build();
+    let crate_name = name.rsplit('/').next().unwrap_or(name);
+    let library = built.join(library_file_name(crate_name));
+    assert!(
+        library.is_file(),
+        "example library {} was not built",
+        library.display()
+    );
+    Example {
+        name,
+        dir: examples_dir().join(name),
+        library,
+    }
+}
+
+/// hello-orders rebuilt as version 2.0.0 (a copy of the example with its version bumped,
+/// built once per process into `<workspace>/target/packages-upgrade`): its source directory
+/// and its library, for upgrade tests.
+pub fn hello_orders_v2() -> &'static (PathBuf, PathBuf) {
+    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = workspace_root();
+        let base = root.join("target").join("packages-upgrade");
+        let dir = base.join("hello-orders-v2");
+        let src = examples_dir().join("hello-orders");
+        fs::create_dir_all(dir.join("src")).expect("create the v2 source directory");
+        let lock = File::create(base.join(".cloacina-test-build.lock"))
+            .expect("create the build lock file");
+        lock.lock().expect("take the build lock");
+        let crates = root.join("crates").display().to_string();
+        let cargo_toml = fs::read_to_string(src.join("Cargo.toml"))
+            .expect("read hello-orders/Cargo.toml")
+            .replace("version = \"1.0.0\"", "version = \"2.0.0\"")
+            .replace("../../../crates", &crates)
+            + "\n[workspace]\n";
+        fs::write(dir.join("Cargo.toml"), cargo_toml).expect("write Cargo.toml");
+        let manifest = fs::read_to_string(src.join("package.toml"))
+            .expect("read hello-orders/package.toml")
+            .replace("version = \"1.0.0\"", "version = \"2.0.0\"");
+        fs::write(dir.join("package.toml"), manifest).expect("write package.toml");
+        fs::copy(src.join("src/lib.rs"), dir.join("src/lib.rs")).expect("copy lib.rs");
+        fs::copy(examples_dir().join("Cargo.lock"), dir.join("Cargo.lock"))
+            .expect("copy Cargo.lock");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let output = Command::new(cargo)
+            .args(["build", "--manifest-path"])
+            .arg(dir.join("Cargo.toml"))
+            .env("CARGO_TARGET_DIR", base.join("target"))
+            .output()
+            .expect("run cargo to build hello-orders v2");
+        drop(lock);
+        assert!(
+            output.status.success(),
+            "building hello-orders v2 failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let library = base
+            .join("target/debug")
+            .join(library_file_name("hello-orders"));
+        (dir, library)
+    })
+}
