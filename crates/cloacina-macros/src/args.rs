@@ -114,7 +114,7 @@ fn parse_raw(tokens: TokenStream, what: &str) -> syn::Result<Vec<RawArg>> {
 fn check_keys(args: &[RawArg], known: &[&str], what: &str, errors: &mut Errors) {
     for (i, arg) in args.iter().enumerate() {
         if !known.contains(&arg.name.as_str()) {
-            let hint = suggest(&arg.name, known.iter().copied())
+            let hint = cloacina_workflow::names::suggest(&arg.name, known.iter().copied())
                 .map(|s| format!(" (did you mean `{s}`?)"))
                 .unwrap_or_default();
             let expected = known
@@ -141,33 +141,15 @@ fn check_keys(args: &[RawArg], known: &[&str], what: &str, errors: &mut Errors) 
     }
 }
 
-/// The closest candidate, if it is close enough to be a plausible typo. The same rule as
-/// `cloacina_workflow::workflow::suggest`, so compile-time and run-time hints agree.
-pub fn suggest<'a>(wanted: &str, known: impl Iterator<Item = &'a str>) -> Option<String> {
-    known
-        .map(|k| (strsim::damerau_levenshtein(wanted, k), k))
-        .filter(|(d, k)| *d <= 2.max(wanted.len().min(k.len()) / 3))
-        .min_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)))
-        .map(|(_, k)| k.to_string())
-}
-
 /// Checks a workflow or task name the way `Workflow::new` will, but at compile time.
 pub fn check_name(what: &str, name: &str, span: Span) -> syn::Result<()> {
-    let reason = if name.is_empty() {
-        "it is empty"
-    } else if name.len() > 200 {
-        "it is longer than 200 characters"
-    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        "it contains whitespace or control characters"
-    } else if name.contains('/') {
-        "it contains '/'"
-    } else {
-        return Ok(());
-    };
-    Err(syn::Error::new(
-        span,
-        format!("invalid {what} '{name}': {reason}"),
-    ))
+    match cloacina_workflow::names::name_problem(name) {
+        None => Ok(()),
+        Some(reason) => Err(syn::Error::new(
+            span,
+            format!("invalid {what} '{name}': {reason}"),
+        )),
+    }
 }
 
 /// Strips the invisible groups `macro_rules!` wraps around `$e:expr` fragments.
@@ -256,7 +238,7 @@ fn expect_choice(arg: &RawArg, allowed: &[&str]) -> syn::Result<(String, Span)> 
     if allowed.contains(&value.as_str()) {
         return Ok((value, lit.span()));
     }
-    let hint = suggest(&value, allowed.iter().copied())
+    let hint = cloacina_workflow::names::suggest(&value, allowed.iter().copied())
         .map(|s| format!(" (did you mean \"{s}\"?)"))
         .unwrap_or_default();
     Err(syn::Error::new(

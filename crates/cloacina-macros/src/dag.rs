@@ -8,7 +8,8 @@ use syn::punctuated::Punctuated;
 use syn::visit::Visit;
 use syn::{Expr, ExprCall, ExprLit, Lit, Token};
 
-use crate::args::{Dependency, Errors, suggest};
+use crate::args::{Dependency, Errors};
+use cloacina_workflow::names::suggest;
 
 /// What the checks need to know about one task of the module.
 pub struct TaskNode {

@@ -16,6 +16,7 @@ pub mod abi;
 pub mod context;
 pub mod error;
 pub mod graph;
+pub mod names;
 pub mod package;
 pub mod retry;
 pub mod task;

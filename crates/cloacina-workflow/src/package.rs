@@ -465,7 +465,7 @@ impl GraphDescription {
         for (i, n) in self.nodes.iter().enumerate() {
             for (k, input) in n.inputs.iter().enumerate() {
                 let Some(&j) = index.get(input.as_str()) else {
-                    let hint = crate::workflow::suggest(input, index.keys().copied())
+                    let hint = crate::names::suggest(input, index.keys().copied())
                         .map(|s| format!(" (did you mean '{s}'?)"))
                         .unwrap_or_default();
                     return Err(format!(
@@ -620,7 +620,7 @@ impl PackageDescription {
         let workflows: BTreeSet<&str> = self.workflow_names().into_iter().collect();
         let known_workflow = |p: &mut Vec<String>, what: String, wf: &str| {
             if !workflows.contains(wf) {
-                let hint = crate::workflow::suggest(wf, workflows.iter().copied())
+                let hint = crate::names::suggest(wf, workflows.iter().copied())
                     .map(|s| format!(" (did you mean '{s}'?)"))
                     .unwrap_or_default();
                 p.push(format!(

@@ -157,7 +157,7 @@ impl Workflow {
                         workflow: name,
                         task: spec.id.clone(),
                         dependency: dep.clone(),
-                        suggestion: suggest(dep, index.keys().map(String::as_str)),
+                        suggestion: crate::names::suggest(dep, index.keys().map(String::as_str)),
                     });
                 };
                 if spec.dependencies[..k].contains(dep) {
@@ -314,18 +314,7 @@ impl Workflow {
 }
 
 fn validate_name(what: &'static str, name: &str) -> Result<(), WorkflowError> {
-    let reason = if name.is_empty() {
-        Some("it is empty")
-    } else if name.len() > 200 {
-        Some("it is longer than 200 characters")
-    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        Some("it contains whitespace or control characters")
-    } else if name.contains('/') {
-        Some("it contains '/'")
-    } else {
-        None
-    };
-    match reason {
+    match crate::names::name_problem(name) {
         Some(reason) => Err(WorkflowError::InvalidName {
             what,
             name: name.to_string(),
@@ -333,15 +322,6 @@ fn validate_name(what: &'static str, name: &str) -> Result<(), WorkflowError> {
         }),
         None => Ok(()),
     }
-}
-
-/// The closest known name, if it is close enough to be a plausible typo.
-pub fn suggest<'a>(wanted: &str, known: impl Iterator<Item = &'a str>) -> Option<String> {
-    known
-        .map(|k| (strsim::damerau_levenshtein(wanted, k), k))
-        .filter(|(d, k)| *d <= 2.max(wanted.len().min(k.len()) / 3))
-        .min_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)))
-        .map(|(_, k)| k.to_string())
 }
 
 /// Depth-first search for a cycle; returns it as a closed path (`a, b, a`).

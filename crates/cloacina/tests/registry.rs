@@ -16,6 +16,7 @@ use cloacina::registry::{
     BindOutcome, Health, Owner, PushOutcome, ReactorRegistry, RegistryError, StartOutcome,
     StartRequest, WorkflowStarter,
 };
+use cloacina::schedule::ManualClock;
 use cloacina::store::ExecutionStatus;
 use cloacina::workflow::package::{
     AccumulatorDescription, AccumulatorKind, Criterion, GraphDescription, ReactorDescription,
@@ -447,7 +448,9 @@ async fn batch_by_size_and_passthrough_feed_the_bound_graphs() {
     let publisher = Pkg::new("price-publisher", cache.path(), "pub-1");
     let subscriber = Pkg::new("price-subscriber", cache.path(), "sub-1");
     let (starter, started) = recording_starter();
-    let reg = ReactorRegistry::new(Some(starter));
+    // Fire times come from the injected clock, as the schedulers' do.
+    let clock = ManualClock::new(1_700_000_000_000);
+    let reg = ReactorRegistry::with_clock(Some(starter), clock.clone());
     load_steps(&reg, "t", &publisher);
     load_steps(&reg, "t", &subscriber);
 
@@ -528,12 +531,13 @@ async fn batch_by_size_and_passthrough_feed_the_bound_graphs() {
     let reactor = &reg.reactors_list(Some("t"))[0];
     assert_eq!(reactor.fires, 3);
     assert_eq!(reactor.health, Health::Healthy);
-    assert!(reactor.last_fired_at.is_some());
+    assert_eq!(reactor.last_fired_at, Some(1_700_000_000_000));
     let graphs = reg.graphs_list(Some("t"));
     assert!(
         graphs
             .iter()
-            .all(|g| g.fires == 3 && g.last_fired_at.is_some())
+            .all(|g| g.fires == 3 && g.last_fired_at == Some(1_700_000_000_000)),
+        "{graphs:?}"
     );
     assert_eq!(
         started_workflows(&started),

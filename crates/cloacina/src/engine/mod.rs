@@ -326,7 +326,7 @@ impl Runner {
             let cat = read_lock(&self.shared.catalog);
             EngineError::UnknownWorkflow {
                 name: name.to_string(),
-                suggestion: crate::workflow::workflow::suggest(
+                suggestion: crate::workflow::names::suggest(
                     name,
                     cat.current.keys().map(String::as_str),
                 ),
@@ -359,7 +359,7 @@ impl Runner {
             let cat = read_lock(&self.shared.catalog);
             return Err(EngineError::UnknownWorkflow {
                 name: name.to_string(),
-                suggestion: crate::workflow::workflow::suggest(
+                suggestion: crate::workflow::names::suggest(
                     name,
                     cat.current.keys().map(String::as_str),
                 ),

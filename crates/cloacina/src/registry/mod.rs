@@ -50,6 +50,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::package::loader::LoadedPackage;
+use crate::schedule::{Clock, SystemClock};
 use accumulator::PushEffect;
 use graph::{GraphEntry, graph_result, qualified};
 use reactor::{Key, ReactorState};
@@ -222,6 +223,8 @@ struct State {
 struct Inner {
     state: Mutex<State>,
     starter: Starter,
+    /// Fire and record times; the schedulers' injectable clock, so tests control it too.
+    clock: Arc<dyn Clock>,
 }
 
 /// The runtime registry of reactors and computation graphs. See the module documentation.
@@ -309,13 +312,6 @@ impl Applied {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 fn key(tenant: &str, name: &str) -> Key {
     (tenant.to_string(), name.to_string())
 }
@@ -378,25 +374,38 @@ impl ReactorRegistry {
     /// A registry whose reactors start their workflows through `starter` (none: firings run
     /// their graphs and skip the workflows).
     pub fn new(starter: Option<WorkflowStarter>) -> Self {
-        Self::with(match starter {
-            Some(s) => Starter::Simple(s),
-            None => Starter::None,
-        })
+        Self::with_clock(starter, Arc::new(SystemClock))
+    }
+
+    /// [`ReactorRegistry::new`] reading the time from `clock`.
+    pub fn with_clock(starter: Option<WorkflowStarter>, clock: Arc<dyn Clock>) -> Self {
+        Self::with(
+            match starter {
+                Some(s) => Starter::Simple(s),
+                None => Starter::None,
+            },
+            clock,
+        )
     }
 
     /// A registry whose starter is told each start's tenant and owner package (what a
     /// multi-tenant server needs to pick the tenant's runner).
     pub fn with_tenant_starter(starter: TenantWorkflowStarter) -> Self {
-        Self::with(Starter::Tenant(starter))
+        Self::with(Starter::Tenant(starter), Arc::new(SystemClock))
     }
 
-    fn with(starter: Starter) -> Self {
+    fn with(starter: Starter, clock: Arc<dyn Clock>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
                 starter,
+                clock,
             }),
         }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -814,7 +823,7 @@ impl ReactorRegistry {
             if let Some(g) = st.graphs.get_mut(&k)
                 && g.owner.package_id == owner.package_id
             {
-                g.record(now_ms(), error);
+                g.record(self.now_ms(), error);
             }
         }
         result.map_err(|e| RegistryError::GraphFailed {
@@ -1001,7 +1010,7 @@ impl ReactorRegistry {
             let Some(a) = action.take() else {
                 return Err(unknown_reactor(&st, &k));
             };
-            break (apply(&mut st, &k, a, now_ms())?, turn);
+            break (apply(&mut st, &k, a, self.now_ms())?, turn);
         };
         if let Some(timer) = applied.timer {
             self.spawn_timer(&k, timer);
@@ -1091,7 +1100,7 @@ impl ReactorRegistry {
                 _ => None,
             }))
             .collect();
-        let finished = now_ms();
+        let finished = self.now_ms();
         {
             let mut st = self.lock();
             for g in &graphs {
