@@ -450,7 +450,10 @@ impl Store {
     /// where a tenant is a file to delete).
     pub async fn schema_drop(&self) -> Result<(), StoreError> {
         match &self.inner.backend {
-            Backend::Postgres(p) => p.drop_schema(&self.inner.schema).await,
+            Backend::Postgres(p) => p
+                .drop_schema(&self.inner.schema)
+                .await
+                .map_err(|e| self.failed(e)),
             Backend::Sqlite(_) => Err(StoreError::InvalidSchema(
                 "SQLite has no schemas; delete the database file instead".to_string(),
             )),

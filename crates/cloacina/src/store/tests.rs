@@ -191,3 +191,49 @@ async fn postgres_write_health_follows_failing_commits() {
     assert_eq!(store.write_health(), None, "healthy once a commit succeeds");
     store.schema_drop().await.expect("drop the test schema");
 }
+
+/// Another connection holds the write lock (another process, a backup): the writer cannot
+/// begin, says which file is locked, and health shows it until the lock is gone. Then the
+/// writer's connection is made read-only: the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_locked_and_read_only_databases_are_named() {
+    use diesel::Connection;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("locked.db");
+    let name = path.display().to_string();
+    let store = Store::open(&format!("sqlite://{name}"))
+        .await
+        .expect("open");
+    // Wait 100 ms for a lock instead of 15 s, to keep the test short.
+    on_sqlite_writer(&store, "PRAGMA busy_timeout = 100").await;
+
+    let mut other = diesel::SqliteConnection::establish(&name).expect("second connection");
+    diesel::connection::SimpleConnection::batch_execute(&mut other, "BEGIN EXCLUSIVE")
+        .expect("take the write lock");
+    let err = store.execution_create(run(10)).await.expect_err("locked");
+    let text = err.to_string();
+    assert!(text.contains(&name) && text.contains("locked"), "{text}");
+    let failure = store.write_health().expect("degraded while locked");
+    assert!(
+        failure.message.contains(&name) && failure.message.contains("locked"),
+        "{failure:?}"
+    );
+    diesel::connection::SimpleConnection::batch_execute(&mut other, "ROLLBACK")
+        .expect("release the lock");
+    drop(other);
+    store.execution_create(run(10)).await.expect("unlocked");
+    assert_eq!(store.write_health(), None);
+
+    on_sqlite_writer(&store, "PRAGMA query_only = ON").await;
+    let err = store
+        .execution_create(run(10))
+        .await
+        .expect_err("read-only");
+    let text = err.to_string();
+    assert!(text.contains(&name) && text.contains("readonly"), "{text}");
+    let failure = store.write_health().expect("degraded while read-only");
+    assert!(failure.message.contains(&name), "{failure:?}");
+    // (No way back here: a read-only connection cannot even begin the transaction that would
+    // turn `query_only` off.)
+    store.close().await;
+}
