@@ -1295,6 +1295,10 @@ async fn close_releases_the_database(db: &TestDb) {
         .expect_err("closed");
     assert!(matches!(write, StoreError::Closed), "{write:?}");
     assert!(write.to_string().contains("closed"), "{write}");
+    let health = clone
+        .write_health()
+        .expect("nothing can commit after close");
+    assert!(health.message.contains("writer stopped"), "{health:?}");
     clone.close().await;
     if db.backend == common::Backend::Sqlite {
         let file = db.url.trim_start_matches("sqlite://");

@@ -57,7 +57,7 @@ enum Queued<M: Merge<C>, C> {
 }
 
 /// Commits are failing: what the last failed batch said, and since when.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct WriteFailure {
     /// The last failure, naming the database (`SQLite database /path/x.db: ...`).
     pub message: String,
@@ -122,6 +122,22 @@ impl WriteHealth {
             return None;
         }
         self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The writer is gone (closed, or its thread or task ended): nothing can commit any more.
+    fn stopped(&self) -> WriteFailure {
+        let now = now_ms();
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let since = last.as_ref().map_or(now, |f| f.since);
+        let failure = WriteFailure {
+            message: format!("{}: {}", self.database, StoreError::WriterGone),
+            since,
+            last: now,
+            failures: last.as_ref().map_or(0, |f| f.failures),
+        };
+        *last = Some(failure.clone());
+        self.failing.store(true, Ordering::Release);
+        failure
     }
 }
 
@@ -258,8 +274,12 @@ where
         self.commits.load(Ordering::Relaxed)
     }
 
-    /// The current commit failure streak, or `None` when the last batch committed.
+    /// The current commit failure streak, or `None` when the last batch committed; a
+    /// failure too once the writer has stopped, since nothing can commit then.
     pub(crate) fn health(&self) -> Option<WriteFailure> {
+        if self.jobs.is_closed() {
+            return Some(self.health.stopped());
+        }
         self.health.get()
     }
 
