@@ -435,11 +435,17 @@ async fn writer_loop<C: SimpleAsyncConnection + Send, M: Merge<C>>(
             break;
         }
     }
-    // Writes queued after the close are dropped unanswered: their callers get `WriterGone`.
-    drop(rx);
-    // Closing the connection (SQLite: the last one checkpoints the WAL and removes the -wal
-    // and -shm files) before answering, so a caller that exits next leaves a clean database.
+    // Close the connection (SQLite: the last one checkpoints the WAL and removes the -wal and
+    // -shm files) before answering, so a caller that exits next leaves a clean database.
     drop(conn);
+    // Writes queued after the close are dropped unanswered (their callers get `WriterGone`);
+    // later closes are answered now that the connection is closed.
+    rx.close();
+    while let Ok(q) = rx.try_recv() {
+        if let Queued::Close(ack) = q {
+            closing.push(ack);
+        }
+    }
     for ack in closing {
         let _ = ack.send(());
     }
