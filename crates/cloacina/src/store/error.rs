@@ -69,7 +69,7 @@ pub enum StoreError {
     /// several databases (tenants, test files) must be able to tell which one is full, locked
     /// or damaged.
     #[error("{database}: {source}")]
-    In {
+    InDatabase {
         /// `SQLite database /abs/path.db` or `PostgreSQL database postgres://user:***@host/db`.
         database: String,
         #[source]
@@ -78,11 +78,11 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// The error itself, without the database it happened in (see [`StoreError::In`]): match
+    /// The error itself, without the database it happened in (see [`StoreError::InDatabase`]): match
     /// on this rather than on the error when the variant matters.
     pub fn inner(&self) -> &StoreError {
         match self {
-            StoreError::In { source, .. } => source.inner(),
+            StoreError::InDatabase { source, .. } => source.inner(),
             other => other,
         }
     }
@@ -120,7 +120,7 @@ impl StoreError {
             | StoreError::Pool(_)
             | StoreError::WriterGone
             | StoreError::Migration(_)
-            | StoreError::Corrupt(_) => StoreError::In {
+            | StoreError::Corrupt(_) => StoreError::InDatabase {
                 database: database.to_string(),
                 source: Box::new(self),
             },
