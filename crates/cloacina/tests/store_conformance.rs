@@ -1276,7 +1276,45 @@ async fn dedup_key_blocks_only_unfinished_runs(db: &TestDb) {
     ));
 }
 
+/// `close` ends every clone's use of the database at once (later calls say so), lets the data
+/// be opened again, and on SQLite leaves only the database file: no `-wal` or `-shm`.
+async fn close_releases_the_database(db: &TestDb) {
+    let store = db.open().await;
+    let clone = store.clone();
+    let e = create(&store, &single(), Context::new()).await;
+    store
+        .execution_list(ExecutionFilter::default())
+        .await
+        .expect("read");
+    store.close().await;
+    let read = clone.execution_get(e.id).await.expect_err("closed");
+    assert!(matches!(read, StoreError::Closed), "{read:?}");
+    let write = clone
+        .execution_create(NewExecution::for_workflow(&single(), Context::new(), None))
+        .await
+        .expect_err("closed");
+    assert!(matches!(write, StoreError::Closed), "{write:?}");
+    assert!(write.to_string().contains("closed"), "{write}");
+    let health = clone
+        .write_health()
+        .expect("nothing can commit after close");
+    assert!(health.message.contains("writer stopped"), "{health:?}");
+    clone.close().await;
+    if db.backend == common::Backend::Sqlite {
+        let file = db.url.trim_start_matches("sqlite://");
+        for suffix in ["-wal", "-shm"] {
+            assert!(
+                !std::path::Path::new(&format!("{file}{suffix}")).exists(),
+                "{file}{suffix} is left after close"
+            );
+        }
+    }
+    let again = db.open().await;
+    assert!(again.execution_get(e.id).await.expect("get").is_some());
+}
+
 conformance!(
+    close_releases_the_database,
     reopen_is_idempotent,
     concurrent_opens_migrate_once,
     execution_create_writes_rows_context_and_events,
@@ -1366,6 +1404,114 @@ fn database_urls() {
         err.to_string().contains("unknown option 'journal=off'"),
         "{err}"
     );
+    assert_eq!(
+        DatabaseUrl::parse("sqlite://:memory:?synchronous=normal").expect("memory"),
+        DatabaseUrl::Sqlite {
+            target: SqliteTarget::Memory,
+            synchronous: Synchronous::Normal
+        }
+    );
+    let err = DatabaseUrl::parse("sqlite://file::memory:?cache=shared").expect_err("URI");
+    assert!(err.to_string().contains("sqlite::memory:"), "{err}");
+    let err = DatabaseUrl::parse("sqlite:file:x.db").expect_err("URI");
+    assert!(err.to_string().contains("'file:...'"), "{err}");
+    let err = DatabaseUrl::parse("mysql://root:hunter2@db/app").expect_err("scheme");
+    assert!(
+        !err.to_string().contains("hunter2") && err.to_string().contains("root:***@db"),
+        "{err}"
+    );
+}
+
+#[test]
+fn urls_are_redacted() {
+    for (url, shown) in [
+        (
+            "postgres://app:s3cr%40t@db:5432/prod",
+            "postgres://app:***@db:5432/prod",
+        ),
+        ("postgresql://app@db/prod", "postgresql://app@db/prod"),
+        (
+            "postgres://db/prod?user=app&password=s3cret&sslmode=require",
+            "postgres://db/prod?user=app&password=***&sslmode=require",
+        ),
+        ("postgres://a:p@ss@db/x", "postgres://a:***@db/x"),
+        ("sqlite:///var/lib/c.db", "sqlite:///var/lib/c.db"),
+    ] {
+        assert_eq!(redact_url(url), shown, "{url}");
+    }
+}
+
+/// A PostgreSQL connection error carries its cause (tokio-postgres alone says only "error
+/// connecting to server") and the URL with the password hidden.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connect_errors_give_their_cause() {
+    let refused = Store::open("postgres://app:hunter2@127.0.0.1:1/test")
+        .await
+        .expect_err("nothing listens on port 1");
+    let text = refused.to_string();
+    assert!(
+        text.contains("onnection refused") && text.contains("app:***@127.0.0.1:1/test"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+    let unknown_host = Store::open("postgres://app:hunter2@no-such-host.invalid/test")
+        .await
+        .expect_err("no such host");
+    let text = unknown_host.to_string();
+    assert!(
+        text.contains("no-such-host.invalid") && text.contains("lookup"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+
+    if TestDb::new(common::Backend::Postgres).await.is_some() {
+        let base = common::pg_url();
+        let Some((server, _)) = base.rsplit_once('/') else {
+            panic!("{base} names a database");
+        };
+        let err = Store::open(&format!("{server}/cloacina_no_such_database"))
+            .await
+            .expect_err("no such database");
+        let text = err.to_string();
+        assert!(
+            text.contains("\"cloacina_no_such_database\" does not exist"),
+            "{text}"
+        );
+    }
+}
+
+/// `sqlite://:memory:` is the same private in-memory database as `sqlite::memory:`: reads see
+/// what was written (a reader pool would open empty databases of its own), and each open is a
+/// database of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_memory_urls_are_one_database_per_store() {
+    for url in ["sqlite://:memory:", "sqlite::memory:"] {
+        let store = Store::open(url).await.expect(url);
+        let e = create(&store, &diamond(), ctx(json!({"n": 1}))).await;
+        assert_eq!(store.task_list(e.id).await.expect(url).len(), 4, "{url}");
+        let claimed = store.task_claim(claim_all("m")).await.expect(url);
+        assert_eq!(ids(&claimed), vec!["a"], "{url}");
+        complete(&store, &claimed[0], ctx(json!({"a": 1}))).await;
+        assert_eq!(
+            store
+                .execution_count(&[ExecutionStatus::Running])
+                .await
+                .expect(url),
+            1,
+            "{url}"
+        );
+        assert_eq!(
+            store.context_get(e.id, INPUT_CONTEXT).await.expect(url),
+            Some(ctx(json!({"n": 1}))),
+            "{url}"
+        );
+        let other = Store::open(url).await.expect(url);
+        assert!(
+            other.execution_get(e.id).await.expect(url).is_none(),
+            "{url}: another store is another database"
+        );
+        store.close().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,10 +1,15 @@
 //! Cloacina quick start: a four-task workflow with a fan-out and a retry, run durably on an
 //! embedded SQLite file. Run it with `cargo run -p cloacina-quickstart`; pass a database URL
 //! (or set `DATABASE_URL`) to use another file or PostgreSQL.
+//!
+//! It closes the database before it prints (no `-wal`/`-shm` file is left beside it) and
+//! exits quietly when its output is cut short (`cargo run -p cloacina-quickstart | head -1`).
 
+use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use cloacina::{Runner, RunnerConfig, task, workflow};
+use cloacina::store::TaskRecord;
+use cloacina::{ExecutionResult, Runner, RunnerConfig, task, workflow};
 use cloacina_workflow::{Context, TaskError};
 
 /// Counts `check_stock` attempts, so the first one can fail the way a flaky service does.
@@ -64,10 +69,23 @@ mod order_pipeline {
 
 #[tokio::main]
 async fn main() {
-    if let Err(e) = run().await {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    let code = match run().await {
+        Ok(()) => 0,
+        // The reader went away (`... | head -1`): stop quietly and successfully, as ripgrep
+        // does. The store is already closed by then.
+        Err(e) if is_broken_pipe(e.as_ref()) => 0,
+        Err(e) => {
+            // stderr may be gone too; there is nobody left to tell then.
+            let _ = writeln!(std::io::stderr(), "error: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -76,28 +94,35 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .or_else(|| std::env::var("DATABASE_URL").ok())
         .unwrap_or_else(|| "sqlite://quickstart.db".to_string());
     let runner = Runner::open(&url, RunnerConfig::default()).await?;
-    runner.register(order_pipeline::workflow()?);
+    let outcome = run_workflow(&runner).await;
+    // Stop the runner and close the database before printing anything, whatever happened, so
+    // even an exit on a closed pipe leaves no -wal or -shm file behind.
+    let stopped = runner.shutdown().await;
+    runner.store().close().await;
+    stopped?;
+    let (result, tasks) = outcome?;
 
-    let input = Context::from_value(serde_json::json!({"customer": "ada@example.com"}))?;
-    let result = runner.execute(order_pipeline::WORKFLOW_NAME, input).await?;
-
-    println!("database:  {url}");
-    println!("execution: {}", result.id);
-    println!("status:    {}", result.status);
-    for t in runner.tasks(result.id).await? {
-        println!(
+    let mut out = std::io::stdout().lock();
+    // Never print a password: a PostgreSQL URL is shown as postgres://user:***@host/db.
+    writeln!(out, "database:  {}", cloacina::store::redact_url(&url))?;
+    writeln!(out, "execution: {}", result.id)?;
+    writeln!(out, "status:    {}", result.status)?;
+    for t in tasks {
+        writeln!(
+            out,
             "  task {:<12} {:<10} attempts: {}",
             t.task_id,
             t.status.as_str(),
             t.attempt
-        );
+        )?;
     }
     let context = result.context.map(|c| c.into_value()).unwrap_or_default();
-    println!(
+    writeln!(
+        out,
         "final context:\n{}",
         serde_json::to_string_pretty(&context)?
-    );
-    runner.shutdown().await?;
+    )?;
+    out.flush()?;
     if result.status != cloacina::store::ExecutionStatus::Completed {
         return Err(format!(
             "workflow ended {}: {}",
@@ -107,4 +132,15 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .into());
     }
     Ok(())
+}
+
+/// Registers the workflow, runs it once and reads its tasks.
+async fn run_workflow(
+    runner: &Runner,
+) -> Result<(ExecutionResult, Vec<TaskRecord>), Box<dyn std::error::Error>> {
+    runner.register(order_pipeline::workflow()?);
+    let input = Context::from_value(serde_json::json!({"customer": "ada@example.com"}))?;
+    let result = runner.execute(order_pipeline::WORKFLOW_NAME, input).await?;
+    let tasks = runner.tasks(result.id).await?;
+    Ok((result, tasks))
 }

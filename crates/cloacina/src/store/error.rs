@@ -59,14 +59,78 @@ pub enum StoreError {
     Corrupt(String),
     #[error("committing to the database failed: {0}")]
     Commit(String),
-    #[error("the database writer stopped; reopen the store")]
+    #[error(
+        "the database writer stopped (the store was closed, or its writer failed); reopen the store"
+    )]
     WriterGone,
+    #[error("the store was closed; open it again to use the database")]
+    Closed,
+    /// A failure of the database itself, naming which database it happened in: a user with
+    /// several databases (tenants, test files) must be able to tell which one is full, locked
+    /// or damaged.
+    #[error("{database}: {source}")]
+    InDatabase {
+        /// `SQLite database /abs/path.db` or `PostgreSQL database postgres://user:***@host/db`.
+        database: String,
+        #[source]
+        source: Box<StoreError>,
+    },
 }
 
 impl StoreError {
+    /// The error itself, without the database it happened in (see [`StoreError::InDatabase`]): match
+    /// on this rather than on the error when the variant matters.
+    pub fn inner(&self) -> &StoreError {
+        match self {
+            StoreError::InDatabase { source, .. } => source.inner(),
+            other => other,
+        }
+    }
+
+    /// True when the database itself failed (it is full, read-only, damaged, locked or
+    /// unreachable, or a commit failed), as opposed to a request it refused on its merits (not
+    /// found, duplicate, invalid transition). The writer's health follows these.
+    pub fn is_database_failure(&self) -> bool {
+        use diesel::result::DatabaseErrorKind as K;
+        match self.inner() {
+            StoreError::Connect { .. }
+            | StoreError::Pool(_)
+            | StoreError::Commit(_)
+            | StoreError::WriterGone => true,
+            StoreError::Query(e) => matches!(
+                e,
+                diesel::result::Error::DatabaseError(
+                    K::Unknown
+                        | K::ClosedConnection
+                        | K::UnableToSendCommand
+                        | K::ReadOnlyTransaction,
+                    _
+                ) | diesel::result::Error::BrokenTransactionManager
+            ),
+            _ => false,
+        }
+    }
+
+    /// Names the database a database-level failure happened in; other errors (a request the
+    /// database refused on its merits) and errors that already name it are returned as they are.
+    pub(crate) fn in_database(self, database: &str) -> StoreError {
+        match self {
+            StoreError::Query(_)
+            | StoreError::Commit(_)
+            | StoreError::Pool(_)
+            | StoreError::WriterGone
+            | StoreError::Migration(_)
+            | StoreError::Corrupt(_) => StoreError::InDatabase {
+                database: database.to_string(),
+                source: Box::new(self),
+            },
+            other => other,
+        }
+    }
+
     /// True when retrying the same operation later may succeed (lost connection, busy database).
     pub fn is_transient(&self) -> bool {
-        match self {
+        match self.inner() {
             StoreError::Pool(_)
             | StoreError::Connect { .. }
             | StoreError::WriterGone

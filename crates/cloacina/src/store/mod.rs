@@ -12,13 +12,15 @@ mod rows;
 mod schema;
 mod sqlite;
 mod stmt;
+#[cfg(test)]
+mod tests;
 mod types;
 mod writer;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -26,6 +28,7 @@ use uuid::Uuid;
 pub use error::StoreError;
 pub use sqlite::{SqliteTarget, Synchronous};
 pub use types::*;
+pub use writer::WriteFailure;
 
 use crate::workflow::Context;
 use types::Signals;
@@ -44,11 +47,11 @@ pub enum DatabaseUrl {
 
 impl DatabaseUrl {
     /// Accepts `sqlite://relative/path.db`, `sqlite:///absolute/path.db`, `sqlite:path.db`,
-    /// `sqlite::memory:` (each optionally with `?synchronous=normal|full`) and
-    /// `postgres://...` / `postgresql://...`.
+    /// `sqlite::memory:` or `sqlite://:memory:` (each optionally with
+    /// `?synchronous=normal|full`) and `postgres://...` / `postgresql://...`.
     pub fn parse(url: &str) -> Result<Self, StoreError> {
         let invalid = |reason: &str| StoreError::InvalidUrl {
-            url: url.to_string(),
+            url: redact_url(url),
             reason: reason.to_string(),
         };
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -86,13 +89,20 @@ impl DatabaseUrl {
                 }
             }
         }
+        // `sqlite::memory:` and `sqlite://:memory:` alike: SQLite opens a private in-memory
+        // database for the exact name `:memory:`, whichever way the URL spelled it.
+        let path = path.strip_prefix("//").unwrap_or(path);
         let target = if path == ":memory:" {
             SqliteTarget::Memory
+        } else if path.starts_with("file:") {
+            // SQLite would read this as a URI filename with options of its own (such as
+            // `mode=memory`, one private database per connection), bypassing ours.
+            return Err(invalid(
+                "SQLite URI filenames ('file:...') are not supported; use sqlite://PATH, or sqlite::memory: for an in-memory database",
+            ));
+        } else if path.is_empty() {
+            return Err(invalid("the path is empty"));
         } else {
-            let path = path.strip_prefix("//").unwrap_or(path);
-            if path.is_empty() {
-                return Err(invalid("the path is empty"));
-            }
             SqliteTarget::File(PathBuf::from(path))
         };
         Ok(DatabaseUrl::Sqlite {
@@ -100,6 +110,43 @@ impl DatabaseUrl {
             synchronous,
         })
     }
+}
+
+/// `url` with any password replaced by `***` (`postgres://user:***@host/db`, and a
+/// `password=` query parameter), for messages and logs. Other text is returned as it is.
+pub fn redact_url(url: &str) -> String {
+    let (head, rest) = match url.find("://") {
+        Some(s) => url.split_at(s + 3),
+        None => ("", url),
+    };
+    let (main, query) = match rest.find('?') {
+        Some(q) => rest.split_at(q),
+        None => (rest, ""),
+    };
+    let main = match (head.is_empty(), main.rfind('@')) {
+        (false, Some(at)) => {
+            let (credentials, host) = main.split_at(at);
+            match credentials.find(':') {
+                Some(c) => format!("{}:***{host}", &credentials[..c]),
+                None => main.to_string(),
+            }
+        }
+        _ => main.to_string(),
+    };
+    let query = match query.strip_prefix('?') {
+        Some(q) => {
+            let pairs: Vec<String> = q
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("?{}", pairs.join("&"))
+        }
+        None => String::new(),
+    };
+    format!("{head}{main}{query}")
 }
 
 /// Database work done through a store.
@@ -141,8 +188,12 @@ struct Inner {
     backend: Backend,
     signals: broadcast::Sender<StoreSignal>,
     schema: String,
+    /// Names the database in errors (`SQLite database /abs/x.db`, a redacted PostgreSQL URL).
+    database: String,
     write_txns: AtomicU64,
     reads: AtomicU64,
+    /// Set by [`Store::close`]; read only when an operation failed, to say why.
+    closed: AtomicBool,
 }
 
 /// The storage interface. Cheap to clone; all clones share connections.
@@ -184,10 +235,13 @@ macro_rules! dispatch {
                 .await
             }
         };
-        if let Ok(value) = &result {
-            $self.publish(($signals)(value));
+        match result {
+            Ok(value) => {
+                $self.publish(($signals)(&value));
+                Ok(value)
+            }
+            Err(e) => Err($self.failed(e)),
         }
-        result
     }};
     (read $self:ident, |$c:ident| $body:expr) => {{
         $self.inner.reads.fetch_add(1, Ordering::Relaxed);
@@ -207,6 +261,7 @@ macro_rules! dispatch {
                 .await
             }
         }
+        .map_err(|e| $self.failed(e))
     }};
 }
 
@@ -246,14 +301,24 @@ impl Store {
 
     pub async fn open_with(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
         let (mut signals, _) = broadcast::channel(4096);
-        let backend = match DatabaseUrl::parse(url)? {
+        let parsed = DatabaseUrl::parse(url)?;
+        let database = match &parsed {
+            DatabaseUrl::Sqlite { target, .. } => target.describe(),
+            DatabaseUrl::Postgres { url } => format!(
+                "PostgreSQL database {} (schema {})",
+                redact_url(url),
+                options.schema
+            ),
+        };
+        let backend = match parsed {
             DatabaseUrl::Sqlite {
                 target,
                 synchronous,
             } => {
                 let store =
                     sqlite::SqliteStore::open(target.clone(), synchronous, options.max_connections)
-                        .await?;
+                        .await
+                        .map_err(|e| e.in_database(&database))?;
                 if let SqliteTarget::File(path) = &target {
                     signals = shared_sqlite_bus(path, signals);
                 }
@@ -265,8 +330,10 @@ impl Store {
                     &options.schema,
                     options.max_connections,
                     signals.clone(),
+                    &database,
                 )
-                .await?,
+                .await
+                .map_err(|e| e.in_database(&database))?,
             ),
         };
         Ok(Store {
@@ -274,10 +341,50 @@ impl Store {
                 backend,
                 signals,
                 schema: options.schema,
+                database,
                 write_txns: AtomicU64::new(0),
                 reads: AtomicU64::new(0),
+                closed: AtomicBool::new(false),
             }),
         })
+    }
+
+    /// Closes the store's connections, for every clone: waits for the writes already queued to
+    /// commit, then closes the writer and the readers (PostgreSQL: also the pool and the
+    /// notification listener). On SQLite the file's last connection to close checkpoints the
+    /// WAL and removes the `-wal` and `-shm` files, so a program that closes its store before
+    /// exiting leaves only the database file. Operations afterwards fail with
+    /// [`StoreError::Closed`]. Idempotent. Call it after stopping whatever uses the store
+    /// (`Runner::shutdown`); dropping the last clone also closes the connections, but without
+    /// waiting, so a process that exits right after may leave the WAL behind.
+    pub async fn close(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        match &self.inner.backend {
+            Backend::Sqlite(s) => s.close().await,
+            Backend::Postgres(p) => p.close().await,
+        }
+    }
+
+    /// Whether commits are failing: the writer's current streak of failed batches (the last
+    /// message, naming the database, and since when), or `None` once a batch has committed
+    /// since. A batch fails when its transaction cannot begin or commit, or when one of its
+    /// writes failed because the database did (full disk, read-only or damaged file, lost
+    /// connection), not when a write was refused on its merits (not found, duplicate). Reads
+    /// memory only (no I/O): cheap enough for every health check.
+    pub fn write_health(&self) -> Option<WriteFailure> {
+        match &self.inner.backend {
+            Backend::Sqlite(s) => s.write_health(),
+            Backend::Postgres(p) => p.write_health(),
+        }
+    }
+
+    /// What an operation's error says to its caller: the store was closed, or the failure
+    /// with the database named.
+    fn failed(&self, e: StoreError) -> StoreError {
+        if self.inner.closed.load(Ordering::Relaxed) && e.is_database_failure() {
+            return StoreError::Closed;
+        }
+        e.in_database(&self.inner.database)
     }
 
     /// Tells this process's subscribers what a committed write changed.
@@ -289,11 +396,13 @@ impl Store {
         signals: impl FnOnce(&T) -> Vec<StoreSignal>,
     ) -> Result<T, StoreError> {
         self.inner.write_txns.fetch_add(1, Ordering::Relaxed);
-        let result = write.await;
-        if let Ok(value) = &result {
-            self.publish(signals(value));
+        match write.await {
+            Ok(value) => {
+                self.publish(signals(&value));
+                Ok(value)
+            }
+            Err(e) => Err(self.failed(e)),
         }
-        result
     }
 
     fn publish(&self, signals: impl IntoIterator<Item = StoreSignal>) {
@@ -341,7 +450,10 @@ impl Store {
     /// where a tenant is a file to delete).
     pub async fn schema_drop(&self) -> Result<(), StoreError> {
         match &self.inner.backend {
-            Backend::Postgres(p) => p.drop_schema(&self.inner.schema).await,
+            Backend::Postgres(p) => p
+                .drop_schema(&self.inner.schema)
+                .await
+                .map_err(|e| self.failed(e)),
             Backend::Sqlite(_) => Err(StoreError::InvalidSchema(
                 "SQLite has no schemas; delete the database file instead".to_string(),
             )),

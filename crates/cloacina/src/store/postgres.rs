@@ -7,13 +7,14 @@ use std::time::Duration;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures::StreamExt;
 use tokio::sync::broadcast;
 
 use super::error::StoreError;
 use super::pg_batch::{self, Write, Written};
+use super::redact_url;
 use super::types::{
     ClaimRequest, ClaimedTask, ExecutionRecord, FinishResult, Millis, NewExecution, Signals,
     StoreSignal, TaskFinish,
@@ -68,26 +69,51 @@ fn lock_key(schema: &str) -> i64 {
     (h >> 1) as i64
 }
 
-fn redact(url: &str) -> String {
-    // Hide a password if the URL has one: scheme://user:secret@host -> scheme://user:***@host
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
+/// A connect failure naming the server (password hidden) and the whole cause.
+fn connect_error(url: &str, message: String) -> StoreError {
+    StoreError::Connect {
+        backend: "postgres",
+        target: redact_url(url),
+        message,
     }
 }
 
+/// `error` and every cause under it, `outer: inner: ...`. tokio-postgres shows only its
+/// outermost layer ("error connecting to server"); the reason (connection refused, unknown
+/// host, no such database) is in the causes.
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// Opens one connection. Connects through tokio-postgres directly rather than
+/// `AsyncPgConnection::establish`, which turns a failure into its outermost message alone.
+pub(crate) async fn connect(url: &str) -> Result<Conn, StoreError> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| connect_error(url, with_causes(&e)))?;
+    Conn::try_from_client_and_connection(client, connection)
+        .await
+        .map_err(|e| connect_error(url, with_causes(&e)))
+}
+
 impl PgStore {
+    /// `database` names the database in health messages.
     pub(crate) async fn open(
         url: &str,
         schema: &str,
         max_connections: usize,
         signals: broadcast::Sender<StoreSignal>,
+        database: &str,
     ) -> Result<Self, StoreError> {
         validate_schema(schema)?;
         migrate(url, schema).await?;
@@ -98,7 +124,9 @@ impl PgStore {
             let url = url.to_string();
             let set_path = set_path.clone();
             Box::pin(async move {
-                let mut conn = Conn::establish(&url).await?;
+                let mut conn = connect(&url)
+                    .await
+                    .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
                 conn.batch_execute(&set_path)
                     .await
                     .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
@@ -113,25 +141,18 @@ impl PgStore {
             .build()
             .map_err(|e| StoreError::Pool(e.to_string()))?;
         // Fail now, with a clear message, rather than on first use.
-        drop(pool.get().await.map_err(|e| StoreError::Connect {
-            backend: "postgres",
-            target: redact(url),
-            message: e.to_string(),
-        })?);
+        drop(
+            pool.get()
+                .await
+                .map_err(|e| connect_error(url, with_causes(&e)))?,
+        );
 
         let connect = {
             let (url, set_path) = (url.to_string(), format!("SET search_path TO \"{schema}\""));
             move || -> BoxFuture<'static, Result<Conn, StoreError>> {
                 let (url, set_path) = (url.clone(), set_path.clone());
                 Box::pin(async move {
-                    let mut conn =
-                        Conn::establish(&url)
-                            .await
-                            .map_err(|e| StoreError::Connect {
-                                backend: "postgres",
-                                target: redact(&url),
-                                message: e.to_string(),
-                            })?;
+                    let mut conn = connect(&url).await?;
                     conn.batch_execute(&set_path).await?;
                     Ok(conn)
                 })
@@ -141,7 +162,13 @@ impl PgStore {
         let finishes = Finishes {
             channel: channel.clone(),
         };
-        let writer = Writer::spawn(connect().await?, "BEGIN", finishes, Some(Box::new(connect)));
+        let writer = Writer::spawn(
+            connect().await?,
+            "BEGIN",
+            finishes,
+            Some(Box::new(connect)),
+            database.to_string(),
+        );
         let listener = tokio::spawn(listen(url.to_string(), channel.clone(), signals));
         Ok(PgStore {
             pool,
@@ -211,6 +238,18 @@ impl PgStore {
         self.writer.commits()
     }
 
+    pub(crate) fn write_health(&self) -> Option<super::writer::WriteFailure> {
+        self.writer.health()
+    }
+
+    /// Closes the pool, stops the listener, and closes the writer once it has committed what
+    /// is queued.
+    pub(crate) async fn close(&self) {
+        self.pool.close();
+        self.listener.abort();
+        self.writer.close().await;
+    }
+
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -241,15 +280,11 @@ impl PgStore {
 /// Applies pending migrations to `schema`, creating it if needed. A session advisory lock per
 /// schema makes concurrent starts (two replicas, two tests) apply them once, in turn.
 async fn migrate(url: &str, schema: &str) -> Result<(), StoreError> {
-    let url = url.to_string();
+    let conn = connect(url).await?;
     let schema = schema.to_string();
     tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
         use diesel::connection::SimpleConnection;
-        let mut conn = <AsyncConnectionWrapper<Conn> as diesel::Connection>::establish(&url).map_err(|e| StoreError::Connect {
-            backend: "postgres",
-            target: redact(&url),
-            message: e.to_string(),
-        })?;
+        let mut conn = AsyncConnectionWrapper::<Conn>::from(conn);
         let key = lock_key(&schema);
         SimpleConnection::batch_execute(&mut conn, &format!(
             "SELECT pg_advisory_lock({key}); CREATE SCHEMA IF NOT EXISTS \"{schema}\"; SET search_path TO \"{schema}\";"
@@ -272,7 +307,7 @@ async fn migrate(url: &str, schema: &str) -> Result<(), StoreError> {
 async fn listen(url: String, channel: String, signals: broadcast::Sender<StoreSignal>) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match Conn::establish(&url).await {
+        match connect(&url).await {
             Ok(mut conn) => {
                 if conn
                     .batch_execute(&format!("LISTEN \"{channel}\""))

@@ -61,8 +61,27 @@ pub(crate) mod ops {
 /// Where the database lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SqliteTarget {
+    /// A private in-memory database, gone when the store closes. Served by the writer's one
+    /// connection alone (reads included): every SQLite connection to `:memory:` opens a
+    /// database of its own, so a reader pool would read empty databases.
     Memory,
     File(PathBuf),
+}
+
+impl SqliteTarget {
+    /// How errors and health name this database: the file's absolute path, so a user with
+    /// several databases can tell which one failed.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            SqliteTarget::Memory => "SQLite in-memory database".to_string(),
+            SqliteTarget::File(p) => format!("SQLite database {}", absolute(p).display()),
+        }
+    }
+}
+
+/// `path` made absolute against the working directory (no I/O; the file may not exist yet).
+fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// SQLite's `synchronous` setting. `Full` (the default) survives power loss; `Normal` may lose
@@ -95,6 +114,7 @@ impl SqliteStore {
         synchronous: Synchronous,
         readers: usize,
     ) -> Result<Self, StoreError> {
+        let database = target.describe();
         let path = match &target {
             SqliteTarget::Memory => ":memory:".to_string(),
             SqliteTarget::File(p) => {
@@ -104,7 +124,7 @@ impl SqliteStore {
                 {
                     return Err(StoreError::Connect {
                         backend: "sqlite",
-                        target: p.display().to_string(),
+                        target: absolute(p).display().to_string(),
                         message: format!(
                             "directory '{}' does not exist; create it first",
                             parent.display()
@@ -116,14 +136,23 @@ impl SqliteStore {
         };
         let setup = pragmas(synchronous);
         let writer_path = path.clone();
+        let target_name = match &target {
+            SqliteTarget::Memory => ":memory:".to_string(),
+            SqliteTarget::File(p) => absolute(p).display().to_string(),
+        };
+        let connect_error = {
+            let target = target_name.clone();
+            move |message: String| StoreError::Connect {
+                backend: "sqlite",
+                target: target.clone(),
+                message,
+            }
+        };
+        let open_error = connect_error.clone();
         let writer =
             tokio::task::spawn_blocking(move || -> Result<SqliteConnection, StoreError> {
-                let mut conn =
-                    SqliteConnection::establish(&writer_path).map_err(|e| StoreError::Connect {
-                        backend: "sqlite",
-                        target: writer_path.clone(),
-                        message: e.to_string(),
-                    })?;
+                let mut conn = SqliteConnection::establish(&writer_path)
+                    .map_err(|e| open_error(e.to_string()))?;
                 diesel::connection::SimpleConnection::batch_execute(&mut conn, &setup)?;
                 diesel::connection::SimpleConnection::batch_execute(
                     &mut conn,
@@ -139,11 +168,7 @@ impl SqliteStore {
                 Ok(conn)
             })
             .await
-            .map_err(|e| StoreError::Connect {
-                backend: "sqlite",
-                target: path.clone(),
-                message: format!("opening thread failed: {e}"),
-            })??;
+            .map_err(|e| connect_error(format!("opening thread failed: {e}")))??;
 
         let readers = match target {
             SqliteTarget::Memory => None,
@@ -155,12 +180,9 @@ impl SqliteStore {
             "BEGIN IMMEDIATE",
             super::writer::NoMerge,
             "cloacina-sqlite-writer",
+            database,
         )
-        .map_err(|e| StoreError::Connect {
-            backend: "sqlite",
-            target: path.clone(),
-            message: format!("cannot start the writer thread: {e}"),
-        })?;
+        .map_err(|e| connect_error(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             writer,
             readers,
@@ -170,6 +192,20 @@ impl SqliteStore {
 
     pub(crate) fn commits(&self) -> u64 {
         self.writer.commits()
+    }
+
+    pub(crate) fn write_health(&self) -> Option<super::writer::WriteFailure> {
+        self.writer.health()
+    }
+
+    /// Closes the readers, then the writer once it has committed what is queued. SQLite
+    /// checkpoints the WAL and removes the -wal and -shm files when the file's last
+    /// connection closes (a reader still lent out closes when it comes back).
+    pub(crate) async fn close(&self) {
+        if let Some(pool) = &self.readers {
+            pool.close();
+        }
+        self.writer.close().await;
     }
 
     /// Runs `f` inside the writer's next group-commit transaction; resolves after the commit.

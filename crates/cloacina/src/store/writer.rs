@@ -9,13 +9,14 @@
 //! rolled back and every item runs alone through [`Merge::one`] in a savepoint of its own, so
 //! the failure semantics are those of separate writes.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use diesel_async::SimpleAsyncConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::StoreError;
+use super::types::{Millis, now_ms};
 use crate::workflow::BoxFuture;
 
 /// Most writes one transaction takes; bounds commit latency under heavy load.
@@ -25,6 +26,9 @@ type Deliver = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 
 struct JobDone {
     ok: bool,
+    /// The write failed because the database did (full, read-only, unreachable): the batch
+    /// counts as failed for the writer's health even if its COMMIT goes through.
+    db_failure: Option<String>,
     /// Notifications to send with the commit (PostgreSQL `NOTIFY` payloads).
     notes: Vec<String>,
     deliver: Deliver,
@@ -48,6 +52,93 @@ struct Merged<M: Merge<C>, C> {
 enum Queued<M: Merge<C>, C> {
     Job(Job<C>),
     Merged(Merged<M, C>),
+    /// Commit what is queued before this, close the connection, then answer.
+    Close(oneshot::Sender<()>),
+}
+
+/// Commits are failing: what the last failed batch said, and since when.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WriteFailure {
+    /// The last failure, naming the database (`SQLite database /path/x.db: ...`).
+    pub message: String,
+    /// When the first failure of this streak happened (Unix milliseconds).
+    pub since: Millis,
+    /// When the last one happened (Unix milliseconds).
+    pub last: Millis,
+    /// Failed batches in this streak (each batch is one transaction of one or more writes).
+    pub failures: u64,
+}
+
+/// The outcome of the writer's batches, read by health checks. The writer touches it once per
+/// batch: on success one atomic load (and a lock only when ending a failure streak).
+pub(crate) struct WriteHealth {
+    failing: AtomicBool,
+    last: Mutex<Option<WriteFailure>>,
+    /// Names the database in the recorded messages.
+    database: String,
+}
+
+impl WriteHealth {
+    fn new(database: String) -> Self {
+        WriteHealth {
+            failing: AtomicBool::new(false),
+            last: Mutex::new(None),
+            database,
+        }
+    }
+
+    fn succeeded(&self) {
+        if self.failing.load(Ordering::Acquire) {
+            *self.last.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            self.failing.store(false, Ordering::Release);
+        }
+    }
+
+    fn failed(&self, error: &str) {
+        let now = now_ms();
+        let message = format!("{}: {error}", self.database);
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        match last.as_mut() {
+            Some(f) => {
+                f.message = message;
+                f.last = now;
+                f.failures += 1;
+            }
+            None => {
+                *last = Some(WriteFailure {
+                    message,
+                    since: now,
+                    last: now,
+                    failures: 1,
+                })
+            }
+        }
+        self.failing.store(true, Ordering::Release);
+    }
+
+    /// The current failure streak, or `None` when the last batch committed. No I/O.
+    pub(crate) fn get(&self) -> Option<WriteFailure> {
+        if !self.failing.load(Ordering::Acquire) {
+            return None;
+        }
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The writer is gone (closed, or its thread or task ended): nothing can commit any more.
+    fn stopped(&self) -> WriteFailure {
+        let now = now_ms();
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let since = last.as_ref().map_or(now, |f| f.since);
+        let failure = WriteFailure {
+            message: format!("{}: {}", self.database, StoreError::WriterGone),
+            since,
+            last: now,
+            failures: last.as_ref().map_or(0, |f| f.failures),
+        };
+        *last = Some(failure.clone());
+        self.failing.store(true, Ordering::Release);
+        failure
+    }
 }
 
 /// Writes of one kind that a backend can run together, and how to send notifications.
@@ -116,6 +207,7 @@ pub(crate) type Reconnect<C> =
 pub(crate) struct Writer<C, M: Merge<C> = NoMerge> {
     jobs: mpsc::UnboundedSender<Queued<M, C>>,
     commits: Arc<AtomicU64>,
+    health: Arc<WriteHealth>,
 }
 
 impl<C, M> Writer<C, M>
@@ -124,23 +216,28 @@ where
     M: Merge<C>,
 {
     /// Starts the writer as a task on the current runtime (for connections that do async I/O).
+    /// `database` names the database in health messages.
     pub(crate) fn spawn(
         conn: C,
         begin: &'static str,
         merge: M,
         reconnect: Option<Reconnect<C>>,
+        database: String,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let commits = Arc::new(AtomicU64::new(0));
-        tokio::spawn(writer_loop(
-            conn,
-            rx,
-            commits.clone(),
+        let health = Arc::new(WriteHealth::new(database));
+        let state = LoopState {
+            commits: commits.clone(),
+            health: health.clone(),
             begin,
-            merge,
-            reconnect,
-        ));
-        Writer { jobs: tx, commits }
+        };
+        tokio::spawn(writer_loop(conn, rx, state, merge, reconnect));
+        Writer {
+            jobs: tx,
+            commits,
+            health,
+        }
     }
 
     /// Starts the writer on a thread of its own (for connections whose calls block).
@@ -149,22 +246,51 @@ where
         begin: &'static str,
         merge: M,
         name: &str,
+        database: String,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let commits = Arc::new(AtomicU64::new(0));
-        let counter = commits.clone();
+        let health = Arc::new(WriteHealth::new(database));
+        let state = LoopState {
+            commits: commits.clone(),
+            health: health.clone(),
+            begin,
+        };
         std::thread::Builder::new().name(name.to_string()).spawn(move || {
             match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt.block_on(writer_loop(conn, rx, counter, begin, merge, None)),
+                Ok(rt) => rt.block_on(writer_loop(conn, rx, state, merge, None)),
                 Err(e) => tracing::error!(error = %e, "cannot start the database writer thread's runtime"),
             }
         })?;
-        Ok(Writer { jobs: tx, commits })
+        Ok(Writer {
+            jobs: tx,
+            commits,
+            health,
+        })
     }
 
     /// Transactions committed so far.
     pub(crate) fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
+    }
+
+    /// The current commit failure streak, or `None` when the last batch committed; a
+    /// failure too once the writer has stopped, since nothing can commit then.
+    pub(crate) fn health(&self) -> Option<WriteFailure> {
+        if self.jobs.is_closed() {
+            return Some(self.health.stopped());
+        }
+        self.health.get()
+    }
+
+    /// Commits every write queued so far, then closes the connection; resolves once it is
+    /// closed. Writes queued afterwards fail with [`StoreError::WriterGone`]. Idempotent.
+    pub(crate) async fn close(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.jobs.send(Queued::Close(ack)).is_ok() {
+            // An error means the writer already stopped, its connection with it.
+            let _ = done.await;
+        }
     }
 
     /// Runs `f` inside the writer's next transaction; resolves after the commit.
@@ -191,6 +317,10 @@ where
             Box::pin(async move {
                 let result = f(conn).await;
                 let ok = result.is_ok();
+                let db_failure = match &result {
+                    Err(e) if e.is_database_failure() => Some(e.to_string()),
+                    _ => None,
+                };
                 let notes = result.as_ref().map(notes).unwrap_or_default();
                 let deliver: Deliver = Box::new(move |commit| {
                     let out = match (commit, result) {
@@ -202,7 +332,12 @@ where
                         let _ = tx.send(out);
                     }
                 });
-                JobDone { ok, notes, deliver }
+                JobDone {
+                    ok,
+                    db_failure,
+                    notes,
+                    deliver,
+                }
             })
         });
         let fail = Box::new(move |e: &StoreError| {
@@ -226,31 +361,57 @@ where
     }
 }
 
+/// What the writer loop shares with its [`Writer`].
+struct LoopState {
+    commits: Arc<AtomicU64>,
+    health: Arc<WriteHealth>,
+    begin: &'static str,
+}
+
 async fn writer_loop<C: SimpleAsyncConnection + Send, M: Merge<C>>(
     mut conn: C,
     mut rx: mpsc::UnboundedReceiver<Queued<M, C>>,
-    commits: Arc<AtomicU64>,
-    begin: &'static str,
+    state: LoopState,
     merge: M,
     reconnect: Option<Reconnect<C>>,
 ) {
     let mut jobs: Vec<Job<C>> = Vec::new();
     let mut merged: Vec<Merged<M, C>> = Vec::new();
+    let mut closing: Vec<oneshot::Sender<()>> = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(q) = next.take() {
             match q {
                 Queued::Job(j) => jobs.push(j),
                 Queued::Merged(m) => merged.push(m),
+                Queued::Close(ack) => {
+                    closing.push(ack);
+                    break;
+                }
             }
             if jobs.len() + merged.len() >= MAX_BATCH {
                 break;
             }
             next = rx.try_recv().ok();
         }
-        match run_batch(&mut conn, &mut jobs, &mut merged, begin, &merge).await {
+        if jobs.is_empty() && merged.is_empty() {
+            if closing.is_empty() {
+                continue;
+            }
+            break;
+        }
+        let outcome = run_batch(
+            &mut conn,
+            &mut jobs,
+            &mut merged,
+            state.begin,
+            &merge,
+            &state.health,
+        )
+        .await;
+        match outcome {
             Ok(()) => {
-                commits.fetch_add(1, Ordering::Relaxed);
+                state.commits.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
                 // A connection that cannot even run a statement is replaced; the next batch
@@ -270,6 +431,23 @@ async fn writer_loop<C: SimpleAsyncConnection + Send, M: Merge<C>>(
                 }
             }
         }
+        if !closing.is_empty() {
+            break;
+        }
+    }
+    // Close the connection (SQLite: the last one checkpoints the WAL and removes the -wal and
+    // -shm files) before answering, so a caller that exits next leaves a clean database.
+    drop(conn);
+    // Writes queued after the close are dropped unanswered (their callers get `WriterGone`);
+    // later closes are answered now that the connection is closed.
+    rx.close();
+    while let Ok(q) = rx.try_recv() {
+        if let Queued::Close(ack) = q {
+            closing.push(ack);
+        }
+    }
+    for ack in closing {
+        let _ = ack.send(());
     }
 }
 
@@ -304,10 +482,14 @@ async fn run_batch<C: SimpleAsyncConnection + Send, M: Merge<C>>(
     merged: &mut Vec<Merged<M, C>>,
     begin: &'static str,
     merge: &M,
+    health: &WriteHealth,
 ) -> Result<(), StoreError> {
     let single = jobs.len() + merged.len() == 1;
+    // Health is recorded before any caller hears back, so a caller that saw its write fail
+    // (or succeed) reads a health that already says so.
     if let Err(e) = conn.batch_execute(begin).await {
         let err = StoreError::Query(e);
+        health.failed(&err.to_string());
         for job in jobs.drain(..) {
             (job.fail)(&err);
         }
@@ -319,6 +501,7 @@ async fn run_batch<C: SimpleAsyncConnection + Send, M: Merge<C>>(
     let mut delivers: Vec<Deliver> = Vec::with_capacity(jobs.len());
     let mut notes: Vec<String> = Vec::new();
     let mut failure: Option<StoreError> = None;
+    let mut failed_write: Option<String> = None;
     let mut lone_failed = false;
     let total = jobs.len();
     for (i, job) in jobs.drain(..).enumerate() {
@@ -344,6 +527,9 @@ async fn run_batch<C: SimpleAsyncConnection + Send, M: Merge<C>>(
         if done.ok {
             notes.extend(done.notes);
         }
+        if done.db_failure.is_some() {
+            failed_write = done.db_failure;
+        }
         delivers.push(done.deliver);
     }
 
@@ -362,8 +548,12 @@ async fn run_batch<C: SimpleAsyncConnection + Send, M: Merge<C>>(
                     for (out, reply) in outs.into_iter().zip(replies) {
                         match &out {
                             Ok(o) => notes.extend(merge.notes(o)),
-                            Err(_) if single => lone_failed = true,
-                            Err(_) => {}
+                            Err(e) => {
+                                if e.is_database_failure() {
+                                    failed_write = Some(e.to_string());
+                                }
+                                lone_failed |= single;
+                            }
                         }
                         answers.push((reply, out));
                     }
@@ -398,6 +588,11 @@ async fn run_batch<C: SimpleAsyncConnection + Send, M: Merge<C>>(
     };
     if outcome.is_err() {
         let _ = conn.batch_execute("ROLLBACK").await;
+    }
+    match (&outcome, failed_write) {
+        (Ok(()), None) => health.succeeded(),
+        (Ok(()), Some(failure)) => health.failed(&failure),
+        (Err(e), _) => health.failed(&e.to_string()),
     }
     for deliver in delivers {
         deliver(outcome.as_ref().map(|_| ()));
