@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use cloacina::config::{Config, Home};
+use cloacina::config::{Config, Home, bounds};
 use cloacina::daemon::discovery::{self, Scanner};
 use cloacina::daemon::pidfile::PidFile;
 use cloacina::daemon::status::{self, DaemonStatus};
@@ -44,10 +44,21 @@ struct Args {
     /// Debug-level logging on stderr.
     #[arg(short, long)]
     verbose: bool,
+    /// No ANSI colours on stderr (colours are only ever used when stderr is a terminal; the
+    /// NO_COLOR environment variable is honoured too).
+    #[arg(long)]
+    no_color: bool,
 }
 
 fn main() {
-    let args = Args::parse();
+    // A bad command line exits 1 like every other start failure (help and version exit 0).
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     let code = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -68,14 +79,33 @@ fn main() {
 }
 
 async fn run(args: Args) -> anyhow::Result<i32> {
+    // Handlers first, before anything slow (the first reconciliation pass takes seconds): a
+    // SIGTERM or SIGINT during start is then a normal graceful stop once the pass ends, and a
+    // SIGHUP a reload, instead of killing the process with its PID file left behind.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+
     let home = Home::resolve(args.home.as_deref())?;
+    if let Some(ms) = args.poll_interval {
+        bounds::POLL_INTERVAL_MS.check_as("--poll-interval", ms)?;
+    }
     for dir in [home.root().to_path_buf(), home.packages(), home.logs()] {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let config = Config::load(&home.config())?;
-    init_logging(&home, &config, args.verbose)?;
+    // Held (locked) until we exit: the proof for `daemon stop` and any second start.
     let _pid = PidFile::acquire(&home.daemon_pid())?;
+    let log = init_logging(&home, &config, &args)?;
     let started = Instant::now();
+    // Scratch left by a daemon killed mid-unpack; we hold the lock, so it is nobody's.
+    let swept = cloacina::daemon::sweep_scratch(&home.library_cache());
+    if swept > 0 {
+        tracing::info!(
+            removed = swept,
+            "removed scratch directories left by a previous daemon"
+        );
+    }
 
     let url = format!("sqlite://{}", home.database().display());
     let store = Store::open(&url)
@@ -149,41 +179,57 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             .unwrap_or_else(|| config.daemon.poll_interval())
     };
     let mut interval = poll_timer(poll_every(&config));
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
     tracing::info!(watch_dirs = ?dirs, pid = std::process::id(), "daemon started");
 
     loop {
+        // Signals first: one that arrived during start is handled before any further pass.
         tokio::select! {
+            biased;
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = sighup.recv() => {
+                let fresh = Config::load(&home.config()).map_err(anyhow::Error::from).and_then(|c| {
+                    let d = discovery::watch_dirs(&home, &args.watch_dirs, &c.watch.directories)?;
+                    Ok((c, d))
+                });
+                match fresh {
+                    Ok((fresh, d)) => {
+                        let changed = config.daemon.changes(&fresh.daemon);
+                        config = fresh;
+                        dirs = d;
+                        // Every [daemon] setting applies now; the shutdown timeout is read
+                        // from `config` when the drain starts.
+                        match watch(&dirs, config.daemon.watcher_debounce(), fs_tx.clone()) {
+                            Ok(w) => watcher = w,
+                            Err(e) => tracing::error!(
+                                "cannot watch the new folders ({e}); the poll interval still covers them"
+                            ),
+                        }
+                        interval = poll_timer(poll_every(&config));
+                        cron.set_config(CronConfig::from_daemon(&config.daemon));
+                        triggers.set_config(TriggerConfig::from_daemon(&config.daemon));
+                        let mut overridden = Vec::new();
+                        if args.poll_interval.is_some() {
+                            overridden.push("poll_interval_ms (--poll-interval given)");
+                        }
+                        if let Some(by) = log.set_level(&config.daemon.log_level) {
+                            overridden.push(by);
+                        }
+                        tracing::info!(
+                            watch_dirs = ?dirs,
+                            changed = ?changed,
+                            overridden = ?overridden,
+                            needs_restart = "none",
+                            "configuration reloaded (SIGHUP)"
+                        );
+                    }
+                    Err(e) => tracing::error!("configuration reload failed, keeping the old one: {e:#}"),
+                }
+            }
             Some(()) = fs_rx.recv() => {
                 while fs_rx.try_recv().is_ok() {}
             }
             _ = interval.tick() => {}
-            _ = sighup.recv() => {
-                match Config::load(&home.config()) {
-                    Ok(fresh) => {
-                        config = fresh;
-                        match discovery::watch_dirs(&home, &args.watch_dirs, &config.watch.directories) {
-                            Ok(d) => {
-                                dirs = d;
-                                match watch(&dirs, config.daemon.watcher_debounce(), fs_tx.clone()) {
-                                    Ok(w) => watcher = w,
-                                    Err(e) => tracing::error!(
-                                        "cannot watch the new folders ({e}); the poll interval still covers them"
-                                    ),
-                                }
-                                interval = poll_timer(poll_every(&config));
-                                tracing::info!(watch_dirs = ?dirs, "configuration reloaded (SIGHUP)");
-                            }
-                            Err(e) => tracing::error!("configuration reload failed, keeping the old one: {e}"),
-                        }
-                    }
-                    Err(e) => tracing::error!("configuration reload failed, keeping the old one: {e}"),
-                }
-            }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
         }
         discovery::folders_reconcile(&reconciler, &mut scanner, &dirs).await;
         refresh(&dirs, Some(now_ms())).await;
@@ -203,7 +249,9 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     drop(watcher);
     triggers.stop().await;
     cron.stop().await;
-    let report = runner.shutdown().await?;
+    let report = runner
+        .shutdown_within(config.daemon.shutdown_timeout())
+        .await?;
     socket.abort();
     let _ = std::fs::remove_file(home.daemon_socket());
     tracing::info!(
@@ -250,22 +298,51 @@ fn watch(
     Ok(debouncer)
 }
 
-/// Human-readable logs on stderr, JSON lines in `<home>/logs/cloacina.log` (rotated daily).
-fn init_logging(home: &Home, config: &Config, verbose: bool) -> anyhow::Result<()> {
+/// The log filter, and what fixes it when `daemon.log_level` cannot change it.
+struct LogControl {
+    handle: tracing_subscriber::reload::Handle<
+        tracing_subscriber::EnvFilter,
+        tracing_subscriber::Registry,
+    >,
+    /// `-v` or `RUST_LOG` set the filter at start; a reload leaves it alone.
+    fixed_by: Option<&'static str>,
+}
+
+impl LogControl {
+    /// Applies `level` (a reload); returns what overrides it instead, if anything does.
+    fn set_level(&self, level: &str) -> Option<&'static str> {
+        if let Some(by) = self.fixed_by {
+            return Some(by);
+        }
+        let filter = tracing_subscriber::EnvFilter::new(level.to_lowercase());
+        if let Err(e) = self.handle.reload(filter) {
+            tracing::error!("cannot change the log level: {e}");
+        }
+        None
+    }
+}
+
+/// Human-readable logs on stderr (coloured only on a terminal, never with `--no-color` or
+/// NO_COLOR), JSON lines in `<home>/logs/cloacina.log` (rotated daily); one filter for both,
+/// behind a reload handle so SIGHUP can change `log_level`.
+fn init_logging(home: &Home, config: &Config, args: &Args) -> anyhow::Result<LogControl> {
+    use std::io::IsTerminal;
     use tracing_subscriber::prelude::*;
-    use tracing_subscriber::{EnvFilter, fmt};
-    let level = if verbose {
-        "debug".to_string()
+    use tracing_subscriber::{EnvFilter, fmt, reload};
+    let (filter, fixed_by) = if args.verbose {
+        (EnvFilter::new("debug"), Some("log_level (-v given)"))
     } else {
-        config.daemon.log_level.to_lowercase()
-    };
-    let filter = |default: &str| {
-        if verbose {
-            EnvFilter::new(default)
-        } else {
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
+        match EnvFilter::try_from_default_env() {
+            Ok(f) => (f, Some("log_level (RUST_LOG set)")),
+            Err(_) => (EnvFilter::new(config.daemon.log_level.to_lowercase()), None),
         }
     };
+    let (filter, handle) = reload::Layer::new(filter);
+    let color = cloacina::daemon::stderr_color(
+        args.no_color,
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::io::stderr().is_terminal(),
+    );
     let file = file_rotate::FileRotate::new(
         home.logs().join("cloacina.log"),
         file_rotate::suffix::AppendTimestamp::default(file_rotate::suffix::FileLimit::MaxFiles(14)),
@@ -276,20 +353,12 @@ fn init_logging(home: &Home, config: &Config, verbose: bool) -> anyhow::Result<(
     let file = Arc::new(Mutex::new(file));
     let writer = move || LockedWriter(file.clone());
     tracing_subscriber::registry()
-        .with(
-            fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_filter(filter(&level)),
-        )
-        .with(
-            fmt::layer()
-                .json()
-                .with_ansi(false)
-                .with_writer(writer)
-                .with_filter(filter(&level)),
-        )
+        .with(filter)
+        .with(fmt::layer().with_ansi(color).with_writer(std::io::stderr))
+        .with(fmt::layer().json().with_ansi(false).with_writer(writer))
         .try_init()
-        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))?;
+    Ok(LogControl { handle, fixed_by })
 }
 
 /// A `Write` that locks the shared rotating file for each write.
