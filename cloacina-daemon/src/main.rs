@@ -222,6 +222,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
                             needs_restart = "none",
                             "configuration reloaded (SIGHUP)"
                         );
+                        tracing::debug!(log_level = %config.daemon.log_level, "log filter in force");
                     }
                     Err(e) => tracing::error!("configuration reload failed, keeping the old one: {e:#}"),
                 }
