@@ -37,7 +37,7 @@ struct Args {
     /// `[watch] directories`.
     #[arg(long = "watch-dir")]
     watch_dirs: Vec<PathBuf>,
-    /// Reconciler fallback poll interval in milliseconds (default: `[daemon]
+    /// Reconciler fallback poll interval in milliseconds, 10..3600000 (default: `[daemon]
     /// poll_interval_ms`, else 500).
     #[arg(long)]
     poll_interval: Option<u64>,
@@ -155,11 +155,14 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         *lock(&snapshot) = Some(now);
     };
 
-    discovery::folders_reconcile(&reconciler, &mut scanner, &dirs).await;
-    // The folders are the desired set: schedules of packages removed while we were down go.
-    if let Err(e) = reconciler.cron_orphans_delete().await {
-        tracing::error!("{e}");
-    }
+    let first_pass = async {
+        discovery::folders_reconcile(&reconciler, &mut scanner, &dirs).await;
+        // The folders are the desired set: schedules of packages removed while we were down go.
+        if let Err(e) = reconciler.cron_orphans_delete().await {
+            tracing::error!("{e}");
+        }
+    };
+    let stop_requested = during_start(first_pass, &mut sigint, &mut sigterm).await;
     refresh(&dirs, Some(now_ms())).await;
     let status_fn = {
         let snapshot = snapshot.clone();
@@ -181,7 +184,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     let mut interval = poll_timer(poll_every(&config));
     tracing::info!(watch_dirs = ?dirs, pid = std::process::id(), "daemon started");
 
-    loop {
+    while !stop_requested {
         // Signals first: one that arrived during start is handled before any further pass.
         tokio::select! {
             biased;
@@ -261,6 +264,36 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         "daemon stopped"
     );
     Ok(0)
+}
+
+/// Awaits the start-up's slow first pass while watching the stop signals: a SIGINT or SIGTERM
+/// is remembered (`true`: the daemon then stops gracefully, without cutting the pass off
+/// half-way), and a second SIGINT exits at once with status 1, as it does while draining.
+/// SIGHUP needs nothing here: it stays pending and the main loop applies it.
+async fn during_start(
+    work: impl std::future::Future<Output = ()>,
+    sigint: &mut tokio::signal::unix::Signal,
+    sigterm: &mut tokio::signal::unix::Signal,
+) -> bool {
+    tokio::pin!(work);
+    let mut stop = false;
+    loop {
+        tokio::select! {
+            () = &mut work => return stop,
+            _ = sigint.recv() => {
+                if stop {
+                    eprintln!("second interrupt: exiting now");
+                    std::process::exit(1);
+                }
+                stop = true;
+                tracing::info!("interrupted during start: stopping once the first pass ends");
+            }
+            _ = sigterm.recv() => {
+                stop = true;
+                tracing::info!("terminated during start: stopping once the first pass ends");
+            }
+        }
+    }
 }
 
 /// The reconciler's safety-net timer; a late tick is delayed, not bunched up.

@@ -275,6 +275,18 @@ fn sigterm_or_sigint_during_start_is_a_graceful_stop() {
     }
 }
 
+/// Ctrl-C twice during a slow start exits at once with 1, as it does while draining.
+#[test]
+fn a_second_interrupt_during_start_exits_1() {
+    let mut home = signal_during_start("INT");
+    home.wait_for("the first interrupt noted", |h| {
+        h.logs().contains("interrupted during start")
+    });
+    home.signal("INT");
+    assert_eq!(home.exit_code(), Some(1), "{}", home.logs());
+    assert!(home.logs().contains("second interrupt"), "{}", home.logs());
+}
+
 #[test]
 fn sighup_during_start_is_not_fatal() {
     let mut home = signal_during_start("HUP");
