@@ -144,6 +144,22 @@ fn stop_never_signals_a_process_that_is_not_this_homes_daemon() {
     assert_eq!(other.exit_code(), Some(0));
 }
 
+/// `--force` kills the verified daemon; its PID file, stale once the lock is gone, and its
+/// socket are cleared, and the next start needs nothing else.
+#[test]
+fn stop_force_kills_this_homes_daemon_and_clears_its_files() {
+    let mut home = Home::new();
+    home.start(&[]);
+    let out = home.ctl(&["daemon", "stop", "--force"]);
+    assert!(out.status.success(), "{}", home.context(&out));
+    assert_eq!(home.exit_code(), None, "killed by SIGKILL");
+    assert!(!home.path().join("daemon.pid").exists());
+    assert!(!home.path().join("daemon.sock").exists());
+    home.start(&[]);
+    assert!(home.ctl(&["daemon", "stop"]).status.success());
+    assert_eq!(home.exit_code(), Some(0));
+}
+
 #[test]
 fn a_stale_pid_naming_a_live_process_does_not_block_start() {
     let mut home = Home::new();
