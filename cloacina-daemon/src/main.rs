@@ -184,59 +184,62 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     let mut interval = poll_timer(poll_every(&config));
     tracing::info!(watch_dirs = ?dirs, pid = std::process::id(), "daemon started");
 
-    while !stop_requested {
-        // Signals first: one that arrived during start is handled before any further pass.
-        tokio::select! {
-            biased;
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            _ = sighup.recv() => {
-                let fresh = Config::load(&home.config()).map_err(anyhow::Error::from).and_then(|c| {
-                    let d = discovery::watch_dirs(&home, &args.watch_dirs, &c.watch.directories)?;
-                    Ok((c, d))
-                });
-                match fresh {
-                    Ok((fresh, d)) => {
-                        let changed = config.daemon.changes(&fresh.daemon);
-                        config = fresh;
-                        dirs = d;
-                        // Every [daemon] setting applies now; the shutdown timeout is read
-                        // from `config` when the drain starts.
-                        match watch(&dirs, config.daemon.watcher_debounce(), fs_tx.clone()) {
-                            Ok(w) => watcher = w,
-                            Err(e) => tracing::error!(
-                                "cannot watch the new folders ({e}); the poll interval still covers them"
-                            ),
+    // A stop asked for during start skips the event loop.
+    if !stop_requested {
+        loop {
+            // Signals first: one that arrived during start is handled before any further pass.
+            tokio::select! {
+                biased;
+                _ = sigint.recv() => break,
+                _ = sigterm.recv() => break,
+                _ = sighup.recv() => {
+                    let fresh = Config::load(&home.config()).map_err(anyhow::Error::from).and_then(|c| {
+                        let d = discovery::watch_dirs(&home, &args.watch_dirs, &c.watch.directories)?;
+                        Ok((c, d))
+                    });
+                    match fresh {
+                        Ok((fresh, d)) => {
+                            let changed = config.daemon.changes(&fresh.daemon);
+                            config = fresh;
+                            dirs = d;
+                            // Every [daemon] setting applies now; the shutdown timeout is read
+                            // from `config` when the drain starts.
+                            match watch(&dirs, config.daemon.watcher_debounce(), fs_tx.clone()) {
+                                Ok(w) => watcher = w,
+                                Err(e) => tracing::error!(
+                                    "cannot watch the new folders ({e}); the poll interval still covers them"
+                                ),
+                            }
+                            interval = poll_timer(poll_every(&config));
+                            cron.set_config(CronConfig::from_daemon(&config.daemon));
+                            triggers.set_config(TriggerConfig::from_daemon(&config.daemon));
+                            let mut overridden = Vec::new();
+                            if args.poll_interval.is_some() {
+                                overridden.push("poll_interval_ms (--poll-interval given)");
+                            }
+                            if let Some(by) = log.set_level(&config.daemon.log_level) {
+                                overridden.push(by);
+                            }
+                            tracing::info!(
+                                watch_dirs = ?dirs,
+                                changed = ?changed,
+                                overridden = ?overridden,
+                                needs_restart = "none",
+                                "configuration reloaded (SIGHUP)"
+                            );
+                            tracing::debug!(log_level = %config.daemon.log_level, "log filter in force");
                         }
-                        interval = poll_timer(poll_every(&config));
-                        cron.set_config(CronConfig::from_daemon(&config.daemon));
-                        triggers.set_config(TriggerConfig::from_daemon(&config.daemon));
-                        let mut overridden = Vec::new();
-                        if args.poll_interval.is_some() {
-                            overridden.push("poll_interval_ms (--poll-interval given)");
-                        }
-                        if let Some(by) = log.set_level(&config.daemon.log_level) {
-                            overridden.push(by);
-                        }
-                        tracing::info!(
-                            watch_dirs = ?dirs,
-                            changed = ?changed,
-                            overridden = ?overridden,
-                            needs_restart = "none",
-                            "configuration reloaded (SIGHUP)"
-                        );
-                        tracing::debug!(log_level = %config.daemon.log_level, "log filter in force");
+                        Err(e) => tracing::error!("configuration reload failed, keeping the old one: {e:#}"),
                     }
-                    Err(e) => tracing::error!("configuration reload failed, keeping the old one: {e:#}"),
                 }
+                Some(()) = fs_rx.recv() => {
+                    while fs_rx.try_recv().is_ok() {}
+                }
+                _ = interval.tick() => {}
             }
-            Some(()) = fs_rx.recv() => {
-                while fs_rx.try_recv().is_ok() {}
-            }
-            _ = interval.tick() => {}
+            discovery::folders_reconcile(&reconciler, &mut scanner, &dirs).await;
+            refresh(&dirs, Some(now_ms())).await;
         }
-        discovery::folders_reconcile(&reconciler, &mut scanner, &dirs).await;
-        refresh(&dirs, Some(now_ms())).await;
     }
 
     // Graceful shutdown: a second SIGINT exits at once with status 1.
