@@ -144,6 +144,56 @@ fn stop_never_signals_a_process_that_is_not_this_homes_daemon() {
     assert_eq!(other.exit_code(), Some(0));
 }
 
+/// A PID file locked by something that is not a daemon (a `sleep` holding `flock(1)`'s lock): `stop` cannot verify
+/// the recorded pid, so it signals nothing and exits 2; `start` sees the lock and refuses.
+/// Skipped where util-linux's `flock` is missing.
+#[test]
+fn a_locked_pid_file_naming_a_stranger_is_never_signalled() {
+    let home = Home::new();
+    let pid_file = home.path().join("daemon.pid");
+    if Command::new("flock").arg("--version").output().is_err() {
+        eprintln!("flock(1) is not installed; skipped");
+        return;
+    }
+    // One process (the shell becomes `sleep`) holding the lock on fd 9.
+    let mut locker = Command::new("sh")
+        .arg("-c")
+        .arg("exec 9>>\"$1\" && flock --exclusive 9 && exec sleep 120")
+        .arg("sh")
+        .arg(&pid_file)
+        .spawn()
+        .expect("spawn the locker");
+    wait_for(
+        "flock holds the lock",
+        || {
+            cloacina::daemon::pidfile::Probe::open(&pid_file)
+                .ok()
+                .flatten()
+                .is_some_and(|p| p.held().unwrap_or(false))
+        },
+        String::new,
+    );
+    std::fs::write(&pid_file, format!("{}\n", locker.id())).expect("pid file");
+    for args in [&["daemon", "stop"][..], &["daemon", "stop", "--force"][..]] {
+        let out = home.ctl(args);
+        assert_eq!(out.status.code(), Some(2), "{}", home.context(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("not cloacina-daemon") && err.contains("nothing was signalled"),
+            "{err}"
+        );
+    }
+    assert!(
+        locker.try_wait().expect("try_wait").is_none(),
+        "not signalled"
+    );
+    let (code, err) = daemon_exit(&home, &[], Duration::from_secs(20));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("already running"), "{err}");
+    let _ = locker.kill();
+    let _ = locker.wait();
+}
+
 /// `--force` kills the verified daemon; its PID file, stale once the lock is gone, and its
 /// socket are cleared, and the next start needs nothing else.
 #[test]
