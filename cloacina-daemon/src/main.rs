@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use cloacina::config::{Config, Home};
+use cloacina::config::{Config, Home, bounds};
 use cloacina::daemon::discovery::{self, Scanner};
 use cloacina::daemon::pidfile::PidFile;
 use cloacina::daemon::status::{self, DaemonStatus};
@@ -37,17 +37,28 @@ struct Args {
     /// `[watch] directories`.
     #[arg(long = "watch-dir")]
     watch_dirs: Vec<PathBuf>,
-    /// Reconciler fallback poll interval in milliseconds (default: `[daemon]
+    /// Reconciler fallback poll interval in milliseconds, 10..3600000 (default: `[daemon]
     /// poll_interval_ms`, else 500).
     #[arg(long)]
     poll_interval: Option<u64>,
     /// Debug-level logging on stderr.
     #[arg(short, long)]
     verbose: bool,
+    /// No ANSI colours on stderr (colours are only ever used when stderr is a terminal; the
+    /// NO_COLOR environment variable is honoured too).
+    #[arg(long)]
+    no_color: bool,
 }
 
 fn main() {
-    let args = Args::parse();
+    // A bad command line exits 1 like every other start failure (help and version exit 0).
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     let code = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -68,14 +79,33 @@ fn main() {
 }
 
 async fn run(args: Args) -> anyhow::Result<i32> {
+    // Handlers first, before anything slow (the first reconciliation pass takes seconds): a
+    // SIGTERM or SIGINT during start is then a normal graceful stop once the pass ends, and a
+    // SIGHUP a reload, instead of killing the process with its PID file left behind.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+
     let home = Home::resolve(args.home.as_deref())?;
+    if let Some(ms) = args.poll_interval {
+        bounds::POLL_INTERVAL_MS.check_as("--poll-interval", ms)?;
+    }
     for dir in [home.root().to_path_buf(), home.packages(), home.logs()] {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let config = Config::load(&home.config())?;
-    init_logging(&home, &config, args.verbose)?;
+    // Held (locked) until we exit: the proof for `daemon stop` and any second start.
     let _pid = PidFile::acquire(&home.daemon_pid())?;
+    let log = init_logging(&home, &config, &args)?;
     let started = Instant::now();
+    // Scratch left by a daemon killed mid-unpack; we hold the lock, so it is nobody's.
+    let swept = cloacina::daemon::sweep_scratch(&home.library_cache());
+    if swept > 0 {
+        tracing::info!(
+            removed = swept,
+            "removed scratch directories left by a previous daemon"
+        );
+    }
 
     let url = format!("sqlite://{}", home.database().display());
     let store = Store::open(&url)
@@ -125,11 +155,14 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         *lock(&snapshot) = Some(now);
     };
 
-    discovery::folders_reconcile(&reconciler, &mut scanner, &dirs).await;
-    // The folders are the desired set: schedules of packages removed while we were down go.
-    if let Err(e) = reconciler.cron_orphans_delete().await {
-        tracing::error!("{e}");
-    }
+    let first_pass = async {
+        discovery::folders_reconcile(&reconciler, &mut scanner, &dirs).await;
+        // The folders are the desired set: schedules of packages removed while we were down go.
+        if let Err(e) = reconciler.cron_orphans_delete().await {
+            tracing::error!("{e}");
+        }
+    };
+    let stop_requested = during_start(first_pass, &mut sigint, &mut sigterm).await;
     refresh(&dirs, Some(now_ms())).await;
     let status_fn = {
         let snapshot = snapshot.clone();
@@ -149,44 +182,64 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             .unwrap_or_else(|| config.daemon.poll_interval())
     };
     let mut interval = poll_timer(poll_every(&config));
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
     tracing::info!(watch_dirs = ?dirs, pid = std::process::id(), "daemon started");
 
-    loop {
-        tokio::select! {
-            Some(()) = fs_rx.recv() => {
-                while fs_rx.try_recv().is_ok() {}
-            }
-            _ = interval.tick() => {}
-            _ = sighup.recv() => {
-                match Config::load(&home.config()) {
-                    Ok(fresh) => {
-                        config = fresh;
-                        match discovery::watch_dirs(&home, &args.watch_dirs, &config.watch.directories) {
-                            Ok(d) => {
-                                dirs = d;
-                                match watch(&dirs, config.daemon.watcher_debounce(), fs_tx.clone()) {
-                                    Ok(w) => watcher = w,
-                                    Err(e) => tracing::error!(
-                                        "cannot watch the new folders ({e}); the poll interval still covers them"
-                                    ),
-                                }
-                                interval = poll_timer(poll_every(&config));
-                                tracing::info!(watch_dirs = ?dirs, "configuration reloaded (SIGHUP)");
+    // A stop asked for during start skips the event loop.
+    if !stop_requested {
+        loop {
+            // Signals first: one that arrived during start is handled before any further pass.
+            tokio::select! {
+                biased;
+                _ = sigint.recv() => break,
+                _ = sigterm.recv() => break,
+                _ = sighup.recv() => {
+                    let fresh = Config::load(&home.config()).map_err(anyhow::Error::from).and_then(|c| {
+                        let d = discovery::watch_dirs(&home, &args.watch_dirs, &c.watch.directories)?;
+                        Ok((c, d))
+                    });
+                    match fresh {
+                        Ok((fresh, d)) => {
+                            let changed = config.daemon.changes(&fresh.daemon);
+                            config = fresh;
+                            dirs = d;
+                            // Every [daemon] setting applies now; the shutdown timeout is read
+                            // from `config` when the drain starts.
+                            match watch(&dirs, config.daemon.watcher_debounce(), fs_tx.clone()) {
+                                Ok(w) => watcher = w,
+                                Err(e) => tracing::error!(
+                                    "cannot watch the new folders ({e}); the poll interval still covers them"
+                                ),
                             }
-                            Err(e) => tracing::error!("configuration reload failed, keeping the old one: {e}"),
+                            interval = poll_timer(poll_every(&config));
+                            cron.set_config(CronConfig::from_daemon(&config.daemon));
+                            triggers.set_config(TriggerConfig::from_daemon(&config.daemon));
+                            let mut overridden = Vec::new();
+                            if args.poll_interval.is_some() {
+                                overridden.push("poll_interval_ms (--poll-interval given)");
+                            }
+                            if let Some(by) = log.set_level(&config.daemon.log_level) {
+                                overridden.push(by);
+                            }
+                            tracing::info!(
+                                watch_dirs = ?dirs,
+                                changed = ?changed,
+                                overridden = ?overridden,
+                                needs_restart = "none",
+                                "configuration reloaded (SIGHUP)"
+                            );
+                            tracing::debug!(log_level = %config.daemon.log_level, "log filter in force");
                         }
+                        Err(e) => tracing::error!("configuration reload failed, keeping the old one: {e:#}"),
                     }
-                    Err(e) => tracing::error!("configuration reload failed, keeping the old one: {e}"),
                 }
+                Some(()) = fs_rx.recv() => {
+                    while fs_rx.try_recv().is_ok() {}
+                }
+                _ = interval.tick() => {}
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            discovery::folders_reconcile(&reconciler, &mut scanner, &dirs).await;
+            refresh(&dirs, Some(now_ms())).await;
         }
-        discovery::folders_reconcile(&reconciler, &mut scanner, &dirs).await;
-        refresh(&dirs, Some(now_ms())).await;
     }
 
     // Graceful shutdown: a second SIGINT exits at once with status 1.
@@ -203,7 +256,9 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     drop(watcher);
     triggers.stop().await;
     cron.stop().await;
-    let report = runner.shutdown().await?;
+    let report = runner
+        .shutdown_within(config.daemon.shutdown_timeout())
+        .await?;
     socket.abort();
     let _ = std::fs::remove_file(home.daemon_socket());
     tracing::info!(
@@ -212,6 +267,36 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         "daemon stopped"
     );
     Ok(0)
+}
+
+/// Awaits the start-up's slow first pass while watching the stop signals: a SIGINT or SIGTERM
+/// is remembered (`true`: the daemon then stops gracefully, without cutting the pass off
+/// half-way), and a second SIGINT exits at once with status 1, as it does while draining.
+/// SIGHUP needs nothing here: it stays pending and the main loop applies it.
+async fn during_start(
+    work: impl std::future::Future<Output = ()>,
+    sigint: &mut tokio::signal::unix::Signal,
+    sigterm: &mut tokio::signal::unix::Signal,
+) -> bool {
+    tokio::pin!(work);
+    let mut stop = false;
+    loop {
+        tokio::select! {
+            () = &mut work => return stop,
+            _ = sigint.recv() => {
+                if stop {
+                    eprintln!("second interrupt: exiting now");
+                    std::process::exit(1);
+                }
+                stop = true;
+                tracing::info!("interrupted during start: stopping once the first pass ends");
+            }
+            _ = sigterm.recv() => {
+                stop = true;
+                tracing::info!("terminated during start: stopping once the first pass ends");
+            }
+        }
+    }
 }
 
 /// The reconciler's safety-net timer; a late tick is delayed, not bunched up.
@@ -250,22 +335,51 @@ fn watch(
     Ok(debouncer)
 }
 
-/// Human-readable logs on stderr, JSON lines in `<home>/logs/cloacina.log` (rotated daily).
-fn init_logging(home: &Home, config: &Config, verbose: bool) -> anyhow::Result<()> {
+/// The log filter, and what fixes it when `daemon.log_level` cannot change it.
+struct LogControl {
+    handle: tracing_subscriber::reload::Handle<
+        tracing_subscriber::EnvFilter,
+        tracing_subscriber::Registry,
+    >,
+    /// `-v` or `RUST_LOG` set the filter at start; a reload leaves it alone.
+    fixed_by: Option<&'static str>,
+}
+
+impl LogControl {
+    /// Applies `level` (a reload); returns what overrides it instead, if anything does.
+    fn set_level(&self, level: &str) -> Option<&'static str> {
+        if let Some(by) = self.fixed_by {
+            return Some(by);
+        }
+        let filter = tracing_subscriber::EnvFilter::new(level.to_lowercase());
+        if let Err(e) = self.handle.reload(filter) {
+            tracing::error!("cannot change the log level: {e}");
+        }
+        None
+    }
+}
+
+/// Human-readable logs on stderr (coloured only on a terminal, never with `--no-color` or
+/// NO_COLOR), JSON lines in `<home>/logs/cloacina.log` (rotated daily); one filter for both,
+/// behind a reload handle so SIGHUP can change `log_level`.
+fn init_logging(home: &Home, config: &Config, args: &Args) -> anyhow::Result<LogControl> {
+    use std::io::IsTerminal;
     use tracing_subscriber::prelude::*;
-    use tracing_subscriber::{EnvFilter, fmt};
-    let level = if verbose {
-        "debug".to_string()
+    use tracing_subscriber::{EnvFilter, fmt, reload};
+    let (filter, fixed_by) = if args.verbose {
+        (EnvFilter::new("debug"), Some("log_level (-v given)"))
     } else {
-        config.daemon.log_level.to_lowercase()
-    };
-    let filter = |default: &str| {
-        if verbose {
-            EnvFilter::new(default)
-        } else {
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
+        match EnvFilter::try_from_default_env() {
+            Ok(f) => (f, Some("log_level (RUST_LOG set)")),
+            Err(_) => (EnvFilter::new(config.daemon.log_level.to_lowercase()), None),
         }
     };
+    let (filter, handle) = reload::Layer::new(filter);
+    let color = cloacina::daemon::stderr_color(
+        args.no_color,
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::io::stderr().is_terminal(),
+    );
     let file = file_rotate::FileRotate::new(
         home.logs().join("cloacina.log"),
         file_rotate::suffix::AppendTimestamp::default(file_rotate::suffix::FileLimit::MaxFiles(14)),
@@ -276,20 +390,12 @@ fn init_logging(home: &Home, config: &Config, verbose: bool) -> anyhow::Result<(
     let file = Arc::new(Mutex::new(file));
     let writer = move || LockedWriter(file.clone());
     tracing_subscriber::registry()
-        .with(
-            fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_filter(filter(&level)),
-        )
-        .with(
-            fmt::layer()
-                .json()
-                .with_ansi(false)
-                .with_writer(writer)
-                .with_filter(filter(&level)),
-        )
+        .with(filter)
+        .with(fmt::layer().with_ansi(color).with_writer(std::io::stderr))
+        .with(fmt::layer().json().with_ansi(false).with_writer(writer))
         .try_init()
-        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))?;
+    Ok(LogControl { handle, fixed_by })
 }
 
 /// A `Write` that locks the shared rotating file for each write.

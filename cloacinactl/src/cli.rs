@@ -127,7 +127,7 @@ pub struct DaemonStartArgs {
     /// [watch] directories.
     #[arg(long = "watch-dir", value_name = "DIR")]
     pub watch_dirs: Vec<PathBuf>,
-    /// Reconciler fallback poll interval in milliseconds [default: 500].
+    /// Reconciler fallback poll interval in milliseconds, 10..3600000 [default: 500].
     #[arg(long, value_name = "MS")]
     pub poll_interval: Option<u64>,
 }

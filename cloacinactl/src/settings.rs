@@ -19,6 +19,8 @@ pub struct Settings {
     pub api_key: Option<String>,
     pub tenant: String,
     pub output: OutputFormat,
+    /// `--no-color` given or NO_COLOR set: passed on to the daemon `daemon start` runs.
+    pub no_color: bool,
     /// ANSI colours on stdout (table output).
     pub color: bool,
     /// ANSI colours on stderr (logs, cargo's output).
@@ -60,6 +62,7 @@ impl Settings {
             api_key: g.api_key.clone(),
             tenant: g.tenant.clone(),
             output,
+            no_color,
             color: !no_color && std::io::stdout().is_terminal(),
             color_stderr: !no_color && std::io::stderr().is_terminal(),
             progress: std::io::stderr().is_terminal(),

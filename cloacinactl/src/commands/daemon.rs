@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cloacina::config::{Config, Home};
-use cloacina::daemon::pidfile::{process_alive, read_pid};
+use cloacina::config::{Config, DaemonConfig, Home, bounds};
+use cloacina::daemon::pidfile::{self, PidState, Probe};
 use cloacina::daemon::status::{self, DaemonStatus};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -55,9 +55,15 @@ fn daemon_binary() -> Result<PathBuf, CliError> {
     )))
 }
 
-/// Replaces this process with the daemon, in the foreground.
+/// Replaces this process with the daemon, in the foreground. The daemon itself refuses to
+/// start when another holds this home's PID lock.
 fn start(settings: &Settings, home: &Home, args: &DaemonStartArgs) -> Result<(), CliError> {
     use std::os::unix::process::CommandExt;
+    if let Some(ms) = args.poll_interval {
+        bounds::POLL_INTERVAL_MS
+            .check_as("--poll-interval", ms)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+    }
     let binary = daemon_binary()?;
     let mut cmd = std::process::Command::new(&binary);
     cmd.arg("--home").arg(home.root());
@@ -70,6 +76,9 @@ fn start(settings: &Settings, home: &Home, args: &DaemonStartArgs) -> Result<(),
     if settings.verbose {
         cmd.arg("--verbose");
     }
+    if settings.no_color {
+        cmd.arg("--no-color");
+    }
     let err = cmd.exec();
     Err(CliError::User(format!(
         "cannot start {}: {err}",
@@ -77,23 +86,38 @@ fn start(settings: &Settings, home: &Home, args: &DaemonStartArgs) -> Result<(),
     )))
 }
 
-/// SIGTERM (or SIGKILL) to the recorded daemon, then waits for it to exit.
+/// SIGTERM (or SIGKILL) to this home's daemon, then waits for it to exit. Nothing is sent
+/// unless the PID file is locked and its pid is verified as the `cloacina-daemon` holding it
+/// (see `cloacina::daemon::pidfile`): a stale or foreign pid is reported, exit 2.
 fn stop(home: &Home, args: &DaemonStopArgs) -> Result<(), CliError> {
     let pid_file = home.daemon_pid();
-    let pid = read_pid(&pid_file)
-        .map_err(|e| CliError::User(e.to_string()))?
-        .ok_or_else(|| {
-            CliError::Network(format!(
-                "no daemon PID file at {}; the daemon is not running",
-                pid_file.display()
-            ))
-        })?;
-    if !process_alive(pid) {
+    let shown = pid_file.display();
+    let user = |e: cloacina::daemon::DaemonError| CliError::User(e.to_string());
+    let Some(probe) = Probe::open(&pid_file).map_err(user)? else {
         return Err(CliError::Network(format!(
-            "the daemon recorded in {} (pid {pid}) is not running; remove the stale file or start it with 'cloacinactl daemon start'",
-            pid_file.display()
+            "no daemon PID file at {shown}; the daemon is not running"
         )));
-    }
+    };
+    let pid = match probe.state().map_err(user)? {
+        PidState::Running { pid } => pid,
+        PidState::Missing => {
+            return Err(CliError::Network(format!(
+                "no daemon PID file at {shown}; the daemon is not running"
+            )));
+        }
+        PidState::Stale { pid } => {
+            let recorded = pid.map_or_else(|| "no pid".to_string(), |p| format!("pid {p}"));
+            return Err(CliError::Network(format!(
+                "the daemon is not running: {shown} is stale (it records {recorded}, but no daemon holds its lock); nothing was signalled. 'cloacinactl daemon start' replaces it"
+            )));
+        }
+        PidState::Unverified { pid, reason } => {
+            let recorded = pid.map_or_else(|| "no pid".to_string(), |p| format!("pid {p}"));
+            return Err(CliError::Network(format!(
+                "cannot verify the daemon recorded in {shown} ({recorded}): {reason}; nothing was signalled"
+            )));
+        }
+    };
     let signal = if args.force {
         Signal::SIGKILL
     } else {
@@ -101,24 +125,33 @@ fn stop(home: &Home, args: &DaemonStopArgs) -> Result<(), CliError> {
     };
     kill(Pid::from_raw(pid), signal)
         .map_err(|e| CliError::Network(format!("cannot signal the daemon (pid {pid}): {e}")))?;
-    // Wait for the drain: the configured shutdown timeout, plus a margin.
+    // Wait for the drain: the configured shutdown timeout, plus a margin. A config that no
+    // longer validates (edited since the start) falls back to the default.
     let drain = Config::load(&home.config())
         .map(|c| c.daemon.shutdown_timeout())
-        .unwrap_or(Duration::from_secs(30));
-    let deadline = Instant::now() + drain + Duration::from_secs(10);
-    while process_alive(pid) {
-        if Instant::now() > deadline {
+        .unwrap_or_else(|_| DaemonConfig::default().shutdown_timeout());
+    let limit = drain.saturating_add(Duration::from_secs(10));
+    let deadline = Instant::now().checked_add(limit);
+    // The lock is released when the daemon process is gone, however it ends.
+    while probe.held().map_err(user)? {
+        if deadline.is_some_and(|d| Instant::now() > d) {
             return Err(CliError::User(format!(
                 "the daemon (pid {pid}) did not stop within {}s; 'cloacinactl daemon stop --force' kills it",
-                (drain + Duration::from_secs(10)).as_secs()
+                limit.as_secs()
             )));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     if args.force {
-        // SIGKILL skips the daemon's own clean-up.
-        let _ = std::fs::remove_file(&pid_file);
-        let _ = std::fs::remove_file(home.daemon_socket());
+        // SIGKILL skips the daemon's own clean-up. Only remove what is still stale: a new
+        // daemon may already have replaced the files.
+        if matches!(
+            pidfile::inspect(&pid_file),
+            Ok(PidState::Stale { .. } | PidState::Missing)
+        ) {
+            let _ = std::fs::remove_file(&pid_file);
+            let _ = std::fs::remove_file(home.daemon_socket());
+        }
     }
     println!("stopped the daemon (pid {pid})");
     Ok(())

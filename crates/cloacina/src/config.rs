@@ -89,6 +89,117 @@ impl Default for DaemonConfig {
     }
 }
 
+/// A numeric setting's valid range, so a value that would panic, spin or overflow is refused
+/// at start (and at reload) with the key, the value and the range named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// The key as a user writes it (`daemon.poll_interval_ms`).
+    pub key: &'static str,
+    pub min: u64,
+    pub max: u64,
+    /// The range in words, e.g. `10 ms..1 h`.
+    pub human: &'static str,
+}
+
+/// Why a setting (from `config.toml` or a flag) is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingError {
+    #[error("{key} = {value} is out of range: it must be between {min} and {max} ({human})")]
+    OutOfRange {
+        key: String,
+        value: u64,
+        min: u64,
+        max: u64,
+        human: &'static str,
+    },
+    #[error("{key} '{value}' is not one of: {allowed}")]
+    NotOneOf {
+        key: String,
+        value: String,
+        allowed: String,
+    },
+}
+
+impl Bounds {
+    /// `value` if it lies in the range, else an error naming the key.
+    pub fn check(&self, value: u64) -> Result<u64, SettingError> {
+        self.check_as(self.key, value)
+    }
+
+    /// Like [`Bounds::check`], naming `name` instead (a flag: `--poll-interval`).
+    pub fn check_as(&self, name: &str, value: u64) -> Result<u64, SettingError> {
+        if (self.min..=self.max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(SettingError::OutOfRange {
+                key: name.to_string(),
+                value,
+                min: self.min,
+                max: self.max,
+                human: self.human,
+            })
+        }
+    }
+}
+
+/// The valid range of each numeric `[daemon]` key (documented in docs/daemon.md).
+pub mod bounds {
+    use super::Bounds;
+
+    /// 10 ms..1 h: below 10 ms the fallback pass would busy-loop; 0 panicked.
+    pub const POLL_INTERVAL_MS: Bounds = Bounds {
+        key: "daemon.poll_interval_ms",
+        min: 10,
+        max: 3_600_000,
+        human: "10 ms..1 h",
+    };
+    /// 0..1 day: 0 releases running tasks at once; larger overflowed `daemon stop`'s deadline.
+    pub const SHUTDOWN_TIMEOUT_S: Bounds = Bounds {
+        key: "daemon.shutdown_timeout_s",
+        min: 0,
+        max: 86_400,
+        human: "0 s..1 day",
+    };
+    /// 10 ms..1 min: 0 made the watcher spin a core.
+    pub const WATCHER_DEBOUNCE_MS: Bounds = Bounds {
+        key: "daemon.watcher_debounce_ms",
+        min: 10,
+        max: 60_000,
+        human: "10 ms..1 min",
+    };
+    /// 10 ms..1 h.
+    pub const TRIGGER_POLL_INTERVAL_MS: Bounds = Bounds {
+        key: "daemon.trigger_poll_interval_ms",
+        min: 10,
+        max: 3_600_000,
+        human: "10 ms..1 h",
+    };
+    /// 1..100000 runs (a schedule always keeps at least one catch-up run).
+    pub const CRON_MAX_CATCHUP: Bounds = Bounds {
+        key: "daemon.cron_max_catchup",
+        min: 1,
+        max: 100_000,
+        human: "1..100000 runs",
+    };
+    /// 1 s..1 day.
+    pub const CRON_RECOVERY_INTERVAL_S: Bounds = Bounds {
+        key: "daemon.cron_recovery_interval_s",
+        min: 1,
+        max: 86_400,
+        human: "1 s..1 day",
+    };
+    /// 1 min..1 week.
+    pub const CRON_LOST_THRESHOLD_MIN: Bounds = Bounds {
+        key: "daemon.cron_lost_threshold_min",
+        min: 1,
+        max: 10_080,
+        human: "1 min..1 week",
+    };
+}
+
+/// The accepted `daemon.log_level` values.
+pub const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
+
 impl DaemonConfig {
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms.max(1))
@@ -97,7 +208,7 @@ impl DaemonConfig {
         Duration::from_secs(self.shutdown_timeout_s)
     }
     pub fn watcher_debounce(&self) -> Duration {
-        Duration::from_millis(self.watcher_debounce_ms)
+        Duration::from_millis(self.watcher_debounce_ms.max(1))
     }
     pub fn trigger_poll_interval(&self) -> Duration {
         Duration::from_millis(self.trigger_poll_interval_ms.max(1))
@@ -109,22 +220,75 @@ impl DaemonConfig {
         Duration::from_secs(self.cron_lost_threshold_min.saturating_mul(60))
     }
 
-    fn validate(&self) -> Result<(), String> {
-        const LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
-        if !LEVELS.contains(&self.log_level.to_ascii_lowercase().as_str()) {
-            return Err(format!(
-                "daemon.log_level '{}' is not one of: {}",
-                self.log_level,
-                LEVELS.join(", ")
-            ));
+    /// Every key checked against its documented range ([`bounds`]) and the log level against
+    /// [`LOG_LEVELS`]; the first problem is returned.
+    pub fn validate(&self) -> Result<(), SettingError> {
+        if !LOG_LEVELS.contains(&self.log_level.to_ascii_lowercase().as_str()) {
+            return Err(SettingError::NotOneOf {
+                key: "daemon.log_level".to_string(),
+                value: self.log_level.clone(),
+                allowed: LOG_LEVELS.join(", "),
+            });
         }
-        if self.poll_interval_ms == 0 {
-            return Err("daemon.poll_interval_ms must be greater than 0".to_string());
+        bounds::POLL_INTERVAL_MS.check(self.poll_interval_ms)?;
+        bounds::SHUTDOWN_TIMEOUT_S.check(self.shutdown_timeout_s)?;
+        bounds::WATCHER_DEBOUNCE_MS.check(self.watcher_debounce_ms)?;
+        bounds::TRIGGER_POLL_INTERVAL_MS.check(self.trigger_poll_interval_ms)?;
+        if let Some(n) = self.cron_max_catchup {
+            bounds::CRON_MAX_CATCHUP.check(u64::from(n))?;
         }
-        if self.trigger_poll_interval_ms == 0 {
-            return Err("daemon.trigger_poll_interval_ms must be greater than 0".to_string());
-        }
+        bounds::CRON_RECOVERY_INTERVAL_S.check(self.cron_recovery_interval_s)?;
+        bounds::CRON_LOST_THRESHOLD_MIN.check(self.cron_lost_threshold_min)?;
         Ok(())
+    }
+
+    /// `key: old -> new` for each setting that differs from `self` in `new`, for the reload
+    /// log line.
+    pub fn changes(&self, new: &DaemonConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut diff = |key: &str, old: String, new: String| {
+            if old != new {
+                out.push(format!("{key}: {old} -> {new}"));
+            }
+        };
+        diff(
+            "poll_interval_ms",
+            self.poll_interval_ms.to_string(),
+            new.poll_interval_ms.to_string(),
+        );
+        diff("log_level", self.log_level.clone(), new.log_level.clone());
+        diff(
+            "shutdown_timeout_s",
+            self.shutdown_timeout_s.to_string(),
+            new.shutdown_timeout_s.to_string(),
+        );
+        diff(
+            "watcher_debounce_ms",
+            self.watcher_debounce_ms.to_string(),
+            new.watcher_debounce_ms.to_string(),
+        );
+        diff(
+            "trigger_poll_interval_ms",
+            self.trigger_poll_interval_ms.to_string(),
+            new.trigger_poll_interval_ms.to_string(),
+        );
+        let catchup = |c: Option<u32>| c.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
+        diff(
+            "cron_max_catchup",
+            catchup(self.cron_max_catchup),
+            catchup(new.cron_max_catchup),
+        );
+        diff(
+            "cron_recovery_interval_s",
+            self.cron_recovery_interval_s.to_string(),
+            new.cron_recovery_interval_s.to_string(),
+        );
+        diff(
+            "cron_lost_threshold_min",
+            self.cron_lost_threshold_min.to_string(),
+            new.cron_lost_threshold_min.to_string(),
+        );
+        out
     }
 }
 
@@ -158,13 +322,10 @@ impl Config {
             path: path.display().to_string(),
             message: e.to_string().trim().replace('\n', " "),
         })?;
-        config
-            .daemon
-            .validate()
-            .map_err(|message| ConfigError::Invalid {
-                path: path.display().to_string(),
-                message,
-            })?;
+        config.daemon.validate().map_err(|e| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         Ok(config)
     }
 
@@ -331,6 +492,67 @@ directories = ["~/my-workflows", "/opt/cloacina/packages"]
                 .contains("daemon.log_level 'loud' is not one of"),
             "{e}"
         );
+    }
+
+    /// Each numeric key refuses the values outside its documented range (0 used to panic or
+    /// spin; a huge shutdown timeout overflowed `daemon stop`), naming key, value and range.
+    #[test]
+    fn numeric_keys_are_checked_against_their_ranges() {
+        let cases = [
+            ("poll_interval_ms", 0u64, 10u64, 3_600_000u64),
+            ("shutdown_timeout_s", u64::MAX, 0, 86_400),
+            ("watcher_debounce_ms", 0, 10, 60_000),
+            ("trigger_poll_interval_ms", 0, 10, 3_600_000),
+            ("cron_max_catchup", 0, 1, 100_000),
+            ("cron_recovery_interval_s", 0, 1, 86_400),
+            ("cron_lost_threshold_min", 0, 1, 10_080),
+        ];
+        for (key, bad, min, max) in cases {
+            let parse =
+                |v: u64| Config::parse(&format!("[daemon]\n{key} = {v}\n"), Path::new("c.toml"));
+            for ok in [min, max] {
+                parse(ok).unwrap_or_else(|e| panic!("{key} = {ok} is in range: {e}"));
+            }
+            for out in [bad.min(i64::MAX as u64), max + 1] {
+                if out >= min && out <= max {
+                    continue;
+                }
+                let e = parse(out).expect_err("out of range");
+                let text = e.to_string();
+                assert!(
+                    text.contains(&format!("daemon.{key} = {out} is out of range"))
+                        && text.contains(&format!("between {min} and {max}")),
+                    "{text}"
+                );
+            }
+        }
+        let flag = bounds::POLL_INTERVAL_MS
+            .check_as("--poll-interval", 0)
+            .expect_err("0");
+        assert_eq!(
+            flag.to_string(),
+            "--poll-interval = 0 is out of range: it must be between 10 and 3600000 (10 ms..1 h)"
+        );
+    }
+
+    #[test]
+    fn changes_name_each_key_that_differs() {
+        let old = DaemonConfig::default();
+        let new = DaemonConfig {
+            log_level: "debug".to_string(),
+            shutdown_timeout_s: 1,
+            cron_max_catchup: Some(3),
+            ..DaemonConfig::default()
+        };
+        assert_eq!(
+            old.changes(&new),
+            vec![
+                "log_level: info -> debug",
+                "shutdown_timeout_s: 30 -> 1",
+                "cron_max_catchup: unlimited -> 3"
+            ]
+        );
+        assert!(old.changes(&old).is_empty());
     }
 
     #[test]

@@ -614,8 +614,52 @@ async fn sweep_repairs_lost_schedules(db: &TestDb) {
     assert_eq!(fired, ["lost_all", "lost_all"]);
 }
 
+/// `set_config` (a daemon reload) applies at once: a lower catch-up cap to the next pass, a
+/// shorter lost threshold to the next sweep.
+async fn new_settings_apply_to_the_next_pass_and_sweep(db: &TestDb) {
+    let clock = ManualClock::new(T0);
+    let n = node(db, CronConfig::default(), Some(clock.clone())).await;
+    let mut lost = cron("lost_soon", "* * * * *", CatchUp::Skip);
+    lost.workflow = "served_elsewhere".into();
+    n.cron
+        .schedules_write(
+            "pkg",
+            "public",
+            &[cron("five", "* * * * *", CatchUp::RunAll { max: 5 }), lost],
+        )
+        .await
+        .expect("write");
+    clock.advance(Duration::from_secs(7 * 60));
+    // Seven minutes behind: not lost under the default 10 min threshold.
+    assert!(
+        n.cron
+            .sweep_once()
+            .await
+            .expect("sweep")
+            .repaired
+            .is_empty()
+    );
+    n.cron.set_config(fast(CronConfig {
+        max_catchup: Some(2),
+        lost_threshold: Duration::from_secs(5 * 60),
+        ..CronConfig::default()
+    }));
+    assert_eq!(n.cron.config().max_catchup, Some(2));
+    let sweep = n.cron.sweep_once().await.expect("sweep");
+    let mut repaired: Vec<&str> = sweep.repaired.iter().map(|r| r.0.as_str()).collect();
+    repaired.sort();
+    assert_eq!(repaired, ["five", "lost_soon"], "the new threshold applies");
+    let report = n.cron.run_once().await.expect("pass");
+    assert_eq!(
+        report.fired.len(),
+        2,
+        "the new cap (2, not the schedule's 5) applies: {report:?}"
+    );
+}
+
 conformance!(
     per_second_schedule_fires_its_workflow,
+    new_settings_apply_to_the_next_pass_and_sweep,
     two_schedulers_never_fire_an_instant_twice,
     racing_catch_up_passes_share_the_instants,
     run_all_catches_up_to_its_cap_after_a_gap,

@@ -654,8 +654,40 @@ async fn dropping_the_scheduler_stops_its_triggers(db: &TestDb) {
     r.shutdown().await.expect("shutdown");
 }
 
+/// `set_config` (a daemon reload) re-bases the triggers already registered: a slower base
+/// interval applies from their next poll.
+async fn a_new_base_interval_applies_to_registered_triggers(db: &TestDb) {
+    let store = db.open().await;
+    let r = runner(&store, None).await;
+    let t = scheduler(&store, &r);
+    let fake = Fake::firing(Value::Null);
+    t.triggers_register_source(
+        "p",
+        "public",
+        fake.clone(),
+        &[desc("rebased", "gated", 20, false)],
+    )
+    .await
+    .expect("register");
+    wait_until("polls", || fake.polls() >= 3).await;
+    assert_eq!(info(&t, "rebased").interval, Duration::from_millis(20));
+    t.set_config(TriggerConfig {
+        base_interval: Duration::from_secs(60),
+    });
+    assert_eq!(t.config().base_interval, Duration::from_secs(60));
+    assert_eq!(info(&t, "rebased").interval, Duration::from_secs(60));
+    // The poll already sleeping its 20 ms may still happen; then none for a minute.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let polls = fake.polls();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.polls(), polls, "polled at the new base interval");
+    t.stop().await;
+    r.shutdown().await.expect("shutdown");
+}
+
 conformance!(
     package_trigger_fires_its_workflow,
+    a_new_base_interval_applies_to_registered_triggers,
     duplicate_context_is_deduplicated_while_the_first_run_is_in_flight,
     unregister_stops_polling_and_register_replaces,
     poll_loop_deduplicates_identical_fires,

@@ -493,17 +493,20 @@ impl Runner {
     /// Stops claiming, waits up to `shutdown_timeout` for running tasks, then aborts the rest
     /// and hands their leases back so another runner can take them at once.
     pub async fn shutdown(&self) -> Result<ShutdownReport, EngineError> {
+        self.shutdown_within(self.shared.config.shutdown_timeout)
+            .await
+    }
+
+    /// [`Runner::shutdown`] with `timeout` instead of the configured `shutdown_timeout`: the
+    /// daemon passes the value of its current configuration, which a reload may have changed.
+    pub async fn shutdown_within(&self, timeout: Duration) -> Result<ShutdownReport, EngineError> {
         let shared = &self.shared;
         shared.stopping.store(true, Ordering::SeqCst);
         shared.wake.notify_one();
         let running_at_start = lock(&shared.tasks).len();
         let handed_back_before = shared.stats.handed_back.load(Ordering::SeqCst);
         let all = shared.config.held_max() as u32;
-        let drained = tokio::time::timeout(
-            shared.config.shutdown_timeout,
-            shared.holds.acquire_many(all),
-        )
-        .await;
+        let drained = tokio::time::timeout(timeout, shared.holds.acquire_many(all)).await;
         let mut report = ShutdownReport::default();
         let handed_back = |shared: &Shared| {
             (shared.stats.handed_back.load(Ordering::SeqCst) - handed_back_before) as usize

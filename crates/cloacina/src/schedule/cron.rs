@@ -414,13 +414,26 @@ struct CronStats {
 struct CronInner {
     store: Store,
     runner: Runner,
-    config: CronConfig,
+    /// Replaced by [`CronScheduler::set_config`] (a daemon reload); read afresh by each pass.
+    config: std::sync::RwLock<CronConfig>,
     clock: Arc<dyn Clock>,
     wake: Notify,
     stop: watch::Sender<bool>,
     task: std::sync::Mutex<Option<JoinHandle<()>>>,
     notes: Notes<Uuid>,
     stats: CronStats,
+    /// Set by [`CronScheduler::set_config`]: the loop reschedules its next sweep by the new
+    /// recovery interval.
+    reset_sweep: std::sync::atomic::AtomicBool,
+}
+
+impl CronInner {
+    fn config(&self) -> CronConfig {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// Fires the stored cron schedules through a runner. Clone it freely; clones share one
@@ -433,7 +446,7 @@ pub struct CronScheduler {
 impl std::fmt::Debug for CronScheduler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CronScheduler")
-            .field("config", &self.inner.config)
+            .field("config", &self.config())
             .field("running", &self.is_running())
             .finish()
     }
@@ -465,19 +478,30 @@ impl CronScheduler {
             inner: Arc::new(CronInner {
                 store,
                 runner,
-                config,
+                config: std::sync::RwLock::new(config),
                 clock,
                 wake: Notify::new(),
                 stop,
                 task: std::sync::Mutex::new(None),
                 notes: Notes::default(),
                 stats: CronStats::default(),
+                reset_sweep: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
 
-    pub fn config(&self) -> &CronConfig {
-        &self.inner.config
+    /// The settings in force.
+    pub fn config(&self) -> CronConfig {
+        self.inner.config()
+    }
+
+    /// Replaces the settings while the scheduler runs (a daemon reload): the next pass and
+    /// sweep use them, and the loop wakes at once so a shorter recovery interval or tick takes
+    /// effect now.
+    pub fn set_config(&self, config: CronConfig) {
+        *self.inner.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+        self.inner.reset_sweep.store(true, Ordering::SeqCst);
+        self.inner.wake.notify_one();
     }
 
     pub fn counters(&self) -> CronCounters {
@@ -692,6 +716,7 @@ impl CronScheduler {
         report: &mut PassReport,
     ) -> Result<(), ScheduleError> {
         let inner = &self.inner;
+        let config = inner.config();
         let expr = CronExpr::parse(&s.expression, &s.timezone).map_err(|reason| {
             ScheduleError::InvalidSchedule {
                 schedule: s.name.clone(),
@@ -701,10 +726,10 @@ impl CronScheduler {
         let plan = plan(
             &expr,
             s.catch_up,
-            inner.config.max_catchup,
+            config.max_catchup,
             s.next_run_at,
             now,
-            inner.config.misfire_grace,
+            config.misfire_grace,
         );
         if let Some((to, missed)) = plan.advance
             && inner
@@ -714,7 +739,7 @@ impl CronScheduler {
         {
             self.count_missed(s, missed, report);
         }
-        let grace = inner.config.misfire_grace.as_millis() as i64;
+        let grace = config.misfire_grace.as_millis() as i64;
         for f in plan.fires {
             let (instant, local) = expr.rfc3339(f.instant);
             let context = Context::from_value(json!({
@@ -787,12 +812,9 @@ impl CronScheduler {
     /// [`CronConfig::recovery_interval`].
     pub async fn sweep_once(&self) -> Result<SweepReport, ScheduleError> {
         let inner = &self.inner;
+        let config = inner.config();
         let now = inner.clock.now_ms();
-        let threshold = inner
-            .config
-            .lost_threshold
-            .as_millis()
-            .min(i64::MAX as u128) as i64;
+        let threshold = config.lost_threshold.as_millis().min(i64::MAX as u128) as i64;
         let lost = inner
             .store
             .cron_schedule_list(CronScheduleFilter {
@@ -806,13 +828,9 @@ impl CronScheduler {
             let Ok(expr) = CronExpr::parse(&s.expression, &s.timezone) else {
                 continue;
             };
-            let Some((to, dropped)) = repair(
-                &expr,
-                s.catch_up,
-                inner.config.max_catchup,
-                s.next_run_at,
-                now,
-            ) else {
+            let Some((to, dropped)) =
+                repair(&expr, s.catch_up, config.max_catchup, s.next_run_at, now)
+            else {
                 continue;
             };
             if inner
@@ -857,13 +875,17 @@ async fn run_loop(weak: std::sync::Weak<CronInner>, mut stop: watch::Receiver<bo
         };
         let this = CronScheduler { inner };
         let inner = &this.inner;
-        let recovery = inner
-            .config
+        let config = inner.config();
+        let recovery = config
             .recovery_interval
             .as_millis()
             .clamp(1, i64::MAX as u128) as i64;
-        let tick = inner.config.tick.max(Duration::from_millis(1));
+        let tick = config.tick.max(Duration::from_millis(1));
         let now = inner.clock.now_ms();
+        if inner.reset_sweep.swap(false, Ordering::SeqCst) && next_sweep != Millis::MIN {
+            // New settings: the next sweep is one (new) recovery interval from now.
+            next_sweep = now.saturating_add(recovery);
+        }
         if now >= next_sweep {
             next_sweep = now.saturating_add(recovery);
             match this.sweep_once().await {

@@ -139,7 +139,9 @@ struct TriggerState {
     desc: TriggerDescription,
     package_id: String,
     tenant: String,
-    interval: Duration,
+    /// Milliseconds between polls: the trigger's own interval, never below the base interval;
+    /// recomputed by [`TriggerScheduler::set_config`].
+    interval_ms: AtomicU64,
     polls: AtomicU64,
     fires: AtomicU64,
     deduplicated: AtomicU64,
@@ -148,6 +150,19 @@ struct TriggerState {
 }
 
 impl TriggerState {
+    fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms.load(Ordering::Relaxed))
+    }
+
+    /// The trigger's own interval, never faster than `base`.
+    fn set_interval(&self, base: Duration) {
+        let ms = Duration::from_millis(self.desc.poll_interval_ms)
+            .max(base)
+            .as_millis()
+            .min(u64::MAX as u128) as u64;
+        self.interval_ms.store(ms, Ordering::Relaxed);
+    }
+
     fn info(&self) -> TriggerInfo {
         let m = lock(&self.mutable);
         TriggerInfo {
@@ -155,7 +170,7 @@ impl TriggerState {
             package_id: self.package_id.clone(),
             tenant: self.tenant.clone(),
             workflow: self.desc.workflow.clone(),
-            interval: self.interval,
+            interval: self.interval(),
             allow_concurrent: self.desc.allow_concurrent,
             polls: self.polls.load(Ordering::Relaxed),
             fires: self.fires.load(Ordering::Relaxed),
@@ -180,12 +195,22 @@ struct Registered {
 struct TriggerInner {
     store: Store,
     runner: Runner,
-    config: TriggerConfig,
+    /// Replaced by [`TriggerScheduler::set_config`] (a daemon reload).
+    config: std::sync::RwLock<TriggerConfig>,
     clock: Arc<dyn Clock>,
     /// Registered triggers by package id, in declaration order.
     packages: std::sync::Mutex<BTreeMap<String, Vec<Registered>>>,
     /// Serializes register/unregister so a replace never interleaves with another.
     changes: tokio::sync::Mutex<()>,
+}
+
+impl TriggerInner {
+    fn config(&self) -> TriggerConfig {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// Polls the registered custom-poll triggers. Clone it freely; clones share one scheduler.
@@ -197,7 +222,7 @@ pub struct TriggerScheduler {
 impl std::fmt::Debug for TriggerScheduler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TriggerScheduler")
-            .field("config", &self.inner.config)
+            .field("config", &self.config())
             .field("triggers", &self.triggers_list().len())
             .finish()
     }
@@ -265,7 +290,7 @@ impl TriggerScheduler {
             inner: Arc::new(TriggerInner {
                 store,
                 runner,
-                config,
+                config: std::sync::RwLock::new(config),
                 clock,
                 packages: std::sync::Mutex::new(BTreeMap::new()),
                 changes: tokio::sync::Mutex::new(()),
@@ -273,8 +298,19 @@ impl TriggerScheduler {
         }
     }
 
-    pub fn config(&self) -> &TriggerConfig {
-        &self.inner.config
+    /// The settings in force.
+    pub fn config(&self) -> TriggerConfig {
+        self.inner.config()
+    }
+
+    /// Replaces the settings while triggers run (a daemon reload): every registered trigger's
+    /// interval is recomputed against the new base and applies from its next poll.
+    pub fn set_config(&self, config: TriggerConfig) {
+        let base = config.base_interval;
+        *self.inner.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+        for registered in lock(&self.inner.packages).values().flatten() {
+            registered.state.set_interval(base);
+        }
     }
 
     /// The store runs are recorded in.
@@ -338,20 +374,20 @@ impl TriggerScheduler {
         let replaced_count = replaced.len();
         stop_all(replaced).await;
         let mut registered = Vec::with_capacity(triggers.len());
+        let base = self.inner.config().base_interval;
         for t in triggers {
-            let interval =
-                Duration::from_millis(t.poll_interval_ms).max(self.inner.config.base_interval);
             let state = Arc::new(TriggerState {
                 desc: t.clone(),
                 package_id: package_id.to_string(),
                 tenant: tenant.to_string(),
-                interval,
+                interval_ms: AtomicU64::new(0),
                 polls: AtomicU64::new(0),
                 fires: AtomicU64::new(0),
                 deduplicated: AtomicU64::new(0),
                 errors: AtomicU64::new(0),
                 mutable: std::sync::Mutex::new(Mutable::default()),
             });
+            state.set_interval(base);
             let (stop, stop_rx) = watch::channel(false);
             // Weakly held: dropping every handle of the scheduler ends its triggers too.
             let handle = runtime.spawn(poll_loop(
@@ -520,7 +556,7 @@ async fn poll_loop(
                 state.desc.workflow
             ));
             // Look again soon (the base interval), not a whole poll interval later.
-            delay = state.interval.min(inner.config.base_interval);
+            delay = state.interval().min(inner.config().base_interval);
             continue;
         }
         lock(&state.mutable).waiting = None;
@@ -553,7 +589,7 @@ async fn poll_loop(
                 if recovered > 0 {
                     tracing::info!(trigger = %name, package_id = %state.package_id, after_errors = recovered, "custom-poll trigger polls again");
                 }
-                delay = state.interval.saturating_sub(started.elapsed());
+                delay = state.interval().saturating_sub(started.elapsed());
                 if delay.is_zero() {
                     // A poll slower than its interval: the next one starts at once, but yield
                     // so a trigger that is always late cannot starve the runtime.
@@ -569,7 +605,7 @@ async fn poll_loop(
                     m.last_error = Some(message.clone());
                     (m.consecutive_errors, changed)
                 };
-                delay = backoff(state.interval, consecutive);
+                delay = backoff(state.interval(), consecutive);
                 if consecutive == 1 || changed {
                     tracing::warn!(
                         trigger = %name, package_id = %state.package_id, error = %message,
