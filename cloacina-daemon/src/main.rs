@@ -108,9 +108,8 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     }
 
     let url = format!("sqlite://{}", home.database().display());
-    let store = Store::open(&url)
-        .await
-        .with_context(|| format!("opening {}", home.database().display()))?;
+    // Store errors name the database file themselves.
+    let store = Store::open(&url).await?;
     let runner = Runner::start(
         store.clone(),
         RunnerConfig {
@@ -259,6 +258,8 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     let report = runner
         .shutdown_within(config.daemon.shutdown_timeout())
         .await?;
+    // Closing commits what is queued and checkpoints the WAL: only `cloacina.db` is left.
+    store.close().await;
     socket.abort();
     let _ = std::fs::remove_file(home.daemon_socket());
     tracing::info!(

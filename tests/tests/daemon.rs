@@ -67,6 +67,13 @@ fn lifecycle_start_health_status_stop_and_stale_pid() {
         !home.path().join("daemon.pid").exists(),
         "PID file removed at exit"
     );
+    // The database is closed at exit: its WAL is checkpointed and no -wal/-shm file is left.
+    for leftover in ["cloacina.db-wal", "cloacina.db-shm"] {
+        assert!(
+            !home.path().join(leftover).exists(),
+            "{leftover} left after a clean stop"
+        );
+    }
     assert_eq!(home.ctl(&["daemon", "health"]).status.code(), Some(2));
     assert_eq!(
         home.ctl(&["daemon", "stop"]).status.code(),
