@@ -277,7 +277,10 @@ fn init_logging(home: &Home, config: &Config, verbose: bool) -> anyhow::Result<(
     let writer = move || LockedWriter(file.clone());
     tracing_subscriber::registry()
         .with(
+            // Colours only on a terminal: redirected to a file, `grep package_id=<id>` must
+            // match the plain `field=value` text.
             fmt::layer()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_writer(std::io::stderr)
                 .with_filter(filter(&level)),
         )

@@ -125,9 +125,10 @@ impl DaemonStatus {
             health: if degraded { "degraded" } else { "healthy" }.to_string(),
             pid: std::process::id(),
             uptime_s: uptime.as_secs(),
+            // A refused unload leaves the package fully loaded and serving.
             packages_loaded: statuses
                 .iter()
-                .filter(|s| s.state == PackageState::Loaded)
+                .filter(|s| matches!(s.state, PackageState::Loaded | PackageState::UnloadRefused))
                 .count(),
             last_reconciliation,
             active_workflows: active,

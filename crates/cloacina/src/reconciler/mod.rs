@@ -176,10 +176,7 @@ impl Entry {
             package: None,
             identity: None,
             removed: false,
-            source: match &d.source {
-                PackageSource::Archive(p) => Some(p.display().to_string()),
-                PackageSource::Loaded(p) => Some(p.source_path().display().to_string()),
-            },
+            source: Some(source_of(d)),
             state: PackageState::Failed,
             load_done: [false; 6],
             unload_done: [false; 6],
@@ -349,14 +346,24 @@ impl Reconciler {
         let _pass = self.pass.lock().await;
         let mut report = ReconcileReport::default();
 
-        // One desired package per id: a second source with the same id is a copy of it.
+        // One desired package per id: a second source with the same id is a copy of it. The
+        // source a known package came from stays its source (a copy listed first does not
+        // take its place).
         let mut unique: Vec<DesiredPackage> = Vec::new();
         let mut copies: Vec<DesiredPackage> = Vec::new();
         for d in desired {
-            if unique.iter().any(|u| u.id == d.id) {
-                copies.push(d);
-            } else {
-                unique.push(d);
+            match unique.iter_mut().find(|u| u.id == d.id) {
+                Some(u) => {
+                    let known_source = lock(&self.entries)
+                        .get(&d.id)
+                        .and_then(|e| e.source.clone());
+                    if known_source.is_some() && known_source == Some(source_of(&d)) {
+                        copies.push(std::mem::replace(u, d));
+                    } else {
+                        copies.push(d);
+                    }
+                }
+                None => unique.push(d),
             }
         }
 
@@ -579,8 +586,12 @@ impl Reconciler {
             report.waiting.retain(|w| w != &id);
             self.resume_load(&id, &mut report).await;
         }
-        for e in lock(&self.entries).values_mut() {
-            e.removed = !wanted.contains(&e.id);
+        {
+            let mut entries = lock(&self.entries);
+            for e in entries.values_mut() {
+                e.removed = !wanted.contains(&e.id);
+            }
+            lock(&self.identities).retain(|id, _| wanted.contains(id) || entries.contains_key(id));
         }
         report
     }
@@ -594,10 +605,6 @@ impl Reconciler {
         superseded: &[(usize, usize)],
         copies: &[DesiredPackage],
     ) {
-        let source_of = |d: &DesiredPackage| match &d.source {
-            PackageSource::Archive(p) => p.display().to_string(),
-            PackageSource::Loaded(p) => p.source_path().display().to_string(),
-        };
         let mut now: BTreeMap<(String, String), PackageStatus> = BTreeMap::new();
         let mut rows_to_delete = Vec::new();
         let mut add = |d: &DesiredPackage, i: &Identity, by: &DesiredPackage, by_i: &Identity| {
@@ -642,8 +649,8 @@ impl Reconciler {
             }
             tracing::warn!(
                 package_id = %s.id,
-                package = s.name.as_deref().unwrap_or("unknown"),
-                version = s.version.as_deref().unwrap_or("unknown"),
+                package = %s.name.as_deref().unwrap_or("unknown"),
+                version = %s.version.as_deref().unwrap_or("unknown"),
                 "package superseded: {} is not loaded; {} is served instead",
                 key.1,
                 s.superseded_by.as_deref().unwrap_or("another version")
@@ -654,8 +661,8 @@ impl Reconciler {
             {
                 tracing::warn!(
                     package_id = %s.id,
-                    package = s.name.as_deref().unwrap_or("unknown"),
-                    version = s.version.as_deref().unwrap_or("unknown"),
+                    package = %s.name.as_deref().unwrap_or("unknown"),
+                    version = %s.version.as_deref().unwrap_or("unknown"),
                     "cannot delete the cron schedules of a superseded package: {e}"
                 );
             }
@@ -742,6 +749,8 @@ impl Reconciler {
                 .map_err(|e| ReconcileError::Storage(e.to_string()))?;
             tracing::info!(
                 package_id = %id,
+                package = %"unknown",
+                version = %"unknown",
                 "deleted the cron schedules of a package that is no longer present"
             );
         }
@@ -797,8 +806,8 @@ impl Reconciler {
                 let span = tracing::info_span!(
                     "package",
                     package_id = %d.id,
-                    package = i.as_ref().map(|i| i.name.as_str()).unwrap_or("unknown"),
-                    version = i.as_ref().map(|i| i.version.as_str()).unwrap_or("unknown"),
+                    package = %i.as_ref().map(|i| i.name.as_str()).unwrap_or("unknown"),
+                    version = %i.as_ref().map(|i| i.version.as_str()).unwrap_or("unknown"),
                 );
                 tokio::task::spawn_blocking(move || {
                     let _in = span.enter();
@@ -905,9 +914,9 @@ impl Reconciler {
                     // Logged when the reason changes, not on every pass.
                     if first_time {
                         tracing::warn!(
-                            package_id = id,
-                            package = pkg.name(),
-                            version = pkg.version(),
+                            package_id = %id,
+                            package = %pkg.name(),
+                            version = %pkg.version(),
                             "package waiting: {reason}"
                         );
                     }
@@ -935,9 +944,9 @@ impl Reconciler {
             e.retry_at = None;
         }
         tracing::info!(
-            package_id = id,
-            package = pkg.name(),
-            version = pkg.version(),
+            package_id = %id,
+            package = %pkg.name(),
+            version = %pkg.version(),
             "package loaded"
         );
         report.loaded.push(id.to_string());
@@ -952,9 +961,9 @@ impl Reconciler {
         for n in (0..6).rev().filter(|&n| done[n]) {
             if let Err(e) = steps::unload_step(steps::undo_of(n), &self.rt, t).await {
                 tracing::warn!(
-                    package_id = t.id,
-                    package = t.package.name(),
-                    version = t.package.version(),
+                    package_id = %t.id,
+                    package = %t.package.name(),
+                    version = %t.package.version(),
                     "rolling back load step {}: {e}",
                     n + 1
                 );
@@ -1006,9 +1015,9 @@ impl Reconciler {
                     ));
                 }
                 tracing::error!(
-                    package_id = id,
-                    package = pkg.name(),
-                    version = pkg.version(),
+                    package_id = %id,
+                    package = %pkg.name(),
+                    version = %pkg.version(),
                     "unload stopped at step {} ({}): {message}",
                     n + 1,
                     step_name
@@ -1028,9 +1037,9 @@ impl Reconciler {
         }
         lock(&self.entries).remove(id);
         tracing::info!(
-            package_id = id,
-            package = pkg.name(),
-            version = pkg.version(),
+            package_id = %id,
+            package = %pkg.name(),
+            version = %pkg.version(),
             "package unloaded"
         );
         Ok(())
@@ -1052,7 +1061,7 @@ impl Reconciler {
         if !repeated {
             let (name, version) = names(pkg.as_ref());
             tracing::error!(
-                package_id = id,
+                package_id = %id,
                 package = %name,
                 version = %version,
                 "unload refused: {text}"
@@ -1132,9 +1141,9 @@ impl Reconciler {
                     ));
                 }
                 tracing::error!(
-                    package_id = old_id,
-                    package = old_pkg.name(),
-                    version = old_pkg.version(),
+                    package_id = %old_id,
+                    package = %old_pkg.name(),
+                    version = %old_pkg.version(),
                     "upgrade left the old version partly loaded: {message}"
                 );
                 report.upgraded.push((old_id.to_string(), d.id.clone()));
@@ -1144,14 +1153,14 @@ impl Reconciler {
         lock(&self.entries).remove(old_id);
         if version_cmp(pkg.version(), old_pkg.version()) == Ordering::Less {
             tracing::info!(
-                package_id = old_id, package = old_pkg.name(), version = old_pkg.version(),
-                new_package_id = %d.id, new_version = pkg.version(),
+                package_id = %old_id, package = %old_pkg.name(), version = %old_pkg.version(),
+                new_package_id = %d.id, new_version = %pkg.version(),
                 "package fell back to an older version (the served one went away)"
             );
         } else {
             tracing::info!(
-                package_id = old_id, package = old_pkg.name(), version = old_pkg.version(),
-                new_package_id = %d.id, new_version = pkg.version(), "package upgraded"
+                package_id = %old_id, package = %old_pkg.name(), version = %old_pkg.version(),
+                new_package_id = %d.id, new_version = %pkg.version(), "package upgraded"
             );
         }
         report.upgraded.push((old_id.to_string(), d.id.clone()));
@@ -1162,6 +1171,14 @@ fn names(pkg: Option<&Arc<LoadedPackage>>) -> (String, String) {
     match pkg {
         Some(p) => (p.name().to_string(), p.version().to_string()),
         None => ("unknown".to_string(), "unknown".to_string()),
+    }
+}
+
+/// Where a desired package comes from, as status and logs show it.
+fn source_of(d: &DesiredPackage) -> String {
+    match &d.source {
+        PackageSource::Archive(p) => p.display().to_string(),
+        PackageSource::Loaded(p) => p.source_path().display().to_string(),
     }
 }
 
@@ -1176,8 +1193,8 @@ fn vanished(d: &DesiredPackage) {
     if let PackageSource::Archive(p) = &d.source {
         tracing::debug!(
             package_id = %d.id,
-            package = "unknown",
-            version = "unknown",
+            package = %"unknown",
+            version = %"unknown",
             "package file vanished before it was loaded: {}",
             p.display()
         );
