@@ -141,6 +141,7 @@ async fn standalone_unload_removes_everything(db: &TestDb) {
 /// refused with the guard's exact text and changes nothing; unloading the subscriber first,
 /// then the publisher, succeeds.
 async fn guard_refuses_then_subscriber_first_succeeds(db: &TestDb) {
+    capture_logs();
     let h = harness(db).await;
     let report = h
         .reconciler
@@ -157,6 +158,13 @@ async fn guard_refuses_then_subscriber_first_succeeds(db: &TestDb) {
         .reconcile(vec![package("price-subscriber", "sub")])
         .await;
     assert_eq!(report.refused, vec![("pub".to_string(), GUARD.to_string())]);
+    assert!(
+        captured()
+            .iter()
+            .any(|(id, m)| id == "pub" && m == &format!("unload refused: {GUARD}")),
+        "the refusal is logged with the package's id: {:?}",
+        captured()
+    );
     let plan = h.reconciler.plan_unload("pub").expect("plan");
     assert_eq!(plan.refused.as_deref(), Some(GUARD));
     assert_eq!(
@@ -209,25 +217,86 @@ async fn guard_refuses_then_subscriber_first_succeeds(db: &TestDb) {
     h.rt().runner.shutdown().await.expect("shutdown");
 }
 
-/// Removing publisher and subscriber in one pass unloads both: the publisher's refusal (its
-/// subscriber was still bound when it came first) is retried once the subscriber is gone.
+/// Removing publisher and subscriber in one pass unloads both, the subscriber first: no
+/// refusal is reported, or even logged (the publisher's id sorts first, so it is tried first).
 async fn removing_both_in_one_pass_unloads_both(db: &TestDb) {
+    capture_logs();
     let h = harness(db).await;
     h.reconciler
         .reconcile(vec![
-            package("price-publisher", "pub"),
-            package("price-subscriber", "sub"),
+            package("price-publisher", "both-pub"),
+            package("price-subscriber", "both-sub"),
         ])
         .await;
     let report = h.reconciler.reconcile(vec![]).await;
     assert_eq!(
         report.unloaded,
-        vec!["sub".to_string(), "pub".to_string()],
+        vec!["both-sub".to_string(), "both-pub".to_string()],
         "{report:?}"
     );
     assert!(report.refused.is_empty());
     assert!(graph_names(&h).is_empty());
+    let refusals: Vec<_> = captured()
+        .into_iter()
+        .filter(|(id, message)| id == "both-pub" && message.contains("unload refused"))
+        .collect();
+    assert!(refusals.is_empty(), "{refusals:?}");
     h.rt().runner.shutdown().await.expect("shutdown");
+}
+
+/// Warnings and errors logged by this test binary: `(package_id, message)`.
+static LOGGED: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn captured() -> Vec<(String, String)> {
+    LOGGED.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Installs (once per process) a subscriber recording warnings and errors into [`LOGGED`].
+fn capture_logs() {
+    use tracing::field::{Field, Visit};
+    #[derive(Default)]
+    struct Fields(String, String);
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            match field.name() {
+                "package_id" => self.0 = format!("{value:?}"),
+                "message" => self.1 = format!("{value:?}"),
+                _ => {}
+            }
+        }
+        fn record_str(&mut self, field: &Field, value: &str) {
+            match field.name() {
+                "package_id" => self.0 = value.to_string(),
+                "message" => self.1 = value.to_string(),
+                _ => {}
+            }
+        }
+    }
+    struct Capture;
+    impl tracing::Subscriber for Capture {
+        fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+            *metadata.level() <= tracing::Level::WARN
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let mut fields = Fields::default();
+            event.record(&mut fields);
+            LOGGED
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((fields.0, fields.1));
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let _ = tracing::subscriber::set_global_default(Capture);
+    });
 }
 
 /// A subscriber loaded before its publisher waits (steps 1-4 done) with the reason, and binds
