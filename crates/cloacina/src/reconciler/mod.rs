@@ -385,6 +385,8 @@ impl Reconciler {
                             e.last_error = None;
                         }
                         e.removed = false;
+                        // Its own file is gone but a copy is there: the copy is its source now.
+                        e.source = Some(source_of(&d));
                         let waiting = e.state == PackageState::Failed
                             && e.retry_at.is_some_and(|at| at > Instant::now());
                         (e.identity(), waiting)
