@@ -105,7 +105,7 @@ impl DaemonStatus {
                         | PackageState::UnloadRefused
                 )
             });
-        let packages = statuses
+        let mut packages: Vec<PackageLine> = statuses
             .iter()
             .map(|s| PackageLine {
                 id: s.id.clone(),
@@ -121,6 +121,8 @@ impl DaemonStatus {
                 superseded_by: s.superseded_by.clone(),
             })
             .collect();
+        // Versions of one package side by side.
+        packages.sort_by(|a, b| (&a.name, &a.path).cmp(&(&b.name, &b.path)));
         DaemonStatus {
             health: if degraded { "degraded" } else { "healthy" }.to_string(),
             pid: std::process::id(),
