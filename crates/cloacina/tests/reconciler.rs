@@ -679,6 +679,43 @@ async fn equal_versions_serve_one_and_fall_back(db: &TestDb) {
     h.rt().runner.shutdown().await.expect("shutdown");
 }
 
+/// Two copies of a package with a custom-poll trigger and a cron schedule: one trigger
+/// registered, one set of cron rows; removing the served copy moves both to the other.
+async fn duplicates_register_one_trigger(db: &TestDb) {
+    let h = harness(db).await;
+    let triggers = |h: &Harness| {
+        h.rt()
+            .triggers
+            .triggers_list()
+            .iter()
+            .filter(|t| t.name == "inbox_watch")
+            .count()
+    };
+    h.reconciler
+        .reconcile(vec![
+            package("scheduled-reports", "r1"),
+            package("scheduled-reports", "r2"),
+        ])
+        .await;
+    assert_eq!(triggers(&h), 1);
+    assert_eq!(
+        (cron_rows(&h, "r1").await, cron_rows(&h, "r2").await),
+        (1, 0)
+    );
+    let report = h
+        .reconciler
+        .reconcile(vec![package("scheduled-reports", "r2")])
+        .await;
+    assert_eq!(report.upgraded, vec![("r1".to_string(), "r2".to_string())]);
+    assert_eq!(triggers(&h), 1);
+    assert_eq!(
+        (cron_rows(&h, "r1").await, cron_rows(&h, "r2").await),
+        (0, 1)
+    );
+    h.rt().triggers.stop().await;
+    h.rt().runner.shutdown().await.expect("shutdown");
+}
+
 /// A higher version beside the served one is an upgrade (the lower one is then superseded);
 /// removing the higher one falls back to the lower one; neither step leaves the workflow name
 /// unserved.
@@ -863,6 +900,7 @@ conformance!(
     restart_rebuilds_from_the_desired_set,
     failed_loads_back_off,
     equal_versions_serve_one_and_fall_back,
+    duplicates_register_one_trigger,
     higher_version_upgrades_and_removal_falls_back,
     superseded_archives_are_never_opened,
     vanished_and_oversized_files,
