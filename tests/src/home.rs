@@ -211,3 +211,36 @@ pub fn package_names(status: &serde_json::Value) -> Vec<(String, String)> {
         })
         .unwrap_or_default()
 }
+
+impl Home {
+    /// Runs `f` against the daemon's database, opened through the library as another process.
+    pub fn with_store<T>(&self, f: impl AsyncFnOnce(&Store) -> T) -> T {
+        let url = format!("sqlite://{}", self.path().join("cloacina.db").display());
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(async {
+                let store = Store::open(&url).await.expect("open the daemon's database");
+                f(&store).await
+            })
+    }
+
+    /// Every stored cron schedule.
+    pub fn cron_schedules(&self) -> Vec<cloacina::store::CronScheduleRecord> {
+        self.with_store(async |s: &Store| {
+            s.cron_schedule_list(cloacina::store::CronScheduleFilter::default())
+                .await
+                .expect("list cron schedules")
+        })
+    }
+
+    /// Every fired cron instant still recorded (a deleted schedule's fires go with it).
+    pub fn cron_fires(&self) -> Vec<cloacina::store::CronFireRecord> {
+        self.with_store(async |s: &Store| {
+            s.cron_fire_list(None, 100_000)
+                .await
+                .expect("list cron fires")
+        })
+    }
+}

@@ -142,3 +142,63 @@ pub fn hello_orders_v2() -> &'static (PathBuf, PathBuf) {
         (dir, library)
     })
 }
+
+/// Example `name` rebuilt as `version` (a copy of the example with the version in its
+/// `Cargo.toml` and `package.toml` replaced; the example must be at 1.0.0), built once per
+/// process and version into `<workspace>/target/packages-versions`: its source directory and
+/// its library (copied out of the shared target directory, so versions never overwrite each
+/// other's library).
+pub fn example_as_version(name: &'static str, version: &str) -> (PathBuf, PathBuf) {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static BUILT: OnceLock<Mutex<HashMap<String, (PathBuf, PathBuf)>>> = OnceLock::new();
+    let key = format!("{name}-{version}");
+    let built = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut built = built.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(found) = built.get(&key) {
+        return found.clone();
+    }
+    let root = workspace_root();
+    let base = root.join("target").join("packages-versions");
+    let dir = base.join(&key);
+    let src = examples_dir().join(name);
+    let crate_name = name.rsplit('/').next().unwrap_or(name);
+    fs::create_dir_all(dir.join("src")).expect("create the source directory");
+    let lock =
+        File::create(base.join(".cloacina-test-build.lock")).expect("create the build lock file");
+    lock.lock().expect("take the build lock");
+    let crates = root.join("crates").display().to_string();
+    let versioned = format!("version = \"{version}\"");
+    let cargo_toml = fs::read_to_string(src.join("Cargo.toml"))
+        .expect("read the example's Cargo.toml")
+        .replacen("version = \"1.0.0\"", &versioned, 1)
+        .replace("../../../crates", &crates)
+        + "\n[workspace]\n";
+    fs::write(dir.join("Cargo.toml"), cargo_toml).expect("write Cargo.toml");
+    let manifest = fs::read_to_string(src.join("package.toml"))
+        .expect("read the example's package.toml")
+        .replacen("version = \"1.0.0\"", &versioned, 1);
+    fs::write(dir.join("package.toml"), manifest).expect("write package.toml");
+    fs::copy(src.join("src/lib.rs"), dir.join("src/lib.rs")).expect("copy lib.rs");
+    fs::copy(examples_dir().join("Cargo.lock"), dir.join("Cargo.lock")).expect("copy Cargo.lock");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let output = Command::new(cargo)
+        .args(["build", "--manifest-path"])
+        .arg(dir.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", base.join("target"))
+        .output()
+        .expect("run cargo to build the versioned example");
+    assert!(
+        output.status.success(),
+        "building {key} failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let file = library_file_name(crate_name);
+    let library = dir.join(&file);
+    fs::copy(base.join("target/debug").join(&file), &library).expect("copy the library out");
+    drop(lock);
+    let found = (dir, library);
+    built.insert(key, found.clone());
+    found
+}

@@ -263,7 +263,7 @@ fn guard_in_daemon_mode_keeps_the_publisher_until_its_subscriber_goes() {
     let guard = "reactor 'price_reactor' has 2 bound subscriber(s): ['analyzer_v1', 'aggregator']; unbind them first";
     home.wait_for("the refusal shown in status", |h| {
         package_line(&h.status(), "price-publisher")
-            .is_some_and(|p| p["state"] == "loaded" && p["last_error"] == guard)
+            .is_some_and(|p| p["state"] == "unload_refused" && p["last_error"] == guard)
     });
     let log = std::fs::read_to_string(home.path().join("logs/cloacina.log")).expect("log");
     assert!(log.contains(guard), "{log}");

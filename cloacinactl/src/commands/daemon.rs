@@ -178,6 +178,14 @@ fn show_status(settings: &Settings, home: &Home) -> Result<(), CliError> {
         ("active workflows", s.active_workflows.to_string()),
         ("watch folders", s.watch_dirs.join(", ")),
     ]);
+    for e in &s.folder_errors {
+        text.push_str(&wrap(
+            &format!("folder error: {e}"),
+            DETAIL_WIDTH,
+            "  ",
+            "    ",
+        ));
+    }
     if !s.packages.is_empty() {
         text.push('\n');
         text.push_str(&package_table(&s, settings.color));
@@ -192,6 +200,11 @@ fn show_status(settings: &Settings, home: &Home) -> Result<(), CliError> {
     )
 }
 
+/// Width the detail lines (path, error) are wrapped to.
+const DETAIL_WIDTH: usize = 100;
+
+/// One row per package (name, version, state, id), then its path and its whole error or note,
+/// wrapped, on indented lines below it.
 fn package_table(s: &DaemonStatus, color: bool) -> String {
     let rows: Vec<[String; 4]> = s
         .packages
@@ -201,11 +214,11 @@ fn package_table(s: &DaemonStatus, color: bool) -> String {
                 p.name.clone(),
                 p.version.clone(),
                 p.state.clone(),
-                truncate(p.last_error.as_deref().unwrap_or(""), 70),
+                p.id.clone(),
             ]
         })
         .collect();
-    let head = ["NAME", "VERSION", "STATE", "LAST ERROR"];
+    let head = ["NAME", "VERSION", "STATE", "ID"];
     let widths: Vec<usize> = (0..4)
         .map(|i| {
             rows.iter()
@@ -223,7 +236,7 @@ fn package_table(s: &DaemonStatus, color: bool) -> String {
         out.trim_end().to_string() + "\n"
     };
     let mut out = line(head);
-    for r in &rows {
+    for (r, p) in rows.iter().zip(&s.packages) {
         let state = if color && r[2] != "loaded" {
             format!("\x1b[1;33m{}\x1b[0m", r[2])
         } else {
@@ -234,16 +247,64 @@ fn package_table(s: &DaemonStatus, color: bool) -> String {
             l = l.replacen(&r[2], &state, 1);
         }
         out.push_str(&l);
+        for (label, value) in detail_lines(p) {
+            out.push_str(&wrap(
+                &format!("{label}: {value}"),
+                DETAIL_WIDTH,
+                "      ",
+                "        ",
+            ));
+        }
     }
     out
 }
 
-fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        text.chars().take(max.saturating_sub(1)).collect::<String>() + "…"
+/// What is worth saying under a package's row, in full.
+fn detail_lines(p: &status::PackageLine) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Some(path) = &p.path {
+        let mark = if p.path_missing { " (removed)" } else { "" };
+        out.push(("path", format!("{path}{mark}")));
     }
+    if let Some(by) = &p.superseded_by {
+        out.push(("superseded by", by.clone()));
+    }
+    if let Some(e) = p.last_error.as_deref().filter(|e| !e.is_empty()) {
+        let label = if p.state == "waiting" {
+            "waiting for"
+        } else {
+            "error"
+        };
+        out.push((label, e.to_string()));
+    }
+    out
+}
+
+/// Wraps `text` at word boundaries to `width` characters (a longer word gets a line of its
+/// own), the first line indented by `first`, the rest by `rest`; nothing is cut.
+fn wrap(text: &str, width: usize, first: &str, rest: &str) -> String {
+    let mut out = String::new();
+    let mut line = String::from(first);
+    let mut empty = true;
+    for word in text.split_whitespace() {
+        let len = line.chars().count() + word.chars().count() + usize::from(!empty);
+        if !empty && len > width {
+            out.push_str(line.trim_end());
+            out.push('\n');
+            line = String::from(rest);
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    if !empty {
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 fn human_duration(secs: u64) -> String {
@@ -261,5 +322,42 @@ fn last_pass(ms: Option<i64>) -> String {
             let ago = (cloacina::store::now_ms() - at).max(0) / 1000;
             format!("{} ago", human_duration(ago as u64))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_shows_ids_paths_and_whole_errors() {
+        let long = format!("load failed: {}END", "word ".repeat(60));
+        let mut s = DaemonStatus::starting();
+        s.packages = vec![status::PackageLine {
+            id: "0b8e0e65-4f3c-8a8a-9d2b-0f6a1c2b3d4e".into(),
+            name: "broken".into(),
+            version: "1.2.3".into(),
+            state: "unload_refused".into(),
+            last_error: Some(long.clone()),
+            path: Some("/w/broken-1.2.3.cloacina".into()),
+            path_missing: true,
+            superseded_by: None,
+        }];
+        let table = package_table(&s, false);
+        assert!(
+            table.contains("0b8e0e65-4f3c-8a8a-9d2b-0f6a1c2b3d4e"),
+            "{table}"
+        );
+        assert!(
+            table.contains("/w/broken-1.2.3.cloacina (removed)"),
+            "{table}"
+        );
+        assert!(table.contains("END"), "the whole error: {table}");
+        assert!(
+            table.lines().all(|l| l.chars().count() <= DETAIL_WIDTH),
+            "{table}"
+        );
+        let words: usize = table.matches("word").count();
+        assert_eq!(words, 60, "{table}");
     }
 }

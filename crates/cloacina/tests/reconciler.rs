@@ -141,6 +141,7 @@ async fn standalone_unload_removes_everything(db: &TestDb) {
 /// refused with the guard's exact text and changes nothing; unloading the subscriber first,
 /// then the publisher, succeeds.
 async fn guard_refuses_then_subscriber_first_succeeds(db: &TestDb) {
+    capture_logs();
     let h = harness(db).await;
     let report = h
         .reconciler
@@ -157,6 +158,13 @@ async fn guard_refuses_then_subscriber_first_succeeds(db: &TestDb) {
         .reconcile(vec![package("price-subscriber", "sub")])
         .await;
     assert_eq!(report.refused, vec![("pub".to_string(), GUARD.to_string())]);
+    assert!(
+        captured()
+            .iter()
+            .any(|(id, m)| id == "pub" && m == &format!("unload refused: {GUARD}")),
+        "the refusal is logged with the package's id: {:?}",
+        captured()
+    );
     let plan = h.reconciler.plan_unload("pub").expect("plan");
     assert_eq!(plan.refused.as_deref(), Some(GUARD));
     assert_eq!(
@@ -167,11 +175,12 @@ async fn guard_refuses_then_subscriber_first_succeeds(db: &TestDb) {
             .to_string(),
         GUARD
     );
-    // Nothing changed: still loaded, serving and firing.
+    // Nothing changed: still loaded, serving and firing, shown as a refused unload of a
+    // package that is no longer desired.
     let status = h.reconciler.status("pub").expect("still known");
     assert_eq!(
-        (status.state, status.load_steps_done.len()),
-        (PackageState::Loaded, 6)
+        (status.state, status.load_steps_done.len(), status.removed),
+        (PackageState::UnloadRefused, 6, true)
     );
     assert_eq!(status.last_error.as_deref(), Some(GUARD));
     assert_eq!(graph_names(&h), before);
@@ -183,12 +192,17 @@ async fn guard_refuses_then_subscriber_first_succeeds(db: &TestDb) {
     );
     assert_eq!(h.rt().reactors.accumulators_list(None).len(), 2);
 
-    // The operator unloads the subscriber first...
+    // The operator unloads the subscriber first (the publisher is desired again)...
     let report = h
         .reconciler
         .reconcile(vec![package("price-publisher", "pub")])
         .await;
     assert_eq!(report.unloaded, vec!["sub".to_string()]);
+    let status = h.reconciler.status("pub").expect("known");
+    assert_eq!(
+        (status.state, status.removed, status.last_error),
+        (PackageState::Loaded, false, None)
+    );
     assert!(
         h.reconciler
             .plan_unload("pub")
@@ -203,25 +217,86 @@ async fn guard_refuses_then_subscriber_first_succeeds(db: &TestDb) {
     h.rt().runner.shutdown().await.expect("shutdown");
 }
 
-/// Removing publisher and subscriber in one pass unloads both: the publisher's refusal (its
-/// subscriber was still bound when it came first) is retried once the subscriber is gone.
+/// Removing publisher and subscriber in one pass unloads both, the subscriber first: no
+/// refusal is reported, or even logged (the publisher's id sorts first, so it is tried first).
 async fn removing_both_in_one_pass_unloads_both(db: &TestDb) {
+    capture_logs();
     let h = harness(db).await;
     h.reconciler
         .reconcile(vec![
-            package("price-publisher", "pub"),
-            package("price-subscriber", "sub"),
+            package("price-publisher", "both-pub"),
+            package("price-subscriber", "both-sub"),
         ])
         .await;
     let report = h.reconciler.reconcile(vec![]).await;
     assert_eq!(
         report.unloaded,
-        vec!["sub".to_string(), "pub".to_string()],
+        vec!["both-sub".to_string(), "both-pub".to_string()],
         "{report:?}"
     );
     assert!(report.refused.is_empty());
     assert!(graph_names(&h).is_empty());
+    let refusals: Vec<_> = captured()
+        .into_iter()
+        .filter(|(id, message)| id == "both-pub" && message.contains("unload refused"))
+        .collect();
+    assert!(refusals.is_empty(), "{refusals:?}");
     h.rt().runner.shutdown().await.expect("shutdown");
+}
+
+/// Warnings and errors logged by this test binary: `(package_id, message)`.
+static LOGGED: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn captured() -> Vec<(String, String)> {
+    LOGGED.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Installs (once per process) a subscriber recording warnings and errors into [`LOGGED`].
+fn capture_logs() {
+    use tracing::field::{Field, Visit};
+    #[derive(Default)]
+    struct Fields(String, String);
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            match field.name() {
+                "package_id" => self.0 = format!("{value:?}"),
+                "message" => self.1 = format!("{value:?}"),
+                _ => {}
+            }
+        }
+        fn record_str(&mut self, field: &Field, value: &str) {
+            match field.name() {
+                "package_id" => self.0 = value.to_string(),
+                "message" => self.1 = value.to_string(),
+                _ => {}
+            }
+        }
+    }
+    struct Capture;
+    impl tracing::Subscriber for Capture {
+        fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+            *metadata.level() <= tracing::Level::WARN
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let mut fields = Fields::default();
+            event.record(&mut fields);
+            LOGGED
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((fields.0, fields.1));
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let _ = tracing::subscriber::set_global_default(Capture);
+    });
 }
 
 /// A subscriber loaded before its publisher waits (steps 1-4 done) with the reason, and binds
@@ -537,6 +612,284 @@ async fn refuse_cron_deletes(db: &TestDb, on: bool) {
     }
 }
 
+/// Workflow names served per package id, from the catalog.
+fn served_by(h: &Harness, workflow: &str) -> Option<String> {
+    h.rt()
+        .runner
+        .catalog()
+        .iter()
+        .find(|c| c.name == workflow)
+        .and_then(|c| c.package_id.clone())
+}
+
+/// One version per package name: of two desired packages with the same name and version, the
+/// first is served and the other is superseded (never loaded: one set of cron rows); removing
+/// the served one falls back to the other without a moment where the workflow is unserved, and
+/// dropping the first again leaves the one now serving in place (equal versions: the serving
+/// one stays).
+async fn equal_versions_serve_one_and_fall_back(db: &TestDb) {
+    let h = harness(db).await;
+    let report = h
+        .reconciler
+        .reconcile(vec![package("heartbeat", "a"), package("heartbeat", "b")])
+        .await;
+    assert_eq!(report.loaded, vec!["a".to_string()], "{report:?}");
+    assert_eq!((cron_rows(&h, "a").await, cron_rows(&h, "b").await), (1, 0));
+    let b = h.reconciler.status("b").expect("reported");
+    assert_eq!(b.state, PackageState::Superseded);
+    assert_eq!(
+        (b.name.as_deref(), b.version.as_deref()),
+        (Some("heartbeat"), Some("1.0.0"))
+    );
+    assert!(
+        b.superseded_by.as_deref().unwrap_or("").contains("a"),
+        "{b:?}"
+    );
+    assert_eq!(served_by(&h, "beat").as_deref(), Some("a"));
+
+    // The served one goes: the other takes over through the upgrade path.
+    let report = h
+        .reconciler
+        .reconcile(vec![package("heartbeat", "b")])
+        .await;
+    assert_eq!(
+        report.upgraded,
+        vec![("a".to_string(), "b".to_string())],
+        "{report:?}"
+    );
+    assert_eq!((cron_rows(&h, "a").await, cron_rows(&h, "b").await), (0, 1));
+    assert_eq!(served_by(&h, "beat").as_deref(), Some("b"));
+    assert!(h.reconciler.status("a").is_none());
+
+    // It comes back: equal version, so the serving one stays and it is superseded.
+    let report = h
+        .reconciler
+        .reconcile(vec![package("heartbeat", "a"), package("heartbeat", "b")])
+        .await;
+    assert!(
+        report.loaded.is_empty() && report.upgraded.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(
+        h.reconciler.status("a").map(|s| s.state),
+        Some(PackageState::Superseded)
+    );
+    assert_eq!((cron_rows(&h, "a").await, cron_rows(&h, "b").await), (0, 1));
+    h.rt().cron.stop().await;
+    h.rt().runner.shutdown().await.expect("shutdown");
+}
+
+/// Two copies of a package with a custom-poll trigger and a cron schedule: one trigger
+/// registered, one set of cron rows; removing the served copy moves both to the other.
+async fn duplicates_register_one_trigger(db: &TestDb) {
+    let h = harness(db).await;
+    let triggers = |h: &Harness| {
+        h.rt()
+            .triggers
+            .triggers_list()
+            .iter()
+            .filter(|t| t.name == "inbox_watch")
+            .count()
+    };
+    h.reconciler
+        .reconcile(vec![
+            package("scheduled-reports", "r1"),
+            package("scheduled-reports", "r2"),
+        ])
+        .await;
+    assert_eq!(triggers(&h), 1);
+    assert_eq!(
+        (cron_rows(&h, "r1").await, cron_rows(&h, "r2").await),
+        (1, 0)
+    );
+    let report = h
+        .reconciler
+        .reconcile(vec![package("scheduled-reports", "r2")])
+        .await;
+    assert_eq!(report.upgraded, vec![("r1".to_string(), "r2".to_string())]);
+    assert_eq!(triggers(&h), 1);
+    assert_eq!(
+        (cron_rows(&h, "r1").await, cron_rows(&h, "r2").await),
+        (0, 1)
+    );
+    h.rt().triggers.stop().await;
+    h.rt().runner.shutdown().await.expect("shutdown");
+}
+
+/// A higher version beside the served one is an upgrade (the lower one is then superseded);
+/// removing the higher one falls back to the lower one; neither step leaves the workflow name
+/// unserved.
+async fn higher_version_upgrades_and_removal_falls_back(db: &TestDb) {
+    let h = harness(db).await;
+    h.reconciler
+        .reconcile(vec![package("hello-orders", "v1")])
+        .await;
+    let runner = h.rt().runner.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let misses = Arc::new(AtomicUsize::new(0));
+    let watcher = {
+        let (runner, stop, misses) = (runner.clone(), stop.clone(), misses.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                if runner.workflow("orders").is_none() {
+                    misses.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    // Both present: the higher one is served, whatever the order.
+    let report = h
+        .reconciler
+        .reconcile(vec![upgraded_hello_orders(), package("hello-orders", "v1")])
+        .await;
+    assert_eq!(
+        report.upgraded,
+        vec![("v1".to_string(), "v2".to_string())],
+        "{report:?}"
+    );
+    assert_eq!(served_by(&h, "orders").as_deref(), Some("v2"));
+    let v1 = h.reconciler.status("v1").expect("reported");
+    assert_eq!(v1.state, PackageState::Superseded, "{v1:?}");
+    assert!(
+        v1.superseded_by.as_deref().unwrap_or("").contains("2.0.0"),
+        "{v1:?}"
+    );
+    // The higher one goes: back to the lower one.
+    let report = h
+        .reconciler
+        .reconcile(vec![package("hello-orders", "v1")])
+        .await;
+    assert_eq!(
+        report.upgraded,
+        vec![("v2".to_string(), "v1".to_string())],
+        "{report:?}"
+    );
+    assert_eq!(served_by(&h, "orders").as_deref(), Some("v1"));
+    stop.store(true, Ordering::SeqCst);
+    watcher.await.expect("watcher");
+    assert_eq!(
+        misses.load(Ordering::SeqCst),
+        0,
+        "the name was never missing"
+    );
+    h.rt().runner.shutdown().await.expect("shutdown");
+}
+
+/// hello-orders' source with `version` in its manifest, packed with a library that is not a
+/// library at all: any attempt to open it fails.
+fn broken_hello_orders(dir: &std::path::Path, version: &str) -> std::path::PathBuf {
+    let ex = example("hello-orders");
+    let src = dir.join(format!("src-{version}"));
+    std::fs::create_dir_all(src.join("src")).expect("mkdir");
+    for f in ["Cargo.toml", "src/lib.rs"] {
+        std::fs::copy(ex.dir.join(f), src.join(f)).expect("copy");
+    }
+    let manifest = std::fs::read_to_string(ex.dir.join("package.toml"))
+        .expect("manifest")
+        .replace("version = \"1.0.0\"", &format!("version = \"{version}\""));
+    std::fs::write(src.join("package.toml"), manifest).expect("write");
+    let lib = dir.join(library_file_name("hello-orders"));
+    std::fs::write(&lib, b"not a shared library").expect("write");
+    let out = dir.join(format!("hello-orders-{version}.cloacina"));
+    cloacina::package::archive::pack(
+        &src,
+        &[(cloacina::package::archive::HOST_TARGET.to_string(), lib)],
+        &out,
+    )
+    .expect("pack");
+    out
+}
+
+fn library_file_name(crate_name: &str) -> String {
+    cloacina::package::archive::library_file_name(crate_name)
+}
+
+/// A lower version is superseded without being opened (its library is broken, and it is not
+/// reported as failed); a failed load shows the name and version its manifest states.
+async fn superseded_archives_are_never_opened(db: &TestDb) {
+    let h = harness(db).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let old = DesiredPackage {
+        id: "old".into(),
+        tenant: "public".into(),
+        source: PackageSource::Archive(broken_hello_orders(dir.path(), "0.9.0")),
+    };
+    let report = h
+        .reconciler
+        .reconcile(vec![old.clone(), package("hello-orders", "v1")])
+        .await;
+    assert_eq!(report.loaded, vec!["v1".to_string()], "{report:?}");
+    assert!(report.failed.is_empty(), "never opened: {report:?}");
+    let s = h.reconciler.status("old").expect("reported");
+    assert_eq!(
+        (s.state, s.version.as_deref(), s.last_error.as_deref()),
+        (PackageState::Superseded, Some("0.9.0"), None)
+    );
+    // A higher broken version is opened, fails, and the served one stays.
+    let new = DesiredPackage {
+        id: "new".into(),
+        tenant: "public".into(),
+        source: PackageSource::Archive(broken_hello_orders(dir.path(), "3.0.0")),
+    };
+    let report = h
+        .reconciler
+        .reconcile(vec![new, package("hello-orders", "v1")])
+        .await;
+    assert_eq!(report.failed, vec!["new".to_string()], "{report:?}");
+    let s = h.reconciler.status("new").expect("reported");
+    assert_eq!(
+        (s.state, s.name.as_deref(), s.version.as_deref()),
+        (PackageState::Failed, Some("hello-orders"), Some("3.0.0")),
+        "the manifest's name and version: {s:?}"
+    );
+    assert_eq!(served_by(&h, "orders").as_deref(), Some("v1"));
+    assert_eq!(
+        h.reconciler.status("v1").map(|s| s.state),
+        Some(PackageState::Loaded)
+    );
+    h.rt().runner.shutdown().await.expect("shutdown");
+}
+
+/// A file removed between the scan and its load is not a failure; a file too large to be an
+/// archive fails at once with the limit in the message, without being read.
+async fn vanished_and_oversized_files(db: &TestDb) {
+    let h = harness(db).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let gone = DesiredPackage {
+        id: "gone".into(),
+        tenant: "public".into(),
+        source: PackageSource::Archive(dir.path().join("gone-1.0.0.cloacina")),
+    };
+    let report = h.reconciler.reconcile(vec![gone]).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert!(h.reconciler.status("gone").is_none());
+
+    let huge_path = dir.path().join("huge.cloacina");
+    let f = std::fs::File::create(&huge_path).expect("create");
+    f.set_len(cloacina::package::archive::MAX_ARCHIVE_BYTES + 1)
+        .expect("sparse file");
+    let huge = DesiredPackage {
+        id: "huge".into(),
+        tenant: "public".into(),
+        source: PackageSource::Archive(huge_path),
+    };
+    let started = std::time::Instant::now();
+    let report = h.reconciler.reconcile(vec![huge]).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(report.failed, vec!["huge".to_string()]);
+    let error = h
+        .reconciler
+        .status("huge")
+        .and_then(|s| s.last_error)
+        .unwrap_or_default();
+    assert!(
+        error.contains("huge.cloacina") && error.contains("MAX_ARCHIVE_BYTES"),
+        "{error}"
+    );
+    h.rt().runner.shutdown().await.expect("shutdown");
+}
+
 conformance!(
     standalone_unload_removes_everything,
     guard_refuses_then_subscriber_first_succeeds,
@@ -546,4 +899,9 @@ conformance!(
     upgrade_keeps_serving_and_in_flight_runs_finish_on_old_code,
     restart_rebuilds_from_the_desired_set,
     failed_loads_back_off,
+    equal_versions_serve_one_and_fall_back,
+    duplicates_register_one_trigger,
+    higher_version_upgrades_and_removal_falls_back,
+    superseded_archives_are_never_opened,
+    vanished_and_oversized_files,
 );

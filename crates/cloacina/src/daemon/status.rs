@@ -16,7 +16,8 @@ use crate::store::{ExecutionStatus, Store};
 /// What the socket answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DaemonStatus {
-    /// `healthy`, or `degraded` when a package failed to load or is stuck part-way.
+    /// `healthy`, or `degraded` when a package failed to load, is stuck part-way, could not
+    /// be unloaded (guard refusal), or a watch folder cannot be read.
     pub health: String,
     pub pid: u32,
     pub uptime_s: u64,
@@ -26,18 +27,34 @@ pub struct DaemonStatus {
     /// Executions of this daemon not yet finished.
     pub active_workflows: usize,
     pub watch_dirs: Vec<String>,
+    /// Watch folders that exist but cannot be read (their packages stay loaded).
+    #[serde(default)]
+    pub folder_errors: Vec<String>,
     pub packages: Vec<PackageLine>,
 }
 
 /// One package as `daemon status` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackageLine {
+    /// The package id: a UUID derived from the archive's SHA-256, as in every log line's
+    /// `package_id` field.
+    #[serde(default)]
+    pub id: String,
+    /// From the library, or from the manifest when the load failed (`(unreadable)` when
+    /// neither could be read).
     pub name: String,
     pub version: String,
-    /// `loaded`, `waiting`, `failed` or `partially_unloaded`.
+    /// `loaded`, `waiting`, `failed`, `partially_unloaded`, `unload_refused` or `superseded`.
     pub state: String,
+    /// The whole error (or what a waiting package waits for).
     pub last_error: Option<String>,
     pub path: Option<String>,
+    /// The file is gone but the package is still loaded (its unload was refused or stopped).
+    #[serde(default)]
+    pub path_missing: bool,
+    /// For a superseded package: what is served instead (`name version (path, id)`).
+    #[serde(default)]
+    pub superseded_by: Option<String>,
 }
 
 impl DaemonStatus {
@@ -51,6 +68,7 @@ impl DaemonStatus {
             last_reconciliation: None,
             active_workflows: 0,
             watch_dirs: Vec::new(),
+            folder_errors: Vec::new(),
             packages: Vec::new(),
         }
     }
@@ -77,15 +95,20 @@ impl DaemonStatus {
             }
         };
         let statuses = reconciler.statuses();
-        let degraded = statuses.iter().any(|s| {
-            matches!(
-                s.state,
-                PackageState::Failed | PackageState::PartiallyUnloaded
-            )
-        });
-        let packages = statuses
+        let folder_errors = reconciler.source_problems();
+        let degraded = !folder_errors.is_empty()
+            || statuses.iter().any(|s| {
+                matches!(
+                    s.state,
+                    PackageState::Failed
+                        | PackageState::PartiallyUnloaded
+                        | PackageState::UnloadRefused
+                )
+            });
+        let mut packages: Vec<PackageLine> = statuses
             .iter()
             .map(|s| PackageLine {
+                id: s.id.clone(),
                 name: s.name.clone().unwrap_or_else(|| "(unreadable)".to_string()),
                 version: s.version.clone().unwrap_or_default(),
                 state: serde_json::to_value(s.state)
@@ -94,19 +117,25 @@ impl DaemonStatus {
                     .unwrap_or_default(),
                 last_error: s.last_error.clone().or_else(|| s.waiting_for.clone()),
                 path: s.source.clone(),
+                path_missing: s.removed,
+                superseded_by: s.superseded_by.clone(),
             })
             .collect();
+        // Versions of one package side by side.
+        packages.sort_by(|a, b| (&a.name, &a.path).cmp(&(&b.name, &b.path)));
         DaemonStatus {
             health: if degraded { "degraded" } else { "healthy" }.to_string(),
             pid: std::process::id(),
             uptime_s: uptime.as_secs(),
+            // A refused unload leaves the package fully loaded and serving.
             packages_loaded: statuses
                 .iter()
-                .filter(|s| s.state == PackageState::Loaded)
+                .filter(|s| matches!(s.state, PackageState::Loaded | PackageState::UnloadRefused))
                 .count(),
             last_reconciliation,
             active_workflows: active,
             watch_dirs: watch_dirs.iter().map(|d| d.display().to_string()).collect(),
+            folder_errors,
             packages,
         }
     }
@@ -188,12 +217,16 @@ mod tests {
             last_reconciliation: Some(1),
             active_workflows: 0,
             watch_dirs: vec!["/w".into()],
+            folder_errors: Vec::new(),
             packages: vec![PackageLine {
+                id: "6f0e3c52-9a41-8d1b-8e77-25c40bd963a1".into(),
                 name: "p".into(),
                 version: "1.0.0".into(),
                 state: "loaded".into(),
                 last_error: None,
                 path: None,
+                path_missing: false,
+                superseded_by: None,
             }],
         };
         let expected = doc.clone();

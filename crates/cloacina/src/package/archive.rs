@@ -1066,6 +1066,85 @@ fn create_file(path: &Path, executable: bool) -> Result<fs::File, ArchiveError> 
     options.open(path).map_err(|e| io_error("create", path, &e))
 }
 
+/// The largest `.cloacina` file anything reads: the default unpack budget
+/// ([`UnpackLimits::max_total_bytes`], 512 MiB). An archive that unpacks within that budget
+/// is no larger (gzip adds only a few bytes per block), so a bigger file cannot be a loadable
+/// package; checking the size first refuses it without reading (or hashing) it at all.
+pub const MAX_ARCHIVE_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Reads only the `package.toml` of the archive at `path`, without unpacking anything or
+/// opening its library: how a reconciler learns a package's name and version before deciding
+/// whether to load it. Refuses, before reading the whole file, one larger than
+/// [`MAX_ARCHIVE_BYTES`] or not starting with the gzip magic bytes; the decompressed bytes it
+/// reads are bounded by the default [`UnpackLimits`].
+pub fn read_manifest(path: &Path) -> Result<Manifest, ArchiveError> {
+    const MANIFEST_MAX_BYTES: u64 = 64 * 1024;
+    let shown = path.display().to_string();
+    let mut file = fs::File::open(path).map_err(|e| io_error("read", path, &e))?;
+    let size = file
+        .metadata()
+        .map_err(|e| io_error("read", path, &e))?
+        .len();
+    if size > MAX_ARCHIVE_BYTES {
+        return Err(ArchiveError::Io {
+            action: "load",
+            path: shown,
+            message: format!(
+                "the file is {size} bytes, larger than the {MAX_ARCHIVE_BYTES}-byte limit of a .cloacina archive (MAX_ARCHIVE_BYTES); it was not read. Remove it from the watch folder"
+            ),
+        });
+    }
+    let mut magic = [0u8; 2];
+    let corrupt = |message: String| ArchiveError::Corrupt {
+        archive: shown.clone(),
+        message,
+    };
+    if file.read_exact(&mut magic).is_err() || magic != [0x1f, 0x8b] {
+        return Err(corrupt(
+            "it does not start with the gzip magic bytes 1f 8b".to_string(),
+        ));
+    }
+    let file = fs::File::open(path).map_err(|e| io_error("read", path, &e))?;
+    let limits = UnpackLimits::default();
+    let cap = limits
+        .max_total_bytes
+        .saturating_add((limits.max_entries as u64).saturating_mul(8192));
+    let mut tar = tar::Archive::new(GzDecoder::new(io::BufReader::new(file)).take(cap));
+    let entries = tar
+        .entries()
+        .map_err(|e| corrupt(printable(&e.to_string(), 120)))?;
+    for (n, entry) in entries.enumerate() {
+        if n >= limits.max_entries {
+            break;
+        }
+        let mut entry = entry.map_err(|e| corrupt(printable(&e.to_string(), 120)))?;
+        let raw = entry.path_bytes().into_owned();
+        let name = String::from_utf8_lossy(&raw);
+        if name.trim_start_matches("./") != "package.toml" {
+            continue;
+        }
+        if entry.size() > MANIFEST_MAX_BYTES {
+            return Err(ArchiveError::EntryTooLarge {
+                archive: shown,
+                entry: "package.toml".to_string(),
+                limit: MANIFEST_MAX_BYTES,
+            });
+        }
+        let mut text = String::new();
+        (&mut entry)
+            .take(MANIFEST_MAX_BYTES)
+            .read_to_string(&mut text)
+            .map_err(|e| corrupt(printable(&e.to_string(), 120)))?;
+        return Manifest::parse(&text, &format!("{shown} (package.toml)")).map_err(|source| {
+            ArchiveError::InvalidManifest {
+                archive: shown,
+                source,
+            }
+        });
+    }
+    Err(ArchiveError::MissingManifest { archive: shown })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use cloacina_workflow::package::GraphDescription;
 
 use super::Runtime;
@@ -188,12 +190,8 @@ pub(crate) async fn unload_4_tear_down_reactors(
         .reactors_stop(t.tenant, t.id)
         .map_err(|e| e.to_string())?;
     for w in warnings {
-        tracing::info!(
-            package_id = t.id,
-            package = t.package.name(),
-            version = t.package.version(),
-            "{w}"
-        );
+        // The step's span carries the package's fields.
+        tracing::info!("{w}");
     }
     Ok(())
 }
@@ -220,28 +218,46 @@ pub(crate) async fn unload_6_delete_cron_schedules(
         .map_err(|e| e.to_string())
 }
 
+/// The span every step runs in: the lines the registries and schedulers write during a step
+/// (a graph unbound, a reactor taken over, schedules written) carry the package's
+/// `package_id`, `package` and `version` through it, on stderr and in the JSON log.
+fn step_span(t: &Target<'_>) -> tracing::Span {
+    tracing::info_span!(
+        "package",
+        package_id = %t.id,
+        package = %t.package.name(),
+        version = %t.package.version()
+    )
+}
+
 /// Runs load step `n` (0-based).
 pub(crate) async fn load_step(n: usize, rt: &Runtime, t: &Target<'_>) -> Result<LoadStep, String> {
-    match n {
-        0 => load_1_write_cron_schedules(rt, t).await,
-        1 => load_2_register_triggers(rt, t).await,
-        2 => load_3_start_reactors(rt, t).await,
-        3 => load_4_register_trigger_less_graphs(rt, t).await,
-        4 => load_5_bind_reactor_graphs(rt, t).await,
-        _ => load_6_register_workflows(rt, t).await,
-    }
+    let step = async {
+        match n {
+            0 => load_1_write_cron_schedules(rt, t).await,
+            1 => load_2_register_triggers(rt, t).await,
+            2 => load_3_start_reactors(rt, t).await,
+            3 => load_4_register_trigger_less_graphs(rt, t).await,
+            4 => load_5_bind_reactor_graphs(rt, t).await,
+            _ => load_6_register_workflows(rt, t).await,
+        }
+    };
+    step.instrument(step_span(t)).await
 }
 
 /// Runs unload step `n` (0-based).
 pub(crate) async fn unload_step(n: usize, rt: &Runtime, t: &Target<'_>) -> Result<(), String> {
-    match n {
-        0 => unload_1_unregister_workflows(rt, t).await,
-        1 => unload_2_unbind_reactor_graphs(rt, t).await,
-        2 => unload_3_unregister_trigger_less_graphs(rt, t).await,
-        3 => unload_4_tear_down_reactors(rt, t).await,
-        4 => unload_5_unregister_triggers(rt, t).await,
-        _ => unload_6_delete_cron_schedules(rt, t).await,
-    }
+    let step = async {
+        match n {
+            0 => unload_1_unregister_workflows(rt, t).await,
+            1 => unload_2_unbind_reactor_graphs(rt, t).await,
+            2 => unload_3_unregister_trigger_less_graphs(rt, t).await,
+            3 => unload_4_tear_down_reactors(rt, t).await,
+            4 => unload_5_unregister_triggers(rt, t).await,
+            _ => unload_6_delete_cron_schedules(rt, t).await,
+        }
+    };
+    step.instrument(step_span(t)).await
 }
 
 /// The unload step that undoes load step `n` (load 1 ↔ unload 6, ..., load 6 ↔ unload 1).
