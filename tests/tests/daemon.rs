@@ -294,3 +294,60 @@ fn a_second_interrupt_during_the_drain_exits_1() {
     assert_eq!(home.exit_code(), Some(1), "{}", home.logs());
     assert!(home.logs().contains("second interrupt"), "{}", home.logs());
 }
+
+/// Health follows the database: while another process holds SQLite's write lock longer than
+/// the busy timeout, commits fail and the daemon says `degraded` with the failure (naming the
+/// database file); once the lock is gone, commits succeed and it is `healthy` again.
+#[test]
+fn health_is_degraded_while_commits_fail_and_recovers() {
+    let mut home = Home::new();
+    home.start(&[]);
+    pack_example("heartbeat", &home.packages_dir());
+    home.wait_for("a cron-started run completed", |h| {
+        h.executions()
+            .iter()
+            .any(|e| e.status == ExecutionStatus::Completed)
+    });
+    let db = home.path().join("cloacina.db");
+    // Another process takes the write lock (readers go on: WAL) and holds it until killed.
+    let mut locker = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('BEGIN EXCLUSIVE')\n\
+             print('locked', flush=True)\n\
+             time.sleep(120)",
+        ])
+        .arg(&db)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 holds the database's write lock");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(locker.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("read");
+    assert_eq!(line.trim(), "locked");
+    home.wait_for("health degraded with the database named", |h| {
+        let s = h.status();
+        s["health"] == "degraded"
+            && s["write_failure"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(&db.display().to_string()) && m.contains("locked"))
+    });
+    let table = home.ctl(&["--no-color", "daemon", "status"]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("database error: commits failing"),
+        "{}",
+        home.context(&table)
+    );
+    let _ = locker.kill();
+    let _ = locker.wait();
+    home.wait_for("healthy again once commits succeed", |h| {
+        let s = h.status();
+        s["health"] == "healthy" && s["write_failure"].is_null()
+    });
+    assert!(home.ctl(&["daemon", "stop"]).status.success());
+}

@@ -186,6 +186,19 @@ fn show_status(settings: &Settings, home: &Home) -> Result<(), CliError> {
             "    ",
         ));
     }
+    if let Some(w) = &s.write_failure {
+        text.push_str(&wrap(
+            &format!(
+                "database error: commits failing ({} failed, the first {}): {}",
+                w.failures,
+                last_pass(Some(w.since)),
+                w.message
+            ),
+            DETAIL_WIDTH,
+            "  ",
+            "    ",
+        ));
+    }
     if !s.packages.is_empty() {
         text.push('\n');
         text.push_str(&package_table(&s, settings.color));

@@ -11,13 +11,14 @@ use tokio::net::{UnixListener, UnixStream};
 
 use super::DaemonError;
 use crate::reconciler::{PackageState, Reconciler};
-use crate::store::{ExecutionStatus, Store};
+use crate::store::{ExecutionStatus, Store, WriteFailure};
 
 /// What the socket answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DaemonStatus {
     /// `healthy`, or `degraded` when a package failed to load, is stuck part-way, could not
-    /// be unloaded (guard refusal), or a watch folder cannot be read.
+    /// be unloaded (guard refusal), a watch folder cannot be read, or commits to the database
+    /// are failing.
     pub health: String,
     pub pid: u32,
     pub uptime_s: u64,
@@ -30,6 +31,10 @@ pub struct DaemonStatus {
     /// Watch folders that exist but cannot be read (their packages stay loaded).
     #[serde(default)]
     pub folder_errors: Vec<String>,
+    /// Commits to the database are failing (a full disk, a locked or read-only file): the
+    /// last failure and since when; `None` once a commit succeeds again.
+    #[serde(default)]
+    pub write_failure: Option<WriteFailure>,
     pub packages: Vec<PackageLine>,
 }
 
@@ -69,12 +74,13 @@ impl DaemonStatus {
             active_workflows: 0,
             watch_dirs: Vec::new(),
             folder_errors: Vec::new(),
+            write_failure: None,
             packages: Vec::new(),
         }
     }
 
     /// The status now: packages from the reconciler, unfinished executions from the store.
-    /// `degraded` when a package failed to load or is stuck part-way through an unload.
+    /// `degraded` as [`DaemonStatus::health`] says.
     pub async fn collect(
         reconciler: &Reconciler,
         store: &Store,
@@ -96,7 +102,9 @@ impl DaemonStatus {
         };
         let statuses = reconciler.statuses();
         let folder_errors = reconciler.source_problems();
+        let write_failure = store.write_health();
         let degraded = !folder_errors.is_empty()
+            || write_failure.is_some()
             || statuses.iter().any(|s| {
                 matches!(
                     s.state,
@@ -136,6 +144,7 @@ impl DaemonStatus {
             active_workflows: active,
             watch_dirs: watch_dirs.iter().map(|d| d.display().to_string()).collect(),
             folder_errors,
+            write_failure,
             packages,
         }
     }
@@ -218,6 +227,7 @@ mod tests {
             active_workflows: 0,
             watch_dirs: vec!["/w".into()],
             folder_errors: Vec::new(),
+            write_failure: None,
             packages: vec![PackageLine {
                 id: "6f0e3c52-9a41-8d1b-8e77-25c40bd963a1".into(),
                 name: "p".into(),

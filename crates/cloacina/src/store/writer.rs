@@ -57,7 +57,7 @@ enum Queued<M: Merge<C>, C> {
 }
 
 /// Commits are failing: what the last failed batch said, and since when.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WriteFailure {
     /// The last failure, naming the database (`SQLite database /path/x.db: ...`).
     pub message: String,
