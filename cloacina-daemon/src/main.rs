@@ -13,6 +13,7 @@ use cloacina::config::{Config, Home};
 use cloacina::daemon::discovery::{self, Scanner};
 use cloacina::daemon::pidfile::PidFile;
 use cloacina::daemon::status::{self, DaemonStatus};
+use cloacina::package::signing::SignaturePolicy;
 use cloacina::reconciler::{Reconciler, Runtime};
 use cloacina::registry::ReactorRegistry;
 use cloacina::schedule::cron::{CronConfig, CronScheduler};
@@ -105,15 +106,20 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         let r = starter_runner.clone();
         Box::pin(async move { r.submit(&workflow, ctx).await.map_err(|e| e.to_string()) })
     })));
-    let reconciler = Arc::new(Reconciler::new(
-        Runtime {
-            runner: runner.clone(),
-            reactors,
-            cron: cron.clone(),
-            triggers: triggers.clone(),
-        },
-        home.library_cache(),
-    ));
+    // [daemon] require_signatures / trusted_keys: a missing or bad key stops the start.
+    let signatures = SignaturePolicy::from_daemon_config(&config.daemon)?;
+    let reconciler = Arc::new(
+        Reconciler::new(
+            Runtime {
+                runner: runner.clone(),
+                reactors,
+                cron: cron.clone(),
+                triggers: triggers.clone(),
+            },
+            home.library_cache(),
+        )
+        .with_signature_policy(signatures),
+    );
 
     let mut config = config;
     let mut dirs = discovery::watch_dirs(&home, &args.watch_dirs, &config.watch.directories)?;

@@ -54,6 +54,8 @@ use sha2::{Digest, Sha256};
 
 use super::archive::{self, ArchiveError, HOST_TARGET, UnpackLimits};
 use super::manifest::{Manifest, ManifestError};
+use super::printable;
+use super::signing::{SignatureError, SignaturePolicy, VerifiedSignature};
 
 /// Why a package library could not be loaded or called. Every message names the package and
 /// the file (or archive) and says what to do.
@@ -95,6 +97,36 @@ pub enum LoadError {
         file: String,
         found: String,
         expected: String,
+    },
+
+    /// The file's structure does not lie within its bytes (truncated or corrupt): mapping it
+    /// would crash the process, so it is never opened.
+    #[error(
+        "package '{package}': {file} cannot be loaded: {problem}; it was not opened. Build the package again with 'cloacinactl package build' and pack the new library"
+    )]
+    Malformed {
+        package: String,
+        file: String,
+        problem: String,
+    },
+
+    /// An earlier load of this very library crashed the process that ran it.
+    #[error(
+        "package '{package}': {file} is quarantined: loading it crashed an earlier process (pid {pid}) before the load returned, so it is not loaded again. Replace the archive with a fixed build, or delete {marker} to retry this one"
+    )]
+    Quarantined {
+        package: String,
+        file: String,
+        pid: String,
+        marker: String,
+    },
+
+    /// The archive's signature side-car is missing (when required), invalid or untrusted.
+    #[error("cannot load package archive {archive}: {source}")]
+    Signature {
+        archive: String,
+        #[source]
+        source: SignatureError,
     },
 
     /// The dynamic loader refused the file.
@@ -651,6 +683,13 @@ fn load_as(
             expected: HOST_TARGET.to_string(),
         });
     }
+    if let Err(problem) = check_library_structure(&bytes) {
+        return Err(LoadError::Malformed {
+            package,
+            file,
+            problem,
+        });
+    }
     let sha256 = hex::encode(Sha256::digest(&bytes));
 
     // One load at a time per process: this is what makes "opened exactly once" hold.
@@ -662,6 +701,21 @@ fn load_as(
         existing.check_manifest(manifest, &file)?;
         return Ok(existing);
     }
+
+    // From here on the library's code may run (initializers, the ABI calls, describe): a
+    // marker records that, and stays behind if the process dies before the load returns.
+    let marker_dir = cache_dir.join(&sha256);
+    std::fs::create_dir_all(&marker_dir).map_err(|e| io("create", &marker_dir, e))?;
+    if let Some((marker, pid)) = crashed_load(&marker_dir) {
+        return Err(LoadError::Quarantined {
+            package,
+            file,
+            pid,
+            marker: marker.display().to_string(),
+        });
+    }
+    let _marker =
+        LoadMarker::write(&marker_dir, &file).map_err(|(path, e)| io("write", &path, e))?;
 
     let (lib, library_path) = match reg.opened.get(&sha256) {
         Some(o) => (o.library, o.path.clone()),
@@ -755,20 +809,21 @@ fn load_as(
 
     // SAFETY: describe takes no arguments; its buffer is read and freed by read_buffer.
     let buffer = unsafe { (api.describe)() };
+    // What the library says is shown escaped: it may hold any bytes.
     let description = match read_buffer::<PackageDescription>(&api, buffer) {
         Ok(Response::Ok(d)) => d,
         Ok(Response::Error(e)) => {
             return Err(LoadError::Describe {
                 package,
                 file,
-                message: e.to_string(),
+                message: printable(&e.to_string(), 2000),
             });
         }
         Err(message) => {
             return Err(LoadError::Describe {
                 package,
                 file,
-                message,
+                message: printable(&message, 2000),
             });
         }
     };
@@ -776,7 +831,7 @@ fn load_as(
         return Err(LoadError::InvalidDescription {
             package,
             file,
-            problems,
+            problems: problems.iter().map(|p| printable(p, 500)).collect(),
         });
     }
     let differences = manifest_differences(&description, manifest);
@@ -784,7 +839,7 @@ fn load_as(
         return Err(LoadError::ManifestMismatch {
             package,
             file,
-            differences,
+            differences: differences.iter().map(|d| printable(d, 500)).collect(),
         });
     }
 
@@ -834,6 +889,31 @@ pub fn load_archive(
     archive_path: &Path,
     cache_dir: &Path,
 ) -> Result<Arc<LoadedPackage>, LoadError> {
+    load_archive_expecting(archive_path, cache_dir, None)
+}
+
+/// [`load_archive`] after checking the archive's signature against `policy`
+/// ([`SignaturePolicy::check`]); a signed archive is loaded only if the bytes unpacked are
+/// the bytes that were verified (a file replaced between the two is refused).
+pub fn load_archive_checked(
+    archive_path: &Path,
+    cache_dir: &Path,
+    policy: &SignaturePolicy,
+) -> Result<Arc<LoadedPackage>, LoadError> {
+    let verified = policy
+        .check(archive_path)
+        .map_err(|source| LoadError::Signature {
+            archive: archive_path.display().to_string(),
+            source,
+        })?;
+    load_archive_expecting(archive_path, cache_dir, verified.as_ref())
+}
+
+fn load_archive_expecting(
+    archive_path: &Path,
+    cache_dir: &Path,
+    verified: Option<&VerifiedSignature>,
+) -> Result<Arc<LoadedPackage>, LoadError> {
     let shown = archive_path.display().to_string();
     let archive_error = |source| LoadError::Archive {
         archive: shown.clone(),
@@ -847,6 +927,19 @@ pub fn load_archive(
     let result = archive::unpack(archive_path, &scratch, &UnpackLimits::default())
         .map_err(archive_error)
         .and_then(|unpacked| {
+            if let Some(v) = verified
+                && v.sha256 != unpacked.sha256
+            {
+                return Err(LoadError::Signature {
+                    archive: shown.clone(),
+                    source: SignatureError::Tampered {
+                        archive: shown.clone(),
+                        sig: v.signature_path.display().to_string(),
+                        actual: unpacked.sha256.clone(),
+                        signed: v.sha256.clone(),
+                    },
+                });
+            }
             let library = archive::library_for(&unpacked, HOST_TARGET).map_err(archive_error)?;
             let file = format!(
                 "{shown} (lib/{HOST_TARGET}/{})",
@@ -863,6 +956,100 @@ pub fn load_archive(
         tracing::warn!(dir = %scratch.display(), error = %e, "cannot remove a scratch directory");
     }
     result
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crash quarantine
+// ---------------------------------------------------------------------------------------------
+
+/// File-name prefix of load markers in a library's cache directory:
+/// `loading-<pid>-<process token>`.
+pub const LOAD_MARKER_PREFIX: &str = "loading-";
+
+/// Tells this process's markers from those of an earlier process that had the same pid.
+static PROCESS_TOKEN: LazyLock<u64> = LazyLock::new(rand::random);
+
+/// A marker that a load of a library is under way in this process, removed when dropped (when
+/// the load returns, however it returns). A marker that outlives its process means that
+/// process died while the library's code ran during the load.
+struct LoadMarker(PathBuf);
+
+impl LoadMarker {
+    fn write(dir: &Path, file: &str) -> Result<LoadMarker, (PathBuf, std::io::Error)> {
+        let pid = std::process::id();
+        let path = dir.join(format!("{LOAD_MARKER_PREFIX}{pid}-{:016x}", *PROCESS_TOKEN));
+        let text = format!(
+            "pid {pid}\nstarted {}\nlibrary {file}\n",
+            chrono::Utc::now().to_rfc3339()
+        );
+        std::fs::write(&path, text).map_err(|e| (path.clone(), e))?;
+        Ok(LoadMarker(path))
+    }
+}
+
+impl Drop for LoadMarker {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(marker = %self.0.display(), error = %e, "cannot remove a load marker; the next process will take it for a crashed load");
+        }
+    }
+}
+
+/// A marker in `dir` left by a load that crashed: one written by another process (another
+/// pid, or this pid with another token: a pid reused after a crash) that is no longer running.
+/// A marker of a live process is a load under way there, not a crash. Returns the marker and
+/// the pid that wrote it.
+fn crashed_load(dir: &Path) -> Option<(PathBuf, String)> {
+    let own_pid = std::process::id();
+    let own_token = format!("{:016x}", *PROCESS_TOKEN);
+    let entries = std::fs::read_dir(dir).ok()?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(LOAD_MARKER_PREFIX))
+        else {
+            continue;
+        };
+        let (pid_text, token) = rest.split_once('-').unwrap_or((rest, ""));
+        let pid = pid_text.parse::<u32>().ok();
+        if pid == Some(own_pid) && token == own_token {
+            continue; // Ours: a load of this process that could not remove its marker.
+        }
+        if let Some(pid) = pid
+            && pid != own_pid
+            && process_running(pid)
+        {
+            continue;
+        }
+        return Some((entry.path(), printable(pid_text, 20)));
+    }
+    None
+}
+
+/// Whether process `pid` exists and is not a zombie (a zombie has died: only its exit status
+/// waits to be collected).
+fn process_running(pid: u32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // The state is the first field after the command name in parentheses.
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| !matches!(state, "Z" | "X" | "x")),
+            Err(_) => false,
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let Ok(pid) = i32::try_from(pid) else {
+            return false;
+        };
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    }
 }
 
 /// Writes `bytes` to `<cache_dir>/<sha256>/<file_name>` unless an intact copy is there,
@@ -963,6 +1150,93 @@ fn quoted(names: &[&str]) -> String {
         .map(|n| format!("'{n}'"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Is the file whole?
+// ---------------------------------------------------------------------------------------------
+
+/// Checks that a library's structure lies within its bytes, so the dynamic loader never maps
+/// a page past the end of the file: touching such a page kills the process with SIGBUS, before
+/// anything can be logged. For ELF files, the file header, the program header table, every
+/// segment's file bytes, the section header table and every section's file bytes must all lie
+/// within the file. Other formats are not inspected (they are refused by the target check on
+/// hosts that load ELF). `Err` says what is wrong, in words fit for a message.
+pub fn check_library_structure(bytes: &[u8]) -> Result<(), String> {
+    if !bytes.starts_with(b"\x7fELF") {
+        return Ok(());
+    }
+    match bytes.get(4) {
+        Some(1) => check_elf::<object::elf::FileHeader32<object::Endianness>>(bytes),
+        Some(2) => check_elf::<object::elf::FileHeader64<object::Endianness>>(bytes),
+        _ => Err("it is a corrupt ELF file (its class is neither 32- nor 64-bit)".to_string()),
+    }
+}
+
+fn check_elf<Elf>(data: &[u8]) -> Result<(), String>
+where
+    Elf: object::read::elf::FileHeader<Endian = object::Endianness>,
+{
+    use object::read::elf::{ProgramHeader as _, SectionHeader as _};
+    let len = data.len() as u64;
+    let past_end = |what: String, start: u64, size: u64| {
+        format!(
+            "it is truncated or corrupt: its {what} (file bytes {start}..{}) lies past the end of the file ({len} bytes)",
+            start.saturating_add(size)
+        )
+    };
+    let within = |start: u64, size: u64| start.checked_add(size).is_some_and(|end| end <= len);
+    let corrupt = |e: object::read::Error| format!("it is a corrupt ELF file ({e})");
+
+    let header_size = std::mem::size_of::<Elf>() as u64;
+    if len < header_size {
+        return Err(past_end("ELF file header".to_string(), 0, header_size));
+    }
+    let header = Elf::parse(data).map_err(corrupt)?;
+    let endian = header.endian().map_err(corrupt)?;
+
+    let phoff: u64 = header.e_phoff(endian).into();
+    let phnum = header.phnum(endian, data).map_err(corrupt)?;
+    if phoff != 0 && phnum != 0 {
+        let table = u64::from(phnum).saturating_mul(u64::from(header.e_phentsize(endian)));
+        if !within(phoff, table) {
+            return Err(past_end("program header table".to_string(), phoff, table));
+        }
+    }
+    for (i, ph) in header
+        .program_headers(endian, data)
+        .map_err(corrupt)?
+        .iter()
+        .enumerate()
+    {
+        let (start, size) = ph.file_range(endian);
+        if size != 0 && !within(start, size) {
+            return Err(past_end(format!("segment {i}"), start, size));
+        }
+    }
+
+    let shoff: u64 = header.e_shoff(endian).into();
+    let shnum = header.shnum(endian, data).map_err(corrupt)?;
+    if shoff != 0 && shnum != 0 {
+        let table = u64::from(shnum).saturating_mul(u64::from(header.e_shentsize(endian)));
+        if !within(shoff, table) {
+            return Err(past_end("section header table".to_string(), shoff, table));
+        }
+    }
+    for (i, sh) in header
+        .section_headers(endian, data)
+        .map_err(corrupt)?
+        .iter()
+        .enumerate()
+    {
+        if let Some((start, size)) = sh.file_range(endian)
+            && size != 0
+            && !within(start, size)
+        {
+            return Err(past_end(format!("section {i}"), start, size));
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

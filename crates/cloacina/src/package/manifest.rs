@@ -5,6 +5,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::printable;
+
 /// Why a manifest was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -66,7 +68,14 @@ impl Manifest {
     pub fn parse(text: &str, path: &str) -> Result<Manifest, ManifestError> {
         let m: Manifest = toml::from_str(text).map_err(|e| ManifestError::Malformed {
             path: path.to_string(),
-            message: e.to_string().trim().to_string(),
+            // The parser quotes the offending line: keep its layout, escape anything else.
+            message: e
+                .to_string()
+                .trim()
+                .lines()
+                .map(|l| printable(l, 500))
+                .collect::<Vec<_>>()
+                .join("\n"),
         })?;
         m.validate(path)?;
         Ok(m)
@@ -116,7 +125,8 @@ impl Manifest {
             return Err(invalid(
                 "package.name",
                 &format!(
-                    "'{name}' is not valid: use 1-64 letters, digits, '-' or '_', starting with a letter"
+                    "'{}' is not valid: use 1-64 letters, digits, '-' or '_', starting with a letter",
+                    printable(name, 100)
                 ),
             ));
         }
@@ -133,7 +143,10 @@ impl Manifest {
         {
             return Err(invalid(
                 "package.version",
-                &format!("'{v}' is not a semantic version like 1.2.3"),
+                &format!(
+                    "'{}' is not a semantic version like 1.2.3",
+                    printable(v, 100)
+                ),
             ));
         }
         Ok(())

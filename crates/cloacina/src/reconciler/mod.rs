@@ -27,6 +27,7 @@ use serde::Serialize;
 
 use crate::Runner;
 use crate::package::loader::{self, LoadedPackage};
+use crate::package::signing::SignaturePolicy;
 use crate::registry::ReactorRegistry;
 use crate::schedule::cron::CronScheduler;
 use crate::schedule::trigger::TriggerScheduler;
@@ -206,6 +207,8 @@ pub struct Reconciler {
     /// First retry delay of a failed load; doubles per attempt up to `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
+    /// What an archive's signature must be before it is loaded (see `with_signature_policy`).
+    signatures: SignaturePolicy,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -222,7 +225,15 @@ impl Reconciler {
             pass: tokio::sync::Mutex::new(()),
             backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
+            signatures: SignaturePolicy::permissive(),
         }
+    }
+
+    /// Archives are checked against `policy` before they are loaded (the default accepts
+    /// unsigned archives but refuses an invalid side-car).
+    pub fn with_signature_policy(mut self, policy: SignaturePolicy) -> Self {
+        self.signatures = policy;
+        self
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -435,10 +446,13 @@ impl Reconciler {
             PackageSource::Loaded(p) => Ok(p.clone()),
             PackageSource::Archive(path) => {
                 let (path, cache) = (path.clone(), self.cache_dir.clone());
-                tokio::task::spawn_blocking(move || loader::load_archive(&path, &cache))
-                    .await
-                    .map_err(|e| format!("opening the package failed: {e}"))?
-                    .map_err(|e| e.to_string())
+                let policy = self.signatures.clone();
+                tokio::task::spawn_blocking(move || {
+                    loader::load_archive_checked(&path, &cache, &policy)
+                })
+                .await
+                .map_err(|e| format!("opening the package failed: {e}"))?
+                .map_err(|e| e.to_string())
             }
         }
     }
