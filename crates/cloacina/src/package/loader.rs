@@ -726,6 +726,8 @@ fn load_as(
                 .unwrap_or_else(|| "library".to_string());
             let copy = cache_copy(cache_dir, &sha256, &file_name, &bytes)
                 .map_err(|(path, e)| io("write the cached copy", &path, e))?;
+            // The last line a crash in the library's initializers leaves behind.
+            tracing::info!(package = %package, file = %file, sha256 = %sha256, "opening package library");
             // SAFETY: opening a library runs its initializers. A package library is trusted
             // code by design (signatures are how a host decides what to trust); the copy is
             // content-addressed and never rewritten while mapped.
