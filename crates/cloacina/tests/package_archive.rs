@@ -1475,6 +1475,6 @@ mod signatures {
         };
         let policy = SignaturePolicy::from_daemon_config(&config).expect("policy");
         assert!(policy.requires_signatures());
-        assert_eq!(policy.trusted_keys(), &[f.public.clone()]);
+        assert_eq!(policy.trusted_keys(), std::slice::from_ref(&f.public));
     }
 }

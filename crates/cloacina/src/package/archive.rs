@@ -13,11 +13,15 @@
 //! 0644 (0755 for libraries), and the gzip header carries no time or OS, so the same inputs
 //! give the same bytes and therefore the same SHA-256, which is the archive's identity.
 //!
-//! [`unpack`] trusts nothing: it refuses absolute paths, `..`, links, devices and any name
-//! outside the layout above, bounds the entry count and the expanded size (counting the bytes
-//! it actually writes), and works in a temporary directory beside the destination that is
-//! renamed into place only when everything succeeded, so a failure never leaves a
-//! half-written package behind.
+//! [`unpack`] trusts nothing: it refuses absolute paths, `..`, links, devices, control
+//! characters in names and any name outside the layout above, bounds the entry count and the
+//! expanded size (counting the bytes it actually writes), reads GNU long-name and PAX records
+//! itself with a bound ([`MAX_NAME_RECORD_BYTES`], [`MAX_PAX_RECORD_BYTES`]), and works in a
+//! temporary directory beside the destination that is renamed into place only when
+//! everything succeeded, so a failure never leaves a half-written package behind.
+//!
+//! [`pack`] refuses a library whose structure runs past the end of its file (see
+//! [`super::loader::check_library_structure`]): it would crash whoever loads it.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;

@@ -3,17 +3,23 @@
 //!
 //! [`load`] opens a package library and returns a [`LoadedPackage`]:
 //!
-//! 1. The library's bytes are hashed (SHA-256) and checked to be a shared library for this
-//!    host's platform.
+//! 1. The library's bytes are checked to be a shared library for this host's platform whose
+//!    structure lies within the file ([`check_library_structure`]: a truncated library would
+//!    be mapped past its end, and touching those pages is SIGBUS), and hashed (SHA-256).
 //! 2. Each version is opened **exactly once per process**: a process-wide registry keyed by
 //!    that hash hands out the same `Arc<LoadedPackage>` while one is alive, and remembers every
 //!    library it ever opened.
-//! 3. It is opened from a **content-addressed copy**, `<cache dir>/<sha256>/<file name>`, so
+//! 3. **Crash quarantine.** Before the library's code can run (initializers, the ABI calls,
+//!    `describe`), a marker `<cache dir>/<sha256>/loading-<pid>-<token>` is written; it is
+//!    removed when the load returns. A marker left by a process that is gone means that load
+//!    crashed it: the library is refused ([`LoadError::Quarantined`]) until the marker is
+//!    deleted, rather than crashing every process that tries again.
+//! 4. It is opened from a **content-addressed copy**, `<cache dir>/<sha256>/<file name>`, so
 //!    two versions never share a path (the dynamic loader caches by path) and replacing the
 //!    original file never changes code that is already mapped.
-//! 4. `cloacina_plugin_abi_version` is looked up and called **before anything else**; a
+//! 5. `cloacina_plugin_abi_version` is looked up and called **before anything else**; a
 //!    library without it is not a package, one with another version is refused.
-//! 5. The other symbols are looked up (all missing ones are named), then `describe` is
+//! 6. The other symbols are looked up (all missing ones are named), then `describe` is
 //!    called, its document validated ([`PackageDescription::problems`]) and compared with
 //!    `package.toml` (name, version, and the `[declares]` lists that are present).
 //!
@@ -26,8 +32,11 @@
 //! alive, and dropping the last `Arc` releases the description and the registry entry. The
 //! cost is the mapped code of each version loaded during the process's life.
 //!
+//! [`load_archive_checked`] checks the archive's signature side-car against a
+//! [`SignaturePolicy`] before anything else.
+//!
 //! Every failure is a typed [`LoadError`] whose message names the package, the file and what
-//! to do.
+//! to do; text that comes from the library is shown with control characters escaped.
 
 // Opening libraries and calling through their C ABI is inherently unsafe; every unsafe block
 // below says why it is sound.
@@ -1022,36 +1031,13 @@ fn crashed_load(dir: &Path) -> Option<(PathBuf, String)> {
         }
         if let Some(pid) = pid
             && pid != own_pid
-            && process_running(pid)
+            && i32::try_from(pid).is_ok_and(crate::daemon::pidfile::process_alive)
         {
             continue;
         }
         return Some((entry.path(), printable(pid_text, 20)));
     }
     None
-}
-
-/// Whether process `pid` exists and is not a zombie (a zombie has died: only its exit status
-/// waits to be collected).
-fn process_running(pid: u32) -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            // The state is the first field after the command name in parentheses.
-            Ok(stat) => stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                .is_some_and(|state| !matches!(state, "Z" | "X" | "x")),
-            Err(_) => false,
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let Ok(pid) = i32::try_from(pid) else {
-            return false;
-        };
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
-    }
 }
 
 /// Writes `bytes` to `<cache_dir>/<sha256>/<file_name>` unless an intact copy is there,

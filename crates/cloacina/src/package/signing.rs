@@ -21,6 +21,12 @@
 //! [`verify_archive`] checks, in this order: the archive exists, its side-car exists and
 //! parses, the archive's current SHA-256 is the signed one, the signing key is one of the
 //! trusted keys, and the signature is valid. Each failure has its own [`SignatureError`].
+//! Key files and side-cars are read with a bound ([`MAX_KEY_FILE_BYTES`],
+//! [`MAX_SIGNATURE_FILE_BYTES`]), and only when they are regular files.
+//!
+//! A host decides what it demands with a [`SignaturePolicy`] (the daemon's
+//! `require_signatures` and `trusted_keys`); under every policy a side-car that is present
+//! must be valid.
 
 use std::fmt;
 use std::fs;
@@ -576,6 +582,16 @@ fn archive_sha256(archive: &Path) -> Result<String, SignatureError> {
         path: archive.display().to_string(),
         message: e.to_string(),
     })
+}
+
+/// The text of side-car `sig`, read with the same bounds as verification (at most
+/// [`MAX_SIGNATURE_FILE_BYTES`], regular files only); `None` when there is none.
+pub fn read_sidecar_text(sig: &Path) -> Result<Option<String>, SignatureError> {
+    match read_small_file(sig, "signature file", MAX_SIGNATURE_FILE_BYTES) {
+        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+        Err(SmallFileError::NotFound) => Ok(None),
+        Err(SmallFileError::Refused(e)) => Err(e),
+    }
 }
 
 /// Verifies `archive` against its side-car `<archive>.sig` and the `trusted` keys (any one
