@@ -107,7 +107,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         Box::pin(async move { r.submit(&workflow, ctx).await.map_err(|e| e.to_string()) })
     })));
     // [daemon] require_signatures / trusted_keys: a missing or bad key stops the start.
-    let signatures = SignaturePolicy::from_daemon_config(&config.daemon)?;
+    let signatures = SignaturePolicy::from_daemon_config(&config.daemon, home.root())?;
     let reconciler = Arc::new(
         Reconciler::new(
             Runtime {

@@ -178,12 +178,10 @@ fn required_signatures_refuse_unsigned_and_untrusted_archives() {
     let mut home = Home::new();
     let trusted = keygen(&home, "trusted.key");
     let stranger = keygen(&home, "stranger.key");
+    // Relative to the home, where config.toml is.
     write_config(
         &home,
-        &format!(
-            "[daemon]\nrequire_signatures = true\ntrusted_keys = [\"{}\"]\n",
-            signing::public_key_path(&trusted).display()
-        ),
+        "[daemon]\nrequire_signatures = true\ntrusted_keys = [\"trusted.key.pub\"]\n",
     );
     let dir = home.packages_dir();
     std::fs::create_dir_all(&dir).expect("packages dir");

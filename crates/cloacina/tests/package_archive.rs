@@ -1460,7 +1460,7 @@ mod signatures {
             ..DaemonConfig::default()
         };
         assert_eq!(
-            SignaturePolicy::from_daemon_config(&config)
+            SignaturePolicy::from_daemon_config(&config, f.tmp.path())
                 .expect_err("missing key")
                 .to_string(),
             format!(
@@ -1468,12 +1468,13 @@ mod signatures {
                 m = missing.display()
             )
         );
+        // Relative to the base (the Cloacina home).
         let config = DaemonConfig {
             require_signatures: true,
-            trusted_keys: vec![public_key_path(&f.key).display().to_string()],
+            trusted_keys: vec!["signing.key.pub".to_string()],
             ..DaemonConfig::default()
         };
-        let policy = SignaturePolicy::from_daemon_config(&config).expect("policy");
+        let policy = SignaturePolicy::from_daemon_config(&config, f.tmp.path()).expect("policy");
         assert!(policy.requires_signatures());
         assert_eq!(policy.trusted_keys(), std::slice::from_ref(&f.public));
     }

@@ -753,14 +753,17 @@ impl SignaturePolicy {
     }
 
     /// The policy of `[daemon]` in config.toml: every trusted key file must exist and be a
-    /// public key file as written by `cloacinactl package keygen` (`~` is expanded).
+    /// public key file as written by `cloacinactl package keygen`. `~` is expanded, and a
+    /// relative path is taken relative to `base` (the Cloacina home, where config.toml is).
     pub fn from_daemon_config(
         config: &crate::config::DaemonConfig,
+        base: &Path,
     ) -> Result<SignaturePolicy, SignatureError> {
         let mut keys = Vec::new();
         for file in &config.trusted_keys {
             let path = crate::config::expand_tilde(Path::new(file))
                 .unwrap_or_else(|_| PathBuf::from(file));
+            let path = base.join(path);
             let key = load_public_key(&path).map_err(|e| SignatureError::TrustedKey {
                 path: path.display().to_string(),
                 message: e.to_string(),
