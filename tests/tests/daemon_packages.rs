@@ -144,7 +144,8 @@ fn a_library_that_crashes_the_daemon_is_quarantined_on_the_next_start() {
     assert_eq!(s["health"], "degraded");
     let error = last_error(&s, &crashing_name);
     assert!(
-        error.contains("is quarantined: loading it crashed an earlier process (pid ")
+        error.contains("is quarantined: an earlier process (pid ")
+            && error.contains(") died while loading it")
             && error.contains("Replace the archive with a fixed build, or delete ")
             && error.contains(&format!(
                 "/{}",

@@ -941,7 +941,7 @@ fn a_library_whose_load_crashed_is_quarantined_until_its_marker_is_deleted() {
     assert_eq!(
         e.to_string(),
         format!(
-            "package 'heartbeat': {} is quarantined: loading it crashed an earlier process (pid 4000000000) before the load returned, so it is not loaded again. Replace the archive with a fixed build, or delete {} to retry this one",
+            "package 'heartbeat': {} is quarantined: an earlier process (pid 4000000000) died while loading it (the library crashed it, or it was killed), so it is not loaded again. Replace the archive with a fixed build, or delete {} to retry this one",
             ex.library.display(),
             marker.display()
         )

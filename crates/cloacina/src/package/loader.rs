@@ -121,7 +121,7 @@ pub enum LoadError {
 
     /// An earlier load of this very library crashed the process that ran it.
     #[error(
-        "package '{package}': {file} is quarantined: loading it crashed an earlier process (pid {pid}) before the load returned, so it is not loaded again. Replace the archive with a fixed build, or delete {marker} to retry this one"
+        "package '{package}': {file} is quarantined: an earlier process (pid {pid}) died while loading it (the library crashed it, or it was killed), so it is not loaded again. Replace the archive with a fixed build, or delete {marker} to retry this one"
     )]
     Quarantined {
         package: String,
@@ -1413,6 +1413,37 @@ mod tests {
         b[16..18].copy_from_slice(&e_type.to_le_bytes());
         b[18..20].copy_from_slice(&machine.to_le_bytes());
         b
+    }
+
+    #[test]
+    fn structure_checks_name_what_lies_past_the_end() {
+        assert_eq!(check_library_structure(b"not elf at all"), Ok(()));
+        let mut bad_class = elf(62, 3);
+        bad_class[4] = 3;
+        assert_eq!(
+            check_library_structure(&bad_class),
+            Err("it is a corrupt ELF file (its class is neither 32- nor 64-bit)".to_string())
+        );
+        let mut short32 = elf(3, 3);
+        short32[4] = 1;
+        short32.truncate(40);
+        assert_eq!(
+            check_library_structure(&short32),
+            Err("it is truncated or corrupt: its ELF file header (file bytes 0..52) lies past the end of the file (40 bytes)".to_string())
+        );
+        let mut table = elf(62, 3);
+        table[6] = 1;
+        table[32..40].copy_from_slice(&u64::MAX.to_le_bytes()); // e_phoff
+        table[54..56].copy_from_slice(&56u16.to_le_bytes());
+        table[56..58].copy_from_slice(&2u16.to_le_bytes());
+        assert_eq!(
+            check_library_structure(&table),
+            Err(format!(
+                "it is truncated or corrupt: its program header table (file bytes {}..{}) lies past the end of the file (64 bytes)",
+                u64::MAX,
+                u64::MAX
+            ))
+        );
     }
 
     #[test]
