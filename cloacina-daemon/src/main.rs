@@ -106,20 +106,20 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         let r = starter_runner.clone();
         Box::pin(async move { r.submit(&workflow, ctx).await.map_err(|e| e.to_string()) })
     })));
+    let reconciler = Arc::new(Reconciler::new(
+        Runtime {
+            runner: runner.clone(),
+            reactors,
+            cron: cron.clone(),
+            triggers: triggers.clone(),
+        },
+        home.library_cache(),
+    ));
     // [daemon] require_signatures / trusted_keys: a missing or bad key stops the start.
-    let signatures = SignaturePolicy::from_daemon_config(&config.daemon, home.root())?;
-    let reconciler = Arc::new(
-        Reconciler::new(
-            Runtime {
-                runner: runner.clone(),
-                reactors,
-                cron: cron.clone(),
-                triggers: triggers.clone(),
-            },
-            home.library_cache(),
-        )
-        .with_signature_policy(signatures),
-    );
+    reconciler.set_signature_policy(SignaturePolicy::from_daemon_config(
+        &config.daemon,
+        home.root(),
+    )?);
 
     let mut config = config;
     let mut dirs = discovery::watch_dirs(&home, &args.watch_dirs, &config.watch.directories)?;

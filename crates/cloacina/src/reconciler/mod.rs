@@ -208,7 +208,7 @@ pub struct Reconciler {
     pub backoff: Duration,
     pub max_backoff: Duration,
     /// What an archive's signature must be before it is loaded (see `with_signature_policy`).
-    signatures: SignaturePolicy,
+    signatures: Mutex<SignaturePolicy>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -225,15 +225,21 @@ impl Reconciler {
             pass: tokio::sync::Mutex::new(()),
             backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
-            signatures: SignaturePolicy::permissive(),
+            signatures: Mutex::new(SignaturePolicy::permissive()),
         }
     }
 
     /// Archives are checked against `policy` before they are loaded (the default accepts
     /// unsigned archives but refuses an invalid side-car).
-    pub fn with_signature_policy(mut self, policy: SignaturePolicy) -> Self {
-        self.signatures = policy;
+    pub fn with_signature_policy(self, policy: SignaturePolicy) -> Self {
+        self.set_signature_policy(policy);
         self
+    }
+
+    /// Replaces the signature policy (a configuration reload); it applies to the loads that
+    /// follow, not to packages already loaded.
+    pub fn set_signature_policy(&self, policy: SignaturePolicy) {
+        *lock(&self.signatures) = policy;
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -446,7 +452,7 @@ impl Reconciler {
             PackageSource::Loaded(p) => Ok(p.clone()),
             PackageSource::Archive(path) => {
                 let (path, cache) = (path.clone(), self.cache_dir.clone());
-                let policy = self.signatures.clone();
+                let policy = lock(&self.signatures).clone();
                 tokio::task::spawn_blocking(move || {
                     loader::load_archive_checked(&path, &cache, &policy)
                 })
