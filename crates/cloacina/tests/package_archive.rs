@@ -652,6 +652,20 @@ fn escapes_control_characters_in_entry_names() {
 }
 
 #[test]
+fn archive_file_names_are_shown_escaped() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let archive = tmp.path().join("evil\u{1b}[2J.cloacina");
+    fs::write(&archive, b"not gzip").expect("write");
+    let e = unpack(&archive, &tmp.path().join("out"), &UnpackLimits::default())
+        .expect_err("corrupt")
+        .to_string();
+    assert!(
+        !e.contains('\u{1b}') && e.contains("evil\\u{1b}[2J.cloacina is not a valid"),
+        "{e}"
+    );
+}
+
+#[test]
 fn rejects_library_names_with_control_characters() {
     let name = format!("lib/{HOST_TARGET}/lib\nlibdemo.so");
     let case = Case::with(file(&name, b"x"));

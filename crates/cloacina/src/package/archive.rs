@@ -35,7 +35,7 @@ use flate2::{Compression, GzBuilder, read::GzDecoder};
 use sha2::{Digest, Sha256};
 
 use super::manifest::{Manifest, ManifestError};
-use super::{printable, printable_bytes};
+use super::{printable, printable_bytes, shown_path};
 
 /// The target triple this library was compiled for, e.g. `x86_64-unknown-linux-gnu`: the
 /// `lib/<target-triple>/` directory of an archive that this process can load.
@@ -264,7 +264,7 @@ pub enum ArchiveError {
 fn io_error(action: &'static str, path: &Path, e: &io::Error) -> ArchiveError {
     ArchiveError::Io {
         action,
-        path: path.display().to_string(),
+        path: shown_path(&path),
         message: e.to_string(),
     }
 }
@@ -409,7 +409,7 @@ pub fn pack(
     out: &Path,
 ) -> Result<PackedArchive, ArchiveError> {
     let manifest = Manifest::from_dir(dir)?;
-    let shown_dir = dir.display().to_string();
+    let shown_dir = shown_path(&dir);
     for required in ["Cargo.toml", "src"] {
         let path = dir.join(required);
         let ok = if required == "src" {
@@ -448,7 +448,7 @@ pub fn pack(
     for (target, path) in libraries {
         let bad = |problem: &str| ArchiveError::BadLibrary {
             target: printable(target, 100),
-            path: printable(&path.display().to_string(), 300),
+            path: shown_path(&path),
             problem: problem.to_string(),
         };
         if !is_valid_target(target) {
@@ -549,7 +549,7 @@ fn check_regular(path: &Path, meta: &fs::Metadata) -> Result<(), ArchiveError> {
         "is not a regular file"
     };
     Err(ArchiveError::UnpackableFile {
-        path: path.display().to_string(),
+        path: shown_path(&path),
         problem: problem.to_string(),
     })
 }
@@ -571,7 +571,7 @@ fn collect_dir(
         };
         if name.chars().any(char::is_control) {
             return Err(ArchiveError::UnpackableFile {
-                path: printable(&path.display().to_string(), 300),
+                path: shown_path(&path),
                 problem: "has a control character in its name".to_string(),
             });
         }
@@ -859,11 +859,11 @@ pub fn unpack(
     dest: &Path,
     limits: &UnpackLimits,
 ) -> Result<Unpacked, ArchiveError> {
-    let shown = archive.display().to_string();
+    let shown = shown_path(&archive);
     if fs::symlink_metadata(dest).is_ok() {
         return Err(ArchiveError::DestinationExists {
             archive: shown,
-            dest: dest.display().to_string(),
+            dest: shown_path(&dest),
         });
     }
     let file = fs::File::open(archive).map_err(|e| io_error("read", archive, &e))?;
@@ -897,7 +897,7 @@ pub fn unpack(
         {
             return Err(ArchiveError::DestinationExists {
                 archive: shown,
-                dest: dest.display().to_string(),
+                dest: shown_path(&dest),
             });
         }
         Err(e) => return Err(io_error("write", dest, &e)),

@@ -63,8 +63,8 @@ use sha2::{Digest, Sha256};
 
 use super::archive::{self, ArchiveError, HOST_TARGET, UnpackLimits};
 use super::manifest::{Manifest, ManifestError};
-use super::printable;
 use super::signing::{SignatureError, SignaturePolicy, VerifiedSignature};
+use super::{printable, shown_path};
 
 /// Why a package library could not be loaded or called. Every message names the package and
 /// the file (or archive) and says what to do.
@@ -658,13 +658,7 @@ pub fn load(
     manifest: &Manifest,
     cache_dir: &Path,
 ) -> Result<Arc<LoadedPackage>, LoadError> {
-    load_as(
-        library,
-        library.display().to_string(),
-        library,
-        manifest,
-        cache_dir,
-    )
+    load_as(library, shown_path(&library), library, manifest, cache_dir)
 }
 
 /// [`load`], with `file` naming the library in messages and `source` recorded as where it
@@ -679,7 +673,7 @@ fn load_as(
     let package = manifest.name().to_string();
     let io = |action: &'static str, path: &Path, e: std::io::Error| LoadError::Io {
         package: package.clone(),
-        file: path.display().to_string(),
+        file: shown_path(&path),
         action,
         message: e.to_string(),
     };
@@ -720,7 +714,7 @@ fn load_as(
             package,
             file,
             pid,
-            marker: marker.display().to_string(),
+            marker: shown_path(&marker),
         });
     }
     let _marker =
@@ -886,7 +880,7 @@ pub fn load_dir(
     cache_dir: &Path,
 ) -> Result<Arc<LoadedPackage>, LoadError> {
     let manifest = Manifest::from_dir(package_dir).map_err(|source| LoadError::Manifest {
-        dir: package_dir.display().to_string(),
+        dir: shown_path(&package_dir),
         source,
     })?;
     load(library, &manifest, cache_dir)
@@ -914,7 +908,7 @@ pub fn load_archive_checked(
     let verified = policy
         .check(archive_path)
         .map_err(|source| LoadError::Signature {
-            archive: archive_path.display().to_string(),
+            archive: shown_path(&archive_path),
             source,
         })?;
     load_archive_expecting(archive_path, cache_dir, verified.as_ref())
@@ -925,7 +919,7 @@ fn load_archive_expecting(
     cache_dir: &Path,
     verified: Option<&VerifiedSignature>,
 ) -> Result<Arc<LoadedPackage>, LoadError> {
-    let shown = archive_path.display().to_string();
+    let shown = shown_path(&archive_path);
     let archive_error = |source| LoadError::Archive {
         archive: shown.clone(),
         source,
@@ -945,7 +939,7 @@ fn load_archive_expecting(
                     archive: shown.clone(),
                     source: SignatureError::Tampered {
                         archive: shown.clone(),
-                        sig: v.signature_path.display().to_string(),
+                        sig: shown_path(&v.signature_path),
                         actual: unpacked.sha256.clone(),
                         signed: v.sha256.clone(),
                     },

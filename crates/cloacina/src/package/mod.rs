@@ -52,3 +52,9 @@ pub(crate) fn printable_bytes(bytes: &[u8], max: usize) -> String {
         Err(_) => printable(&bytes.escape_ascii().to_string(), max),
     }
 }
+
+/// A path for a message: control characters in its names escaped (a file dropped in a watched
+/// folder may be named to drive a terminal), invalid UTF-8 shown lossily.
+pub(crate) fn shown_path(path: &std::path::Path) -> String {
+    printable(&path.display().to_string(), 4096)
+}
