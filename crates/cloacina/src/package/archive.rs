@@ -264,7 +264,7 @@ pub enum ArchiveError {
 fn io_error(action: &'static str, path: &Path, e: &io::Error) -> ArchiveError {
     ArchiveError::Io {
         action,
-        path: shown_path(&path),
+        path: shown_path(path),
         message: e.to_string(),
     }
 }
@@ -409,7 +409,7 @@ pub fn pack(
     out: &Path,
 ) -> Result<PackedArchive, ArchiveError> {
     let manifest = Manifest::from_dir(dir)?;
-    let shown_dir = shown_path(&dir);
+    let shown_dir = shown_path(dir);
     for required in ["Cargo.toml", "src"] {
         let path = dir.join(required);
         let ok = if required == "src" {
@@ -448,7 +448,7 @@ pub fn pack(
     for (target, path) in libraries {
         let bad = |problem: &str| ArchiveError::BadLibrary {
             target: printable(target, 100),
-            path: shown_path(&path),
+            path: shown_path(path),
             problem: problem.to_string(),
         };
         if !is_valid_target(target) {
@@ -549,7 +549,7 @@ fn check_regular(path: &Path, meta: &fs::Metadata) -> Result<(), ArchiveError> {
         "is not a regular file"
     };
     Err(ArchiveError::UnpackableFile {
-        path: shown_path(&path),
+        path: shown_path(path),
         problem: problem.to_string(),
     })
 }
@@ -859,11 +859,11 @@ pub fn unpack(
     dest: &Path,
     limits: &UnpackLimits,
 ) -> Result<Unpacked, ArchiveError> {
-    let shown = shown_path(&archive);
+    let shown = shown_path(archive);
     if fs::symlink_metadata(dest).is_ok() {
         return Err(ArchiveError::DestinationExists {
             archive: shown,
-            dest: shown_path(&dest),
+            dest: shown_path(dest),
         });
     }
     let file = fs::File::open(archive).map_err(|e| io_error("read", archive, &e))?;
@@ -897,7 +897,7 @@ pub fn unpack(
         {
             return Err(ArchiveError::DestinationExists {
                 archive: shown,
-                dest: shown_path(&dest),
+                dest: shown_path(dest),
             });
         }
         Err(e) => return Err(io_error("write", dest, &e)),

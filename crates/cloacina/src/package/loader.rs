@@ -658,7 +658,7 @@ pub fn load(
     manifest: &Manifest,
     cache_dir: &Path,
 ) -> Result<Arc<LoadedPackage>, LoadError> {
-    load_as(library, shown_path(&library), library, manifest, cache_dir)
+    load_as(library, shown_path(library), library, manifest, cache_dir)
 }
 
 /// [`load`], with `file` naming the library in messages and `source` recorded as where it
@@ -673,7 +673,7 @@ fn load_as(
     let package = manifest.name().to_string();
     let io = |action: &'static str, path: &Path, e: std::io::Error| LoadError::Io {
         package: package.clone(),
-        file: shown_path(&path),
+        file: shown_path(path),
         action,
         message: e.to_string(),
     };
@@ -880,7 +880,7 @@ pub fn load_dir(
     cache_dir: &Path,
 ) -> Result<Arc<LoadedPackage>, LoadError> {
     let manifest = Manifest::from_dir(package_dir).map_err(|source| LoadError::Manifest {
-        dir: shown_path(&package_dir),
+        dir: shown_path(package_dir),
         source,
     })?;
     load(library, &manifest, cache_dir)
@@ -908,7 +908,7 @@ pub fn load_archive_checked(
     let verified = policy
         .check(archive_path)
         .map_err(|source| LoadError::Signature {
-            archive: shown_path(&archive_path),
+            archive: shown_path(archive_path),
             source,
         })?;
     load_archive_expecting(archive_path, cache_dir, verified.as_ref())
@@ -919,7 +919,7 @@ fn load_archive_expecting(
     cache_dir: &Path,
     verified: Option<&VerifiedSignature>,
 ) -> Result<Arc<LoadedPackage>, LoadError> {
-    let shown = shown_path(&archive_path);
+    let shown = shown_path(archive_path);
     let archive_error = |source| LoadError::Archive {
         archive: shown.clone(),
         source,

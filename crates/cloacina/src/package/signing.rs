@@ -179,7 +179,7 @@ pub enum SignatureError {
 fn io_error(action: &'static str, path: &Path, e: &io::Error) -> SignatureError {
     SignatureError::Io {
         action,
-        path: shown_path(&path),
+        path: shown_path(path),
         message: e.to_string(),
     }
 }
@@ -335,7 +335,7 @@ pub fn generate_keypair(keyfile: &Path) -> Result<PublicKeyInfo, SignatureError>
     for path in [keyfile, pub_path.as_path()] {
         if fs::symlink_metadata(path).is_ok() {
             return Err(SignatureError::KeyExists {
-                path: shown_path(&path),
+                path: shown_path(path),
             });
         }
     }
@@ -378,7 +378,7 @@ fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SignatureE
     let mut file = options.open(path).map_err(|e| {
         if e.kind() == io::ErrorKind::AlreadyExists {
             SignatureError::KeyExists {
-                path: shown_path(&path),
+                path: shown_path(path),
             }
         } else {
             io_error("create", path, &e)
@@ -407,7 +407,7 @@ enum SmallFileError {
 /// larger than `limit` bytes (checked before reading, and again while reading, so a file
 /// that grows, or `/dev/zero` behind a symlink, is never read into memory).
 fn read_small_file(path: &Path, what: &'static str, limit: u64) -> Result<Vec<u8>, SmallFileError> {
-    let shown = || shown_path(&path);
+    let shown = || shown_path(path);
     let not_a_file = |problem| {
         SmallFileError::Refused(SignatureError::NotAFile {
             what,
@@ -455,12 +455,12 @@ fn read_small_file(path: &Path, what: &'static str, limit: u64) -> Result<Vec<u8
 fn read_key_file(path: &Path) -> Result<String, SignatureError> {
     let bytes = read_small_file(path, "key file", MAX_KEY_FILE_BYTES).map_err(|e| match e {
         SmallFileError::NotFound => SignatureError::KeyNotFound {
-            path: shown_path(&path),
+            path: shown_path(path),
         },
         SmallFileError::Refused(e) => e,
     })?;
     String::from_utf8(bytes).map_err(|_| SignatureError::MalformedKey {
-        path: shown_path(&path),
+        path: shown_path(path),
         kind: "Ed25519",
         problem: "it is not UTF-8 text".to_string(),
     })
@@ -469,7 +469,7 @@ fn read_key_file(path: &Path) -> Result<String, SignatureError> {
 /// Loads a private key written by [`generate_keypair`]. On Unix, refuses a key file that
 /// other users can access (checked after its format, so a mistaken file is named as such).
 pub fn load_signing_key(path: &Path) -> Result<PrivateKey, SignatureError> {
-    let shown = shown_path(&path);
+    let shown = shown_path(path);
     let text = read_key_file(path)?;
     let malformed = |problem: &str| SignatureError::MalformedKey {
         path: shown.clone(),
@@ -506,7 +506,7 @@ pub fn load_signing_key(path: &Path) -> Result<PrivateKey, SignatureError> {
             & 0o7777;
         if mode & 0o077 != 0 {
             return Err(SignatureError::KeyTooOpen {
-                path: shown_path(&path),
+                path: shown_path(path),
                 mode,
             });
         }
@@ -521,7 +521,7 @@ pub fn load_signing_key(path: &Path) -> Result<PrivateKey, SignatureError> {
 /// Loads a public key file (`cloacina-ed25519-public-key <hex>`).
 pub fn load_public_key(path: &Path) -> Result<PublicKey, SignatureError> {
     let text = read_key_file(path)?;
-    PublicKey::parse_file_text(&text, &shown_path(&path))
+    PublicKey::parse_file_text(&text, &shown_path(path))
 }
 
 /// Signs a SHA-256 digest (64 hex digits) with `key`.
@@ -542,7 +542,7 @@ pub fn sign_archive(archive: &Path, key: &PrivateKey) -> Result<PathBuf, Signatu
     let sha256 = archive_sha256(archive)?;
     let sidecar = sign_digest(&sha256, key).map_err(|message| SignatureError::Io {
         action: "sign",
-        path: shown_path(&archive),
+        path: shown_path(archive),
         message,
     })?;
     let sig = signature_path(archive);
@@ -560,7 +560,7 @@ pub fn sign_archive(archive: &Path, key: &PrivateKey) -> Result<PathBuf, Signatu
 fn archive_sha256(archive: &Path) -> Result<String, SignatureError> {
     let not_a_file = |problem| SignatureError::NotAFile {
         what: "archive",
-        path: shown_path(&archive),
+        path: shown_path(archive),
         problem,
     };
     match fs::metadata(archive) {
@@ -573,14 +573,14 @@ fn archive_sha256(archive: &Path) -> Result<String, SignatureError> {
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(SignatureError::ArchiveNotFound {
-                archive: shown_path(&archive),
+                archive: shown_path(archive),
             });
         }
         Err(e) => return Err(io_error("read", archive, &e)),
     }
     sha256_file(archive).map_err(|e| SignatureError::Io {
         action: "read",
-        path: shown_path(&archive),
+        path: shown_path(archive),
         message: e.to_string(),
     })
 }
@@ -610,7 +610,7 @@ fn verify_archive_with(
     archive: &Path,
     trusted: Option<&[PublicKey]>,
 ) -> Result<VerifiedSignature, SignatureError> {
-    let shown = shown_path(&archive);
+    let shown = shown_path(archive);
     let actual = archive_sha256(archive)?;
     let sig = signature_path(archive);
     let sig_shown = shown_path(&sig);
@@ -792,7 +792,7 @@ impl SignaturePolicy {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if self.require {
                     return Err(SignatureError::Required {
-                        archive: shown_path(&archive),
+                        archive: shown_path(archive),
                         sig: shown_path(&sig),
                     });
                 }
