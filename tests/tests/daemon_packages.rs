@@ -125,8 +125,24 @@ fn a_library_that_crashes_the_daemon_is_quarantined_on_the_next_start() {
 
     // The first start dies: the library aborts the process while it is being opened.
     home.spawn(&[]);
-    let code = home.exit_code();
-    assert_eq!(code, None, "killed by a signal\n{}", home.logs());
+    let deadline = Instant::now() + cloacina_e2e::wait::WAIT_LIMIT;
+    let status = loop {
+        let child = home.daemon.as_mut().expect("the daemon was started");
+        if let Some(status) = child.try_wait().expect("wait for the daemon") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not die loading abort-on-load\n{}",
+            home.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    home.daemon = None;
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(6), "SIGABRT\n{}", home.logs());
+    }
     assert!(
         home.logs().contains("opening package library"),
         "the last line names the library being opened\n{}",
