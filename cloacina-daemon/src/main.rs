@@ -13,6 +13,7 @@ use cloacina::config::{Config, Home, bounds};
 use cloacina::daemon::discovery::{self, Scanner};
 use cloacina::daemon::pidfile::PidFile;
 use cloacina::daemon::status::{self, DaemonStatus};
+use cloacina::package::signing::SignaturePolicy;
 use cloacina::reconciler::{Reconciler, Runtime};
 use cloacina::registry::ReactorRegistry;
 use cloacina::schedule::cron::{CronConfig, CronScheduler};
@@ -143,6 +144,11 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         },
         home.library_cache(),
     ));
+    // [daemon] require_signatures / trusted_keys: a missing or bad key stops the start.
+    reconciler.set_signature_policy(SignaturePolicy::from_daemon_config(
+        &config.daemon,
+        home.root(),
+    )?);
 
     let mut config = config;
     let mut dirs = discovery::watch_dirs(&home, &args.watch_dirs, &config.watch.directories)?;

@@ -494,7 +494,8 @@ fn pack(settings: &Settings, args: &PackArgs) -> Result<(), CliError> {
 /// Without `--sign`, an old side-car beside the archive no longer matches it: remove it so
 /// nobody mistakes it for a signature of the new archive.
 fn remove_stale_signature(sig_path: &Path, sha256: &str, spinner: &Spinner) {
-    let Ok(text) = fs::read_to_string(sig_path) else {
+    // Bounded: whatever sits at that path (a FIFO, a link to /dev/zero) is never read whole.
+    let Ok(Some(text)) = signing::read_sidecar_text(sig_path) else {
         return;
     };
     let still_valid = serde_json::from_str::<signing::Sidecar>(&text)

@@ -72,6 +72,12 @@ pub struct DaemonConfig {
     pub cron_recovery_interval_s: u64,
     /// How late a cron fire may be before the sweeper reclaims it.
     pub cron_lost_threshold_min: u64,
+    /// Refuse archives without a valid signature by one of `trusted_keys`.
+    pub require_signatures: bool,
+    /// Public key files (`KEYFILE.pub` of `cloacinactl package keygen`) whose signatures are
+    /// trusted; each must exist, or the daemon does not start.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trusted_keys: Vec<String>,
 }
 
 impl Default for DaemonConfig {
@@ -85,6 +91,8 @@ impl Default for DaemonConfig {
             cron_max_catchup: None,
             cron_recovery_interval_s: 300,
             cron_lost_threshold_min: 10,
+            require_signatures: false,
+            trusted_keys: Vec::new(),
         }
     }
 }

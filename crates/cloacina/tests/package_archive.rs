@@ -36,7 +36,7 @@ fn package_dir(root: &Path) -> (PathBuf, Vec<(String, PathBuf)>) {
     let libs = root.join("libs");
     fs::create_dir_all(&libs).expect("mkdir");
     let host_lib = libs.join("libdemo.so");
-    fs::write(&host_lib, b"\x7fELF host library").expect("write");
+    fs::write(&host_lib, tiny_elf(b"host library")).expect("write");
     let other_lib = libs.join("libdemo.dylib");
     fs::write(&other_lib, b"mach-o library").expect("write");
     (
@@ -46,6 +46,24 @@ fn package_dir(root: &Path) -> (PathBuf, Vec<(String, PathBuf)>) {
             (OTHER_TARGET.to_string(), other_lib),
         ],
     )
+}
+
+/// The smallest well-formed ELF64 shared library header (no program or section headers),
+/// followed by `tail`: enough for pack's structure check, not for a dynamic loader.
+fn tiny_elf(tail: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; 64];
+    b[..4].copy_from_slice(b"\x7fELF");
+    b[4] = 2; // 64-bit
+    b[5] = 1; // little-endian
+    b[6] = 1; // version
+    b[16..18].copy_from_slice(&3u16.to_le_bytes()); // ET_DYN
+    b[18..20].copy_from_slice(&62u16.to_le_bytes());
+    b[20..24].copy_from_slice(&1u32.to_le_bytes());
+    b[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+    b[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+    b[58..60].copy_from_slice(&64u16.to_le_bytes()); // e_shentsize
+    b.extend_from_slice(tail);
+    b
 }
 
 fn entry_names(archive: &Path) -> Vec<(String, u32, u64, u64, u64)> {
@@ -105,10 +123,7 @@ fn round_trip() {
 
     let host = library_for(&unpacked, HOST_TARGET).expect("host library");
     assert_eq!(host, dest.join(format!("lib/{HOST_TARGET}/libdemo.so")));
-    assert_eq!(
-        fs::read(&host).expect("read"),
-        b"\x7fELF host library".to_vec()
-    );
+    assert_eq!(fs::read(&host).expect("read"), tiny_elf(b"host library"));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -287,6 +302,76 @@ fn pack_refuses_incomplete_packages() {
         .filter(|n| n.contains("partial"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn pack_refuses_truncated_libraries() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (dir, _) = package_dir(tmp.path());
+    let out = tmp.path().join("x.cloacina");
+    let refuse = |bytes: Vec<u8>, name: &str| {
+        let lib = tmp.path().join(name);
+        fs::write(&lib, &bytes).expect("write");
+        let e = pack(&dir, &[(HOST_TARGET.to_string(), lib.clone())], &out)
+            .expect_err("truncated library");
+        assert!(!out.exists(), "no archive for {name}");
+        (lib, e.to_string())
+    };
+
+    // A section header table past the end.
+    let mut elf = tiny_elf(b"");
+    elf[40..48].copy_from_slice(&4096u64.to_le_bytes()); // e_shoff
+    elf[60..62].copy_from_slice(&3u16.to_le_bytes()); // e_shnum
+    let (lib, e) = refuse(elf, "libsections.so");
+    assert_eq!(
+        e,
+        format!(
+            "cannot pack library {} for {HOST_TARGET}: it is truncated or corrupt: its section header table (file bytes 4096..4288) lies past the end of the file (64 bytes)",
+            lib.display()
+        )
+    );
+
+    // A segment whose file bytes run past the end: mapping it would be SIGBUS.
+    let mut elf = tiny_elf(&[0u8; 56]);
+    elf[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+    elf[56..58].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+    elf[64..68].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    elf[64 + 32..64 + 40].copy_from_slice(&(1u64 << 20).to_le_bytes()); // p_filesz
+    let (lib, e) = refuse(elf, "libsegments.so");
+    assert_eq!(
+        e,
+        format!(
+            "cannot pack library {} for {HOST_TARGET}: it is truncated or corrupt: its segment 0 (file bytes 0..1048576) lies past the end of the file (120 bytes)",
+            lib.display()
+        )
+    );
+
+    // A real ELF file cut in half.
+    #[cfg(target_os = "linux")]
+    {
+        let mut bytes = fs::read(std::env::current_exe().expect("test binary")).expect("read");
+        bytes.truncate(bytes.len() / 2);
+        let (lib, e) = refuse(bytes, "libhalf.so");
+        assert!(
+            e.starts_with(&format!(
+                "cannot pack library {} for {HOST_TARGET}: it is truncated or corrupt: its ",
+                lib.display()
+            )) && e.contains("lies past the end of the file"),
+            "{e}"
+        );
+    }
+
+    // A library file name with a control character.
+    let lib = tmp.path().join("lib\u{1b}[2Jdemo.so");
+    fs::write(&lib, tiny_elf(b"")).expect("write");
+    let e = pack(&dir, &[(HOST_TARGET.to_string(), lib.clone())], &out).expect_err("name");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "cannot pack library {}/lib\\u{{1b}}[2Jdemo.so for {HOST_TARGET}: its file name has a control character; rename it",
+            tmp.path().display()
+        )
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -559,7 +644,167 @@ fn escapes_control_characters_in_entry_names() {
     let case = Case::with(file("evil\u{1b}[2J", b"x"));
     assert_eq!(
         case.rejects(),
-        case.unsafe_msg("evil\\u{1b}[2J", "is not part of a package")
+        case.unsafe_msg(
+            "evil\\u{1b}[2J",
+            "has a control character in its name (shown escaped)"
+        )
+    );
+}
+
+#[test]
+fn archive_file_names_are_shown_escaped() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let archive = tmp.path().join("evil\u{1b}[2J.cloacina");
+    fs::write(&archive, b"not gzip").expect("write");
+    let e = unpack(&archive, &tmp.path().join("out"), &UnpackLimits::default())
+        .expect_err("corrupt")
+        .to_string();
+    assert!(
+        !e.contains('\u{1b}') && e.contains("evil\\u{1b}[2J.cloacina is not a valid"),
+        "{e}"
+    );
+}
+
+#[test]
+fn rejects_library_names_with_control_characters() {
+    let name = format!("lib/{HOST_TARGET}/lib\nlibdemo.so");
+    let case = Case::with(file(&name, b"x"));
+    assert_eq!(
+        case.rejects(),
+        case.unsafe_msg(
+            &format!("lib/{HOST_TARGET}/lib\\nlibdemo.so"),
+            "has a control character in its name (shown escaped)"
+        )
+    );
+}
+
+/// A metadata record (GNU long name, PAX header) that describes the entry after it.
+fn record(kind: EntryType, name: &str, data: Vec<u8>) -> Raw {
+    Raw {
+        path: name.as_bytes().to_vec(),
+        kind,
+        data,
+        link: Vec::new(),
+        declared: None,
+    }
+}
+
+/// One PAX record, `"<len> <key>=<value>\n"`, whose length counts itself.
+fn pax_record(key: &str, value: &str) -> Vec<u8> {
+    let body = format!(" {key}={value}\n");
+    let mut len = body.len() + 1;
+    while format!("{len}{body}").len() != len {
+        len += 1;
+    }
+    format!("{len}{body}").into_bytes()
+}
+
+#[test]
+fn long_names_and_pax_paths_are_applied() {
+    let long = format!("src/{}/deep.rs", "d".repeat(200));
+    let pax_path = format!("src/{}.rs", "p".repeat(150));
+    let mut name = long.clone().into_bytes();
+    name.push(0);
+    let mut entries = valid_entries();
+    entries.push(record(EntryType::GNULongName, "././@LongLink", name));
+    entries.push(file("src/truncated-name", b"long\n"));
+    entries.push(record(
+        EntryType::XHeader,
+        "PaxHeaders/x",
+        pax_record("path", &pax_path),
+    ));
+    entries.push(file("src/other-name", b"pax\n"));
+    let case = Case::new(&gzip(&tar_bytes(&entries)));
+    unpack(&case.archive, &case.dest, &UnpackLimits::default()).expect("unpack");
+    assert_eq!(
+        fs::read_to_string(case.dest.join(&long)).expect("long"),
+        "long\n"
+    );
+    assert_eq!(
+        fs::read_to_string(case.dest.join(&pax_path)).expect("pax"),
+        "pax\n"
+    );
+    assert!(!case.dest.join("src/truncated-name").exists());
+}
+
+#[test]
+fn huge_long_name_and_pax_records_are_refused_unread() {
+    let record_too_large = |case: &Case, entry: &str, what: &str, size: u64, limit: u64| {
+        format!(
+            "{}: entry '{entry}' is a {what} of {size} bytes, more than the {limit} allowed; the archive was rejected and nothing was unpacked. Check where this file came from, and pack it again with 'cloacinactl package pack'",
+            case.archive.display()
+        )
+    };
+    // 32 MiB of name: the tar crate would read it whole; it is refused from its header.
+    let mut entries = valid_entries();
+    entries.insert(
+        2,
+        record(
+            EntryType::GNULongName,
+            "././@LongLink",
+            vec![b'a'; 32 << 20],
+        ),
+    );
+    entries.insert(3, file("src/x.rs", b"x"));
+    let case = Case::new(&gzip(&tar_bytes(&entries)));
+    let e = case.rejects();
+    assert_eq!(
+        e,
+        record_too_large(
+            &case,
+            "././@LongLink",
+            "GNU long-name record",
+            32 << 20,
+            4096
+        )
+    );
+
+    let mut entries = valid_entries();
+    let mut pax = pax_record("path", "src/x.rs");
+    pax.extend(pax_record("comment", &"c".repeat(32 << 20)));
+    let size = pax.len() as u64;
+    entries.insert(2, record(EntryType::XHeader, "PaxHeaders/\u{7}x", pax));
+    entries.insert(3, file("src/x.rs", b"x"));
+    let case = Case::new(&gzip(&tar_bytes(&entries)));
+    assert_eq!(
+        case.rejects(),
+        record_too_large(
+            &case,
+            "PaxHeaders/\\u{7}x",
+            "PAX extended header",
+            size,
+            65536
+        )
+    );
+
+    // A PAX size that disagrees with the header would make other tools read another file.
+    let mut entries = valid_entries();
+    entries.insert(
+        2,
+        record(EntryType::XHeader, "PaxHeaders/x", pax_record("size", "1")),
+    );
+    entries.insert(3, file("src/x.rs", b"xyz"));
+    let case = Case::new(&gzip(&tar_bytes(&entries)));
+    assert!(
+        case.rejects()
+            .contains("entry 'src/x.rs': its PAX record gives size 1 but its header 3"),
+        "{}",
+        case.rejects()
+    );
+
+    // A record that describes nothing.
+    let mut entries = valid_entries();
+    entries.push(record(
+        EntryType::GNULongName,
+        "././@LongLink",
+        b"src/y.rs\0".to_vec(),
+    ));
+    let case = Case::new(&gzip(&tar_bytes(&entries)));
+    assert!(
+        case.rejects()
+            .contains("entry '././@LongLink' is a long-name or PAX record that no entry follows"),
+        "{}",
+        case.rejects()
     );
 }
 
@@ -790,18 +1035,6 @@ fn counts_decompressed_bytes_that_no_file_header_declares() {
             1 << 20
         )
     };
-
-    // A GNU long-name record of 4 MiB: metadata, not a file, but still decompressed bytes.
-    let mut entries = valid_entries();
-    let mut long = file("././@LongLink", &vec![b'a'; 4 << 20]);
-    long.kind = EntryType::GNULongName;
-    entries.insert(2, long);
-    entries.insert(3, file("src/x.rs", b"x"));
-    let case = Case::new(&gzip(&tar_bytes(&entries)));
-    assert_eq!(
-        case.reject(&limits).to_string(),
-        too_large(&case, "Cargo.toml")
-    );
 
     // 64 MiB of zeros after the end-of-archive marker.
     let mut tar = tar_bytes(&valid_entries());
@@ -1080,5 +1313,183 @@ mod signatures {
                 .to_string(),
             format!("archive {a} not found; check the path")
         );
+    }
+
+    #[test]
+    fn files_that_are_not_regular_or_too_large_are_named_and_never_read() {
+        let f = fixture();
+        let trusted = [f.public.clone()];
+        let a = f.archive.display().to_string();
+        let sig = signature_path(&f.archive);
+        let s = sig.display().to_string();
+        let err = |trusted: &[PublicKey]| {
+            verify_archive(&f.archive, trusted)
+                .expect_err("must fail")
+                .to_string()
+        };
+
+        // A side-car far larger than any genuine one (sparse: costs no disk).
+        let big = fs::File::create(&sig).expect("create");
+        big.set_len(64 << 20).expect("grow");
+        drop(big);
+        assert_eq!(
+            err(&trusted),
+            format!(
+                "signature file {s} is larger than 4096 bytes, far larger than a genuine one; check the path"
+            )
+        );
+        fs::remove_file(&sig).expect("rm");
+
+        // A directory where the side-car should be.
+        fs::create_dir(&sig).expect("mkdir");
+        assert_eq!(
+            err(&trusted),
+            format!("signature file {s} is a directory; give the path of a regular file")
+        );
+        fs::remove_dir(&sig).expect("rmdir");
+
+        // A device behind a symbolic link: never opened, never read.
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("/dev/zero", &sig).expect("symlink");
+            assert_eq!(
+                err(&trusted),
+                format!(
+                    "signature file {s} is not a regular file (it is a FIFO, device or socket); give the path of a regular file"
+                )
+            );
+            fs::remove_file(&sig).expect("rm");
+        }
+
+        // The archive itself: a directory is a directory, not "not found".
+        let dir_archive = f.tmp.path().join("dir.cloacina");
+        fs::create_dir(&dir_archive).expect("mkdir");
+        assert_eq!(
+            verify_archive(&dir_archive, &trusted)
+                .expect_err("directory")
+                .to_string(),
+            format!(
+                "archive {} is a directory; give the path of a regular file",
+                dir_archive.display()
+            )
+        );
+        assert!(a.ends_with(".cloacina"));
+
+        // Key files: too large, a directory.
+        let big_key = f.tmp.path().join("big.pub");
+        let file = fs::File::create(&big_key).expect("create");
+        file.set_len(1 << 30).expect("grow");
+        drop(file);
+        assert_eq!(
+            load_public_key(&big_key).expect_err("big").to_string(),
+            format!(
+                "key file {} is larger than 4096 bytes, far larger than a genuine one; check the path",
+                big_key.display()
+            )
+        );
+        assert_eq!(
+            load_public_key(f.tmp.path()).expect_err("dir").to_string(),
+            format!(
+                "key file {} is a directory; give the path of a regular file",
+                f.tmp.path().display()
+            )
+        );
+    }
+
+    #[test]
+    fn signature_policy() {
+        use cloacina::config::DaemonConfig;
+        use cloacina::package::signing::SignaturePolicy;
+
+        let f = fixture();
+        let key = load_signing_key(&f.key).expect("load");
+        let a = f.archive.display().to_string();
+        let sig = signature_path(&f.archive);
+        let s = sig.display().to_string();
+        let permissive = SignaturePolicy::permissive();
+        let strict = SignaturePolicy::new(true, vec![f.public.clone()]).expect("policy");
+
+        // Unsigned: fine unless signatures are required.
+        assert_eq!(permissive.check(&f.archive).expect("unsigned ok"), None);
+        assert_eq!(
+            strict.check(&f.archive).expect_err("required").to_string(),
+            format!(
+                "{a} is not signed (no {s}) and this host requires signatures (daemon.require_signatures); sign it with a trusted key: 'cloacinactl package pack DIR --sign KEYFILE'"
+            )
+        );
+
+        // Signed by the trusted key: accepted by both.
+        sign_archive(&f.archive, &key).expect("sign");
+        let good = fs::read_to_string(&sig).expect("read");
+        let verified = strict.check(&f.archive).expect("valid").expect("signed");
+        assert_eq!(verified.public_key, f.public);
+        assert_eq!(verified.sha256, sha256_file(&f.archive).expect("sha"));
+        assert!(permissive.check(&f.archive).expect("valid").is_some());
+
+        // A forged side-car: refused even when signatures are optional.
+        let mut forged: Sidecar = serde_json::from_str(&good).expect("json");
+        forged.signature = "00".repeat(64);
+        fs::write(&sig, forged.to_text()).expect("write");
+        for policy in [&permissive, &strict] {
+            let e = policy.check(&f.archive).expect_err("forged").to_string();
+            assert!(
+                e.starts_with(&format!("the signature in {s} is not valid for {a}")),
+                "{e}"
+            );
+        }
+        fs::write(&sig, "garbage").expect("write");
+        let e = permissive
+            .check(&f.archive)
+            .expect_err("malformed")
+            .to_string();
+        assert!(
+            e.starts_with(&format!("signature file {s} is malformed")),
+            "{e}"
+        );
+
+        // Signed by another key: refused where keys are trusted.
+        let other = f.tmp.path().join("other.key");
+        generate_keypair(&other).expect("keygen");
+        sign_archive(&f.archive, &load_signing_key(&other).expect("load")).expect("sign");
+        assert!(
+            permissive
+                .check(&f.archive)
+                .expect("self-consistent")
+                .is_some()
+        );
+        let e = strict.check(&f.archive).expect_err("untrusted").to_string();
+        assert!(e.contains("which is not trusted"), "{e}");
+
+        // Configuration: require without keys, a missing key file.
+        assert_eq!(
+            SignaturePolicy::new(true, vec![])
+                .expect_err("no keys")
+                .to_string(),
+            "daemon.require_signatures is set but daemon.trusted_keys lists no public key file; add the signers' public key files (KEYFILE.pub, written by 'cloacinactl package keygen') to trusted_keys in config.toml"
+        );
+        let missing = f.tmp.path().join("missing.pub");
+        let config = DaemonConfig {
+            require_signatures: true,
+            trusted_keys: vec![missing.display().to_string()],
+            ..DaemonConfig::default()
+        };
+        assert_eq!(
+            SignaturePolicy::from_daemon_config(&config, f.tmp.path())
+                .expect_err("missing key")
+                .to_string(),
+            format!(
+                "cannot use trusted key {m} (daemon.trusted_keys in config.toml): key file {m} not found; create a key pair with 'cloacinactl package keygen KEYFILE'",
+                m = missing.display()
+            )
+        );
+        // Relative to the base (the Cloacina home).
+        let config = DaemonConfig {
+            require_signatures: true,
+            trusted_keys: vec!["signing.key.pub".to_string()],
+            ..DaemonConfig::default()
+        };
+        let policy = SignaturePolicy::from_daemon_config(&config, f.tmp.path()).expect("policy");
+        assert!(policy.requires_signatures());
+        assert_eq!(policy.trusted_keys(), std::slice::from_ref(&f.public));
     }
 }

@@ -875,3 +875,149 @@ fn hostile_library_for_another_target() {
         "{e}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Libraries that would crash the process
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_truncated_library_is_refused_before_it_is_mapped() {
+    // Mapped as it is, this library's segments lie past the end of the file: touching them is
+    // SIGBUS, which kills this test process on a loader that does not check first.
+    let ex = example("hello-orders");
+    let manifest = manifest_of(&ex);
+    let cache = new_cache();
+    let work = tempfile::tempdir().expect("temp dir");
+    let mut bytes = std::fs::read(&ex.library).expect("read");
+    if !bytes.starts_with(b"\x7fELF") {
+        return;
+    }
+    // An eighth: cut inside the loadable segments (a dynamic loader maps them, then faults).
+    bytes.truncate(bytes.len() / 8);
+    let truncated = work.path().join("libhello_orders.so");
+    std::fs::write(&truncated, &bytes).expect("write");
+    let e = load_err(&truncated, &manifest, cache.path());
+    assert!(matches!(e, LoadError::Malformed { .. }), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "package 'hello-orders': {} cannot be loaded: it is truncated or corrupt: its ",
+            truncated.display()
+        )) && text.ends_with(&format!(
+            "lies past the end of the file ({} bytes); it was not opened. Build the package again with 'cloacinactl package build' and pack the new library",
+            bytes.len()
+        )),
+        "{text}"
+    );
+    assert!(
+        std::fs::read_dir(cache.path())
+            .expect("cache")
+            .next()
+            .is_none(),
+        "nothing cached for a refused library"
+    );
+}
+
+#[test]
+fn a_library_whose_load_crashed_is_quarantined_until_its_marker_is_deleted() {
+    // heartbeat: no other test of this process loads it (a live version would be returned
+    // from the registry without a look at the markers).
+    let ex = example("heartbeat");
+    let manifest = manifest_of(&ex);
+    let cache = new_cache();
+    let sha = archive::sha256_file(&ex.library).expect("sha");
+    let dir = cache.path().join(&sha);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    // What a process that died while loading the library leaves behind (pid 4000000000 cannot
+    // be running: it is above any pid_max).
+    let marker = dir.join(format!(
+        "{}4000000000-00000000000000ff",
+        loader::LOAD_MARKER_PREFIX
+    ));
+    std::fs::write(&marker, "pid 4000000000\n").expect("marker");
+
+    let e = load_err(&ex.library, &manifest, cache.path());
+    assert!(matches!(e, LoadError::Quarantined { .. }), "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "package 'heartbeat': {} is quarantined: an earlier process (pid 4000000000) died while loading it (the library crashed it, or it was killed), so it is not loaded again. Replace the archive with a fixed build, or delete {} to retry this one",
+            ex.library.display(),
+            marker.display()
+        )
+    );
+    assert_eq!(loader::open_count(&sha), 0, "never opened");
+
+    // Deleting the marker lifts the quarantine; a load that returns leaves no marker.
+    std::fs::remove_file(&marker).expect("rm");
+    let pkg = loader::load(&ex.library, &manifest, cache.path()).expect("loads");
+    assert_eq!(pkg.name(), "heartbeat");
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(loader::LOAD_MARKER_PREFIX))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    // A marker of another process that is still running is a load under way there, not a
+    // crash.
+    drop(pkg);
+    let mut other = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("a live process");
+    let live = dir.join(format!(
+        "{}{}-00000000000000ff",
+        loader::LOAD_MARKER_PREFIX,
+        other.id()
+    ));
+    std::fs::write(&live, "").expect("marker");
+    let loaded = loader::load(&ex.library, &manifest, cache.path());
+    let _ = other.kill();
+    let _ = other.wait();
+    loaded.expect("a live process's marker is no quarantine");
+    std::fs::remove_file(&live).expect("rm");
+
+    // This pid with another process token: a pid reused after a crash.
+    let reused = dir.join(format!(
+        "{}{}-00000000000000ff",
+        loader::LOAD_MARKER_PREFIX,
+        std::process::id()
+    ));
+    std::fs::write(&reused, "").expect("marker");
+    let e = load_err(&ex.library, &manifest, cache.path());
+    assert!(matches!(e, LoadError::Quarantined { .. }), "{e}");
+    std::fs::remove_file(&reused).expect("rm");
+}
+
+#[test]
+fn archives_are_checked_against_the_signature_policy() {
+    use cloacina::package::signing::SignaturePolicy;
+    let ex = example("price-publisher");
+    let cache = new_cache();
+    let work = tempfile::tempdir().expect("temp dir");
+    let archive_path = pack(
+        &ex,
+        &[(HOST_TARGET.to_string(), ex.library.clone())],
+        &work.path().join("price-publisher.cloacina"),
+    );
+    let sig = signing::signature_path(&archive_path);
+    std::fs::write(&sig, "{\"forged\": true}\n").expect("forged side-car");
+    let e =
+        loader::load_archive_checked(&archive_path, cache.path(), &SignaturePolicy::permissive())
+            .expect_err("a forged side-car is never ignored");
+    assert!(matches!(e, LoadError::Signature { .. }), "{e}");
+    assert!(
+        e.to_string().starts_with(&format!(
+            "cannot load package archive {}: signature file {} is malformed",
+            archive_path.display(),
+            sig.display()
+        )),
+        "{e}"
+    );
+    std::fs::remove_file(&sig).expect("rm");
+    let pkg =
+        loader::load_archive_checked(&archive_path, cache.path(), &SignaturePolicy::permissive())
+            .expect("unsigned archives load when signatures are optional");
+    assert_eq!(pkg.name(), "price-publisher");
+}

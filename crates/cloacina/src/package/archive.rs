@@ -13,11 +13,15 @@
 //! 0644 (0755 for libraries), and the gzip header carries no time or OS, so the same inputs
 //! give the same bytes and therefore the same SHA-256, which is the archive's identity.
 //!
-//! [`unpack`] trusts nothing: it refuses absolute paths, `..`, links, devices and any name
-//! outside the layout above, bounds the entry count and the expanded size (counting the bytes
-//! it actually writes), and works in a temporary directory beside the destination that is
-//! renamed into place only when everything succeeded, so a failure never leaves a
-//! half-written package behind.
+//! [`unpack`] trusts nothing: it refuses absolute paths, `..`, links, devices, control
+//! characters in names and any name outside the layout above, bounds the entry count and the
+//! expanded size (counting the bytes it actually writes), reads GNU long-name and PAX records
+//! itself with a bound ([`MAX_NAME_RECORD_BYTES`], [`MAX_PAX_RECORD_BYTES`]), and works in a
+//! temporary directory beside the destination that is renamed into place only when
+//! everything succeeded, so a failure never leaves a half-written package behind.
+//!
+//! [`pack`] refuses a library whose structure runs past the end of its file (see
+//! [`super::loader::check_library_structure`]): it would crash whoever loads it.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -31,6 +35,7 @@ use flate2::{Compression, GzBuilder, read::GzDecoder};
 use sha2::{Digest, Sha256};
 
 use super::manifest::{Manifest, ManifestError};
+use super::{printable, printable_bytes, shown_path};
 
 /// The target triple this library was compiled for, e.g. `x86_64-unknown-linux-gnu`: the
 /// `lib/<target-triple>/` directory of an archive that this process can load.
@@ -63,6 +68,8 @@ pub enum EntryProblem {
     Special(&'static str),
     /// Any other tar entry type (sparse files, pax global headers, ...).
     UnsupportedType(u8),
+    /// A control character (newline, escape, NUL, ...) in the path.
+    ControlCharacter,
     /// A name outside the package layout.
     UnexpectedName,
     /// Something under `lib/` that is not `lib/<target-triple>/<file>`.
@@ -92,6 +99,9 @@ impl fmt::Display for EntryProblem {
             EntryProblem::Special(kind) => write!(f, "is {kind}"),
             EntryProblem::UnsupportedType(t) => {
                 write!(f, "has unsupported tar entry type {}", describe_type(*t))
+            }
+            EntryProblem::ControlCharacter => {
+                f.write_str("has a control character in its name (shown escaped)")
             }
             EntryProblem::UnexpectedName => f.write_str("is not part of a package"),
             EntryProblem::MisplacedLibrary => {
@@ -165,6 +175,18 @@ pub enum ArchiveError {
         archive: String,
         entry: String,
         problem: EntryProblem,
+    },
+
+    /// A GNU long-name/long-link record or PAX header larger than any genuine one.
+    #[error(
+        "{archive}: entry '{entry}' is a {what} of {size} bytes, more than the {limit} allowed; the archive was rejected and nothing was unpacked. Check where this file came from, and pack it again with 'cloacinactl package pack'"
+    )]
+    RecordTooLarge {
+        archive: String,
+        entry: String,
+        what: &'static str,
+        size: u64,
+        limit: u64,
     },
 
     /// More entries than [`UnpackLimits::max_entries`].
@@ -242,7 +264,7 @@ pub enum ArchiveError {
 fn io_error(action: &'static str, path: &Path, e: &io::Error) -> ArchiveError {
     ArchiveError::Io {
         action,
-        path: path.display().to_string(),
+        path: shown_path(path),
         message: e.to_string(),
     }
 }
@@ -387,7 +409,7 @@ pub fn pack(
     out: &Path,
 ) -> Result<PackedArchive, ArchiveError> {
     let manifest = Manifest::from_dir(dir)?;
-    let shown_dir = dir.display().to_string();
+    let shown_dir = shown_path(dir);
     for required in ["Cargo.toml", "src"] {
         let path = dir.join(required);
         let ok = if required == "src" {
@@ -425,8 +447,8 @@ pub fn pack(
     let mut targets = Vec::new();
     for (target, path) in libraries {
         let bad = |problem: &str| ArchiveError::BadLibrary {
-            target: target.clone(),
-            path: path.display().to_string(),
+            target: printable(target, 100),
+            path: shown_path(path),
             problem: problem.to_string(),
         };
         if !is_valid_target(target) {
@@ -442,6 +464,13 @@ pub fn pack(
         let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else {
             return Err(bad("its file name is not valid UTF-8"));
         };
+        if file_name.chars().any(char::is_control) {
+            return Err(bad("its file name has a control character; rename it"));
+        }
+        // A library whose segments lie past its end crashes whoever maps it: refuse it here,
+        // with the loader's words, rather than ship it.
+        let bytes = fs::read(path).map_err(|e| bad(&e.to_string()))?;
+        super::loader::check_library_structure(&bytes).map_err(|problem| bad(&problem))?;
         files.insert(format!("lib/{target}/{file_name}"), (path.clone(), true));
         targets.push(target.clone());
     }
@@ -520,7 +549,7 @@ fn check_regular(path: &Path, meta: &fs::Metadata) -> Result<(), ArchiveError> {
         "is not a regular file"
     };
     Err(ArchiveError::UnpackableFile {
-        path: path.display().to_string(),
+        path: shown_path(path),
         problem: problem.to_string(),
     })
 }
@@ -536,10 +565,16 @@ fn collect_dir(
         let path = entry.path();
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             return Err(ArchiveError::UnpackableFile {
-                path: path.display().to_string(),
+                path: printable_bytes(path.as_os_str().as_encoded_bytes(), 300),
                 problem: "has a name that is not valid UTF-8".to_string(),
             });
         };
+        if name.chars().any(char::is_control) {
+            return Err(ArchiveError::UnpackableFile {
+                path: shown_path(&path),
+                problem: "has a control character in its name".to_string(),
+            });
+        }
         let meta = fs::symlink_metadata(&path).map_err(|e| io_error("read", &path, &e))?;
         let archive_name = format!("{prefix}/{name}");
         if meta.is_dir() {
@@ -627,6 +662,121 @@ impl<R: Read> Read for CappedReader<R> {
     }
 }
 
+/// Most bytes of a GNU long-name or long-link record: far more than any path a file system
+/// accepts (Linux's `PATH_MAX` is 4096).
+pub const MAX_NAME_RECORD_BYTES: u64 = 4096;
+
+/// Most bytes of a PAX extended header: room for a long path, a link path and the usual
+/// attributes many times over.
+pub const MAX_PAX_RECORD_BYTES: u64 = 64 * 1024;
+
+/// A metadata entry of a tar stream that describes the entry after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Record {
+    LongName,
+    LongLink,
+    Pax,
+}
+
+impl Record {
+    fn of(kind: tar::EntryType) -> Option<Record> {
+        match kind {
+            tar::EntryType::GNULongName => Some(Record::LongName),
+            tar::EntryType::GNULongLink => Some(Record::LongLink),
+            tar::EntryType::XHeader => Some(Record::Pax),
+            _ => None,
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Record::LongName => "GNU long-name record",
+            Record::LongLink => "GNU long-link record",
+            Record::Pax => "PAX extended header",
+        }
+    }
+
+    fn limit(self) -> u64 {
+        match self {
+            Record::Pax => MAX_PAX_RECORD_BYTES,
+            Record::LongName | Record::LongLink => MAX_NAME_RECORD_BYTES,
+        }
+    }
+}
+
+/// The metadata records read since the last entry, for the next one.
+#[derive(Debug, Default)]
+struct PendingRecords {
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+    pax: Option<Vec<u8>>,
+}
+
+impl PendingRecords {
+    fn is_empty(&self) -> bool {
+        self.long_name.is_none() && self.long_link.is_none() && self.pax.is_none()
+    }
+
+    fn add(&mut self, record: Record, data: Vec<u8>) -> Result<(), String> {
+        let slot = match record {
+            Record::LongName => &mut self.long_name,
+            Record::LongLink => &mut self.long_link,
+            Record::Pax => {
+                for ext in tar::PaxExtensions::new(&data) {
+                    ext.map_err(|_| "its PAX records are malformed".to_string())?;
+                }
+                &mut self.pax
+            }
+        };
+        if slot.is_some() {
+            return Err(format!("a second {} for the same entry", record.what()));
+        }
+        *slot = Some(data);
+        Ok(())
+    }
+
+    fn pax_value(&self, key: &str) -> Option<Vec<u8>> {
+        let pax = self.pax.as_ref()?;
+        tar::PaxExtensions::new(pax)
+            .filter_map(Result::ok)
+            .filter(|e| e.key_bytes() == key.as_bytes())
+            .last()
+            .map(|e| e.value_bytes().to_vec())
+    }
+
+    /// The entry's path: the GNU long name (without its trailing NUL), else the PAX `path`.
+    fn path(&self) -> Option<Vec<u8>> {
+        match &self.long_name {
+            Some(name) => Some(trim_nul(name)),
+            None => self.pax_value("path"),
+        }
+    }
+
+    fn link(&self) -> Option<Vec<u8>> {
+        match &self.long_link {
+            Some(name) => Some(trim_nul(name)),
+            None => self.pax_value("linkpath"),
+        }
+    }
+
+    /// The PAX `size`, which would override the header's: raw entries are read with the
+    /// header's size, so one that disagrees is refused rather than read differently from
+    /// other tools. An unreadable value counts as a disagreement.
+    fn pax_size(&self) -> Option<u64> {
+        self.pax_value("size").map(|v| {
+            std::str::from_utf8(&v)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or(u64::MAX)
+        })
+    }
+}
+
+fn trim_nul(bytes: &[u8]) -> Vec<u8> {
+    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    bytes[..end].to_vec()
+}
+
 /// Where an accepted entry goes.
 enum Placement {
     Dir,
@@ -635,6 +785,9 @@ enum Placement {
 
 /// Checks an entry's path against the layout and returns its normalised form.
 fn place(path: &str, is_dir: bool) -> Result<(String, Placement), EntryProblem> {
+    if path.chars().any(char::is_control) {
+        return Err(EntryProblem::ControlCharacter);
+    }
     if path.contains('\\') {
         // Not a separator on Unix, but one on Windows: never let it through.
         return Err(EntryProblem::UnexpectedName);
@@ -706,11 +859,11 @@ pub fn unpack(
     dest: &Path,
     limits: &UnpackLimits,
 ) -> Result<Unpacked, ArchiveError> {
-    let shown = archive.display().to_string();
+    let shown = shown_path(archive);
     if fs::symlink_metadata(dest).is_ok() {
         return Err(ArchiveError::DestinationExists {
             archive: shown,
-            dest: dest.display().to_string(),
+            dest: shown_path(dest),
         });
     }
     let file = fs::File::open(archive).map_err(|e| io_error("read", archive, &e))?;
@@ -744,7 +897,7 @@ pub fn unpack(
         {
             return Err(ArchiveError::DestinationExists {
                 archive: shown,
-                dest: dest.display().to_string(),
+                dest: shown_path(dest),
             });
         }
         Err(e) => return Err(io_error("write", dest, &e)),
@@ -813,18 +966,75 @@ fn unpack_into(
         limit: limits.max_total_bytes,
     };
 
-    let entries = tar.entries().map_err(|e| corrupt(&e))?;
+    // Raw entries: GNU long-name/long-link and PAX records come to us as entries and are read
+    // here with a bound (the tar crate would read them whole into memory, whatever their size)
+    // and applied to the entry that follows.
+    let entries = tar.entries().map_err(|e| corrupt(&e))?.raw(true);
+    let mut pending = PendingRecords::default();
+    let mut records = 0usize;
     for entry in entries {
         let mut entry = match entry {
             Ok(e) => e,
             Err(_) if exceeded.get() => return Err(too_large_stream(&last_entry)),
             Err(e) => return Err(corrupt(&e)),
         };
-        let raw_path = entry.path_bytes().into_owned();
-        let shown_entry = match std::str::from_utf8(&raw_path) {
-            Ok(s) => printable(s, 300),
-            Err(_) => printable(&raw_path.escape_ascii().to_string(), 300),
-        };
+        let header_name = printable_bytes(&entry.header().path_bytes(), 300);
+        last_entry.clone_from(&header_name);
+
+        if let Some(record) = Record::of(entry.header().entry_type()) {
+            records += 1;
+            if records > limits.max_entries {
+                return Err(ArchiveError::TooManyEntries {
+                    archive: shown.to_string(),
+                    entry: header_name,
+                    limit: limits.max_entries,
+                });
+            }
+            let too_large = |size: u64| ArchiveError::RecordTooLarge {
+                archive: shown.to_string(),
+                entry: header_name.clone(),
+                what: record.what(),
+                size,
+                limit: record.limit(),
+            };
+            let declared = entry.size();
+            if declared > record.limit() {
+                return Err(too_large(declared));
+            }
+            let mut data = Vec::new();
+            match (&mut entry).take(record.limit() + 1).read_to_end(&mut data) {
+                Ok(_) => {}
+                Err(_) if exceeded.get() => return Err(too_large_stream(&last_entry)),
+                Err(e) => return Err(corrupt(&e)),
+            }
+            if data.len() as u64 > record.limit() {
+                return Err(too_large(data.len() as u64));
+            }
+            pending
+                .add(record, data)
+                .map_err(|message| ArchiveError::Corrupt {
+                    archive: shown.to_string(),
+                    message: format!("entry '{header_name}': {message}"),
+                })?;
+            continue;
+        }
+        let records_for_entry = std::mem::take(&mut pending);
+        if let Some(pax_size) = records_for_entry.pax_size()
+            && pax_size != entry.size()
+        {
+            return Err(ArchiveError::Corrupt {
+                archive: shown.to_string(),
+                message: format!(
+                    "entry '{header_name}': its PAX record gives size {pax_size} but its header {}",
+                    entry.size()
+                ),
+            });
+        }
+
+        let raw_path = records_for_entry
+            .path()
+            .unwrap_or_else(|| entry.header().path_bytes().into_owned());
+        let shown_entry = printable_bytes(&raw_path, 300);
         last_entry.clone_from(&shown_entry);
 
         count += 1;
@@ -848,8 +1058,13 @@ fn unpack_into(
         }
 
         let link_target = || {
-            entry
-                .link_name_bytes()
+            let bytes = records_for_entry.link().or_else(|| {
+                entry
+                    .header()
+                    .link_name_bytes()
+                    .map(std::borrow::Cow::into_owned)
+            });
+            bytes
                 .map(|b| printable(&String::from_utf8_lossy(&b), 300))
                 .unwrap_or_default()
         };
@@ -1000,6 +1215,15 @@ fn unpack_into(
         }
     }
 
+    if !pending.is_empty() {
+        return Err(ArchiveError::Corrupt {
+            archive: shown.to_string(),
+            message: format!(
+                "entry '{last_entry}' is a long-name or PAX record that no entry follows"
+            ),
+        });
+    }
+
     // Read to the end of the gzip stream so its checksum is verified, then to the end of the
     // file so the digest covers every byte.
     let mut capped = tar.into_inner();
@@ -1033,24 +1257,6 @@ fn unpack_into(
 
     libraries.sort();
     Ok((manifest, libraries, sha256))
-}
-
-/// `s` with control characters escaped, cut to at most `max` characters (marked with `…`),
-/// so that text from a hostile archive cannot drive the terminal it is printed on.
-fn printable(s: &str, max: usize) -> String {
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i == max {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn create_file(path: &Path, executable: bool) -> Result<fs::File, ArchiveError> {

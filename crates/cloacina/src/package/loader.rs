@@ -3,17 +3,23 @@
 //!
 //! [`load`] opens a package library and returns a [`LoadedPackage`]:
 //!
-//! 1. The library's bytes are hashed (SHA-256) and checked to be a shared library for this
-//!    host's platform.
+//! 1. The library's bytes are checked to be a shared library for this host's platform whose
+//!    structure lies within the file ([`check_library_structure`]: a truncated library would
+//!    be mapped past its end, and touching those pages is SIGBUS), and hashed (SHA-256).
 //! 2. Each version is opened **exactly once per process**: a process-wide registry keyed by
 //!    that hash hands out the same `Arc<LoadedPackage>` while one is alive, and remembers every
 //!    library it ever opened.
-//! 3. It is opened from a **content-addressed copy**, `<cache dir>/<sha256>/<file name>`, so
+//! 3. **Crash quarantine.** Before the library's code can run (initializers, the ABI calls,
+//!    `describe`), a marker `<cache dir>/<sha256>/loading-<pid>-<token>` is written; it is
+//!    removed when the load returns. A marker left by a process that is gone means that load
+//!    crashed it: the library is refused ([`LoadError::Quarantined`]) until the marker is
+//!    deleted, rather than crashing every process that tries again.
+//! 4. It is opened from a **content-addressed copy**, `<cache dir>/<sha256>/<file name>`, so
 //!    two versions never share a path (the dynamic loader caches by path) and replacing the
 //!    original file never changes code that is already mapped.
-//! 4. `cloacina_plugin_abi_version` is looked up and called **before anything else**; a
+//! 5. `cloacina_plugin_abi_version` is looked up and called **before anything else**; a
 //!    library without it is not a package, one with another version is refused.
-//! 5. The other symbols are looked up (all missing ones are named), then `describe` is
+//! 6. The other symbols are looked up (all missing ones are named), then `describe` is
 //!    called, its document validated ([`PackageDescription::problems`]) and compared with
 //!    `package.toml` (name, version, and the `[declares]` lists that are present).
 //!
@@ -26,8 +32,11 @@
 //! alive, and dropping the last `Arc` releases the description and the registry entry. The
 //! cost is the mapped code of each version loaded during the process's life.
 //!
+//! [`load_archive_checked`] checks the archive's signature side-car against a
+//! [`SignaturePolicy`] before anything else.
+//!
 //! Every failure is a typed [`LoadError`] whose message names the package, the file and what
-//! to do.
+//! to do; text that comes from the library is shown with control characters escaped.
 
 // Opening libraries and calling through their C ABI is inherently unsafe; every unsafe block
 // below says why it is sound.
@@ -54,6 +63,8 @@ use sha2::{Digest, Sha256};
 
 use super::archive::{self, ArchiveError, HOST_TARGET, UnpackLimits};
 use super::manifest::{Manifest, ManifestError};
+use super::signing::{SignatureError, SignaturePolicy, VerifiedSignature};
+use super::{printable, shown_path};
 
 /// Why a package library could not be loaded or called. Every message names the package and
 /// the file (or archive) and says what to do.
@@ -95,6 +106,36 @@ pub enum LoadError {
         file: String,
         found: String,
         expected: String,
+    },
+
+    /// The file's structure does not lie within its bytes (truncated or corrupt): mapping it
+    /// would crash the process, so it is never opened.
+    #[error(
+        "package '{package}': {file} cannot be loaded: {problem}; it was not opened. Build the package again with 'cloacinactl package build' and pack the new library"
+    )]
+    Malformed {
+        package: String,
+        file: String,
+        problem: String,
+    },
+
+    /// An earlier load of this very library crashed the process that ran it.
+    #[error(
+        "package '{package}': {file} is quarantined: an earlier process (pid {pid}) died while loading it (the library crashed it, or it was killed), so it is not loaded again. Replace the archive with a fixed build, or delete {marker} to retry this one"
+    )]
+    Quarantined {
+        package: String,
+        file: String,
+        pid: String,
+        marker: String,
+    },
+
+    /// The archive's signature side-car is missing (when required), invalid or untrusted.
+    #[error("cannot load package archive {archive}: {source}")]
+    Signature {
+        archive: String,
+        #[source]
+        source: SignatureError,
     },
 
     /// The dynamic loader refused the file.
@@ -617,13 +658,7 @@ pub fn load(
     manifest: &Manifest,
     cache_dir: &Path,
 ) -> Result<Arc<LoadedPackage>, LoadError> {
-    load_as(
-        library,
-        library.display().to_string(),
-        library,
-        manifest,
-        cache_dir,
-    )
+    load_as(library, shown_path(library), library, manifest, cache_dir)
 }
 
 /// [`load`], with `file` naming the library in messages and `source` recorded as where it
@@ -638,7 +673,7 @@ fn load_as(
     let package = manifest.name().to_string();
     let io = |action: &'static str, path: &Path, e: std::io::Error| LoadError::Io {
         package: package.clone(),
-        file: path.display().to_string(),
+        file: shown_path(path),
         action,
         message: e.to_string(),
     };
@@ -649,6 +684,13 @@ fn load_as(
             file,
             found,
             expected: HOST_TARGET.to_string(),
+        });
+    }
+    if let Err(problem) = check_library_structure(&bytes) {
+        return Err(LoadError::Malformed {
+            package,
+            file,
+            problem,
         });
     }
     let sha256 = hex::encode(Sha256::digest(&bytes));
@@ -663,6 +705,21 @@ fn load_as(
         return Ok(existing);
     }
 
+    // From here on the library's code may run (initializers, the ABI calls, describe): a
+    // marker records that, and stays behind if the process dies before the load returns.
+    let marker_dir = cache_dir.join(&sha256);
+    std::fs::create_dir_all(&marker_dir).map_err(|e| io("create", &marker_dir, e))?;
+    if let Some((marker, pid)) = crashed_load(&marker_dir) {
+        return Err(LoadError::Quarantined {
+            package,
+            file,
+            pid,
+            marker: shown_path(&marker),
+        });
+    }
+    let _marker =
+        LoadMarker::write(&marker_dir, &file).map_err(|(path, e)| io("write", &path, e))?;
+
     let (lib, library_path) = match reg.opened.get(&sha256) {
         Some(o) => (o.library, o.path.clone()),
         None => {
@@ -672,6 +729,8 @@ fn load_as(
                 .unwrap_or_else(|| "library".to_string());
             let copy = cache_copy(cache_dir, &sha256, &file_name, &bytes)
                 .map_err(|(path, e)| io("write the cached copy", &path, e))?;
+            // The last line a crash in the library's initializers leaves behind.
+            tracing::info!(package = %package, file = %file, sha256 = %sha256, "opening package library");
             // SAFETY: opening a library runs its initializers. A package library is trusted
             // code by design (signatures are how a host decides what to trust); the copy is
             // content-addressed and never rewritten while mapped.
@@ -755,20 +814,21 @@ fn load_as(
 
     // SAFETY: describe takes no arguments; its buffer is read and freed by read_buffer.
     let buffer = unsafe { (api.describe)() };
+    // What the library says is shown escaped: it may hold any bytes.
     let description = match read_buffer::<PackageDescription>(&api, buffer) {
         Ok(Response::Ok(d)) => d,
         Ok(Response::Error(e)) => {
             return Err(LoadError::Describe {
                 package,
                 file,
-                message: e.to_string(),
+                message: printable(&e.to_string(), 2000),
             });
         }
         Err(message) => {
             return Err(LoadError::Describe {
                 package,
                 file,
-                message,
+                message: printable(&message, 2000),
             });
         }
     };
@@ -776,7 +836,7 @@ fn load_as(
         return Err(LoadError::InvalidDescription {
             package,
             file,
-            problems,
+            problems: problems.iter().map(|p| printable(p, 500)).collect(),
         });
     }
     let differences = manifest_differences(&description, manifest);
@@ -784,7 +844,7 @@ fn load_as(
         return Err(LoadError::ManifestMismatch {
             package,
             file,
-            differences,
+            differences: differences.iter().map(|d| printable(d, 500)).collect(),
         });
     }
 
@@ -820,7 +880,7 @@ pub fn load_dir(
     cache_dir: &Path,
 ) -> Result<Arc<LoadedPackage>, LoadError> {
     let manifest = Manifest::from_dir(package_dir).map_err(|source| LoadError::Manifest {
-        dir: package_dir.display().to_string(),
+        dir: shown_path(package_dir),
         source,
     })?;
     load(library, &manifest, cache_dir)
@@ -834,7 +894,32 @@ pub fn load_archive(
     archive_path: &Path,
     cache_dir: &Path,
 ) -> Result<Arc<LoadedPackage>, LoadError> {
-    let shown = archive_path.display().to_string();
+    load_archive_expecting(archive_path, cache_dir, None)
+}
+
+/// [`load_archive`] after checking the archive's signature against `policy`
+/// ([`SignaturePolicy::check`]); a signed archive is loaded only if the bytes unpacked are
+/// the bytes that were verified (a file replaced between the two is refused).
+pub fn load_archive_checked(
+    archive_path: &Path,
+    cache_dir: &Path,
+    policy: &SignaturePolicy,
+) -> Result<Arc<LoadedPackage>, LoadError> {
+    let verified = policy
+        .check(archive_path)
+        .map_err(|source| LoadError::Signature {
+            archive: shown_path(archive_path),
+            source,
+        })?;
+    load_archive_expecting(archive_path, cache_dir, verified.as_ref())
+}
+
+fn load_archive_expecting(
+    archive_path: &Path,
+    cache_dir: &Path,
+    verified: Option<&VerifiedSignature>,
+) -> Result<Arc<LoadedPackage>, LoadError> {
+    let shown = shown_path(archive_path);
     let archive_error = |source| LoadError::Archive {
         archive: shown.clone(),
         source,
@@ -847,6 +932,19 @@ pub fn load_archive(
     let result = archive::unpack(archive_path, &scratch, &UnpackLimits::default())
         .map_err(archive_error)
         .and_then(|unpacked| {
+            if let Some(v) = verified
+                && v.sha256 != unpacked.sha256
+            {
+                return Err(LoadError::Signature {
+                    archive: shown.clone(),
+                    source: SignatureError::Tampered {
+                        archive: shown.clone(),
+                        sig: shown_path(&v.signature_path),
+                        actual: unpacked.sha256.clone(),
+                        signed: v.sha256.clone(),
+                    },
+                });
+            }
             let library = archive::library_for(&unpacked, HOST_TARGET).map_err(archive_error)?;
             let file = format!(
                 "{shown} (lib/{HOST_TARGET}/{})",
@@ -863,6 +961,77 @@ pub fn load_archive(
         tracing::warn!(dir = %scratch.display(), error = %e, "cannot remove a scratch directory");
     }
     result
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crash quarantine
+// ---------------------------------------------------------------------------------------------
+
+/// File-name prefix of load markers in a library's cache directory:
+/// `loading-<pid>-<process token>`.
+pub const LOAD_MARKER_PREFIX: &str = "loading-";
+
+/// Tells this process's markers from those of an earlier process that had the same pid.
+static PROCESS_TOKEN: LazyLock<u64> = LazyLock::new(rand::random);
+
+/// A marker that a load of a library is under way in this process, removed when dropped (when
+/// the load returns, however it returns). A marker that outlives its process means that
+/// process died while the library's code ran during the load.
+struct LoadMarker(PathBuf);
+
+impl LoadMarker {
+    fn write(dir: &Path, file: &str) -> Result<LoadMarker, (PathBuf, std::io::Error)> {
+        let pid = std::process::id();
+        let path = dir.join(format!("{LOAD_MARKER_PREFIX}{pid}-{:016x}", *PROCESS_TOKEN));
+        let text = format!(
+            "pid {pid}\nstarted {}\nlibrary {file}\n",
+            chrono::Utc::now().to_rfc3339()
+        );
+        std::fs::write(&path, text).map_err(|e| (path.clone(), e))?;
+        Ok(LoadMarker(path))
+    }
+}
+
+impl Drop for LoadMarker {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(marker = %self.0.display(), error = %e, "cannot remove a load marker; the next process will take it for a crashed load");
+        }
+    }
+}
+
+/// A marker in `dir` left by a load that crashed: one written by another process (another
+/// pid, or this pid with another token: a pid reused after a crash) that is no longer running.
+/// A marker of a live process is a load under way there, not a crash. Returns the marker and
+/// the pid that wrote it.
+fn crashed_load(dir: &Path) -> Option<(PathBuf, String)> {
+    let own_pid = std::process::id();
+    let own_token = format!("{:016x}", *PROCESS_TOKEN);
+    let entries = std::fs::read_dir(dir).ok()?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(LOAD_MARKER_PREFIX))
+        else {
+            continue;
+        };
+        let (pid_text, token) = rest.split_once('-').unwrap_or((rest, ""));
+        let pid = pid_text.parse::<u32>().ok();
+        if pid == Some(own_pid) && token == own_token {
+            continue; // Ours: a load of this process that could not remove its marker.
+        }
+        if let Some(pid) = pid
+            && pid != own_pid
+            && i32::try_from(pid).is_ok_and(crate::daemon::pidfile::process_alive)
+        {
+            continue;
+        }
+        return Some((entry.path(), printable(pid_text, 20)));
+    }
+    None
 }
 
 /// Writes `bytes` to `<cache_dir>/<sha256>/<file_name>` unless an intact copy is there,
@@ -963,6 +1132,93 @@ fn quoted(names: &[&str]) -> String {
         .map(|n| format!("'{n}'"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Is the file whole?
+// ---------------------------------------------------------------------------------------------
+
+/// Checks that a library's structure lies within its bytes, so the dynamic loader never maps
+/// a page past the end of the file: touching such a page kills the process with SIGBUS, before
+/// anything can be logged. For ELF files, the file header, the program header table, every
+/// segment's file bytes, the section header table and every section's file bytes must all lie
+/// within the file. Other formats are not inspected (they are refused by the target check on
+/// hosts that load ELF). `Err` says what is wrong, in words fit for a message.
+pub fn check_library_structure(bytes: &[u8]) -> Result<(), String> {
+    if !bytes.starts_with(b"\x7fELF") {
+        return Ok(());
+    }
+    match bytes.get(4) {
+        Some(1) => check_elf::<object::elf::FileHeader32<object::Endianness>>(bytes),
+        Some(2) => check_elf::<object::elf::FileHeader64<object::Endianness>>(bytes),
+        _ => Err("it is a corrupt ELF file (its class is neither 32- nor 64-bit)".to_string()),
+    }
+}
+
+fn check_elf<Elf>(data: &[u8]) -> Result<(), String>
+where
+    Elf: object::read::elf::FileHeader<Endian = object::Endianness>,
+{
+    use object::read::elf::{ProgramHeader as _, SectionHeader as _};
+    let len = data.len() as u64;
+    let past_end = |what: String, start: u64, size: u64| {
+        format!(
+            "it is truncated or corrupt: its {what} (file bytes {start}..{}) lies past the end of the file ({len} bytes)",
+            start.saturating_add(size)
+        )
+    };
+    let within = |start: u64, size: u64| start.checked_add(size).is_some_and(|end| end <= len);
+    let corrupt = |e: object::read::Error| format!("it is a corrupt ELF file ({e})");
+
+    let header_size = std::mem::size_of::<Elf>() as u64;
+    if len < header_size {
+        return Err(past_end("ELF file header".to_string(), 0, header_size));
+    }
+    let header = Elf::parse(data).map_err(corrupt)?;
+    let endian = header.endian().map_err(corrupt)?;
+
+    let phoff: u64 = header.e_phoff(endian).into();
+    let phnum = header.phnum(endian, data).map_err(corrupt)?;
+    if phoff != 0 && phnum != 0 {
+        let table = u64::from(phnum).saturating_mul(u64::from(header.e_phentsize(endian)));
+        if !within(phoff, table) {
+            return Err(past_end("program header table".to_string(), phoff, table));
+        }
+    }
+    for (i, ph) in header
+        .program_headers(endian, data)
+        .map_err(corrupt)?
+        .iter()
+        .enumerate()
+    {
+        let (start, size) = ph.file_range(endian);
+        if size != 0 && !within(start, size) {
+            return Err(past_end(format!("segment {i}"), start, size));
+        }
+    }
+
+    let shoff: u64 = header.e_shoff(endian).into();
+    let shnum = header.shnum(endian, data).map_err(corrupt)?;
+    if shoff != 0 && shnum != 0 {
+        let table = u64::from(shnum).saturating_mul(u64::from(header.e_shentsize(endian)));
+        if !within(shoff, table) {
+            return Err(past_end("section header table".to_string(), shoff, table));
+        }
+    }
+    for (i, sh) in header
+        .section_headers(endian, data)
+        .map_err(corrupt)?
+        .iter()
+        .enumerate()
+    {
+        if let Some((start, size)) = sh.file_range(endian)
+            && size != 0
+            && !within(start, size)
+        {
+            return Err(past_end(format!("section {i}"), start, size));
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1151,6 +1407,37 @@ mod tests {
         b[16..18].copy_from_slice(&e_type.to_le_bytes());
         b[18..20].copy_from_slice(&machine.to_le_bytes());
         b
+    }
+
+    #[test]
+    fn structure_checks_name_what_lies_past_the_end() {
+        assert_eq!(check_library_structure(b"not elf at all"), Ok(()));
+        let mut bad_class = elf(62, 3);
+        bad_class[4] = 3;
+        assert_eq!(
+            check_library_structure(&bad_class),
+            Err("it is a corrupt ELF file (its class is neither 32- nor 64-bit)".to_string())
+        );
+        let mut short32 = elf(3, 3);
+        short32[4] = 1;
+        short32.truncate(40);
+        assert_eq!(
+            check_library_structure(&short32),
+            Err("it is truncated or corrupt: its ELF file header (file bytes 0..52) lies past the end of the file (40 bytes)".to_string())
+        );
+        let mut table = elf(62, 3);
+        table[6] = 1;
+        table[32..40].copy_from_slice(&u64::MAX.to_le_bytes()); // e_phoff
+        table[54..56].copy_from_slice(&56u16.to_le_bytes());
+        table[56..58].copy_from_slice(&2u16.to_le_bytes());
+        assert_eq!(
+            check_library_structure(&table),
+            Err(format!(
+                "it is truncated or corrupt: its program header table (file bytes {}..{}) lies past the end of the file (64 bytes)",
+                u64::MAX,
+                u64::MAX
+            ))
+        );
     }
 
     #[test]

@@ -5,6 +5,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::printable;
+
+/// Most bytes of a `package.toml` read from a directory: a genuine one is a few hundred.
+pub const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
+
 /// Why a manifest was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -66,28 +71,66 @@ impl Manifest {
     pub fn parse(text: &str, path: &str) -> Result<Manifest, ManifestError> {
         let m: Manifest = toml::from_str(text).map_err(|e| ManifestError::Malformed {
             path: path.to_string(),
-            message: e.to_string().trim().to_string(),
+            // The parser quotes the offending line: keep its layout, escape anything else.
+            message: e
+                .to_string()
+                .trim()
+                .lines()
+                .map(|l| printable(l, 500))
+                .collect::<Vec<_>>()
+                .join("\n"),
         })?;
         m.validate(path)?;
         Ok(m)
     }
 
-    /// Reads `package.toml` from a package directory.
+    /// Reads `package.toml` from a package directory: a regular file of at most
+    /// [`MAX_MANIFEST_BYTES`] (checked before it is opened, and while it is read).
     pub fn from_dir(dir: &Path) -> Result<Manifest, ManifestError> {
+        use std::io::Read;
         let path = dir.join("package.toml");
         let shown = path.display().to_string();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ManifestError::Missing { path: shown });
-            }
-            Err(e) => {
-                return Err(ManifestError::Read {
-                    path: shown,
-                    message: e.to_string(),
-                });
+        let read_error = |message: String| ManifestError::Read {
+            path: shown.clone(),
+            message,
+        };
+        let io_error = |e: std::io::Error| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                ManifestError::Missing {
+                    path: shown.clone(),
+                }
+            } else {
+                read_error(e.to_string())
             }
         };
+        let meta = std::fs::metadata(&path).map_err(io_error)?;
+        if !meta.is_file() {
+            return Err(read_error(
+                if meta.is_dir() {
+                    "it is a directory"
+                } else {
+                    "it is not a regular file (it is a FIFO, device or socket)"
+                }
+                .to_string(),
+            ));
+        }
+        let too_large = || {
+            read_error(format!(
+                "it is larger than {MAX_MANIFEST_BYTES} bytes, far larger than a genuine one"
+            ))
+        };
+        if meta.len() > MAX_MANIFEST_BYTES {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::open(&path)
+            .and_then(|f| f.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(io_error)?;
+        if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(too_large());
+        }
+        let text =
+            String::from_utf8(bytes).map_err(|_| read_error("it is not UTF-8 text".to_string()))?;
         Self::parse(&text, &shown)
     }
 
@@ -116,7 +159,8 @@ impl Manifest {
             return Err(invalid(
                 "package.name",
                 &format!(
-                    "'{name}' is not valid: use 1-64 letters, digits, '-' or '_', starting with a letter"
+                    "'{}' is not valid: use 1-64 letters, digits, '-' or '_', starting with a letter",
+                    printable(name, 100)
                 ),
             ));
         }
@@ -133,7 +177,10 @@ impl Manifest {
         {
             return Err(invalid(
                 "package.version",
-                &format!("'{v}' is not a semantic version like 1.2.3"),
+                &format!(
+                    "'{}' is not a semantic version like 1.2.3",
+                    printable(v, 100)
+                ),
             ));
         }
         Ok(())
@@ -181,5 +228,30 @@ mod tests {
         )
         .expect_err("unknown key");
         assert!(e.to_string().contains("nmae"), "{e}");
+    }
+
+    #[test]
+    fn from_dir_reads_only_a_small_regular_file() {
+        let tmp = std::env::temp_dir().join(format!("cloacina-manifest-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(tmp.join("dir/package.toml")).expect("mkdir");
+        let e = Manifest::from_dir(&tmp.join("dir")).expect_err("directory");
+        assert!(e.to_string().ends_with(": it is a directory"), "{e}");
+        std::fs::create_dir_all(tmp.join("big")).expect("mkdir");
+        std::fs::File::create(tmp.join("big/package.toml"))
+            .and_then(|f| f.set_len(1 << 30))
+            .expect("sparse");
+        let e = Manifest::from_dir(&tmp.join("big")).expect_err("big");
+        assert!(e.to_string().contains("larger than 1048576 bytes"), "{e}");
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+
+    #[test]
+    fn quoted_values_are_escaped() {
+        let e = Manifest::parse(
+            "[package]\nname = \"a\\u001b[2J\"\nversion = \"1.0.0\"\n",
+            "package.toml",
+        )
+        .expect_err("bad name");
+        assert!(e.to_string().contains("'a\\u{1b}[2J' is not valid"), "{e}");
     }
 }

@@ -24,3 +24,37 @@ pub enum PackageError {
     #[error(transparent)]
     Load(#[from] loader::LoadError),
 }
+
+/// `s` with control characters escaped, cut to at most `max` characters (marked with `…`),
+/// so that text from a hostile archive or library cannot drive the terminal or log viewer it
+/// is printed on.
+pub(crate) fn printable(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Bytes that should be a name, shown safely: [`printable`] when they are UTF-8, else with
+/// every byte that is not printable ASCII escaped (`\xff`).
+pub(crate) fn printable_bytes(bytes: &[u8], max: usize) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => printable(s, max),
+        Err(_) => printable(&bytes.escape_ascii().to_string(), max),
+    }
+}
+
+/// A path for a message: control characters in its names escaped (a file dropped in a watched
+/// folder may be named to drive a terminal), invalid UTF-8 shown lossily.
+pub(crate) fn shown_path(path: &std::path::Path) -> String {
+    printable(&path.display().to_string(), 4096)
+}

@@ -21,16 +21,23 @@
 //! [`verify_archive`] checks, in this order: the archive exists, its side-car exists and
 //! parses, the archive's current SHA-256 is the signed one, the signing key is one of the
 //! trusted keys, and the signature is valid. Each failure has its own [`SignatureError`].
+//! Key files and side-cars are read with a bound ([`MAX_KEY_FILE_BYTES`],
+//! [`MAX_SIGNATURE_FILE_BYTES`]), and only when they are regular files.
+//!
+//! A host decides what it demands with a [`SignaturePolicy`] (the daemon's
+//! `require_signatures` and `trusted_keys`); under every policy a side-car that is present
+//! must be valid.
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use super::archive::sha256_file;
+use super::shown_path;
 
 /// First line of a private key file.
 pub const PRIVATE_KEY_HEADER: &str = "cloacina-ed25519-private-key";
@@ -79,6 +86,40 @@ pub enum SignatureError {
 
     #[error("archive {archive} not found; check the path")]
     ArchiveNotFound { archive: String },
+
+    /// A path that must be a regular file is a directory, FIFO, device or socket.
+    #[error("{what} {path} {problem}; give the path of a regular file")]
+    NotAFile {
+        what: &'static str,
+        path: String,
+        problem: &'static str,
+    },
+
+    /// A key or signature file larger than any genuine one: refused unread.
+    #[error(
+        "{what} {path} is larger than {limit} bytes, far larger than a genuine one; check the path"
+    )]
+    FileTooLarge {
+        what: &'static str,
+        path: String,
+        limit: u64,
+    },
+
+    /// Signatures are required and the archive has none.
+    #[error(
+        "{archive} is not signed (no {sig}) and this host requires signatures (daemon.require_signatures); sign it with a trusted key: 'cloacinactl package pack DIR --sign KEYFILE'"
+    )]
+    Required { archive: String, sig: String },
+
+    /// A key of `daemon.trusted_keys` cannot be used.
+    #[error("cannot use trusted key {path} (daemon.trusted_keys in config.toml): {message}")]
+    TrustedKey { path: String, message: String },
+
+    /// `daemon.require_signatures` without any trusted key.
+    #[error(
+        "daemon.require_signatures is set but daemon.trusted_keys lists no public key file; add the signers' public key files (KEYFILE.pub, written by 'cloacinactl package keygen') to trusted_keys in config.toml"
+    )]
+    RequiredWithoutKeys,
 
     #[error("no signature for {archive}: expected {sig}; {SIGN_HINT}")]
     Missing { archive: String, sig: String },
@@ -138,7 +179,7 @@ pub enum SignatureError {
 fn io_error(action: &'static str, path: &Path, e: &io::Error) -> SignatureError {
     SignatureError::Io {
         action,
-        path: path.display().to_string(),
+        path: shown_path(path),
         message: e.to_string(),
     }
 }
@@ -294,7 +335,7 @@ pub fn generate_keypair(keyfile: &Path) -> Result<PublicKeyInfo, SignatureError>
     for path in [keyfile, pub_path.as_path()] {
         if fs::symlink_metadata(path).is_ok() {
             return Err(SignatureError::KeyExists {
-                path: path.display().to_string(),
+                path: shown_path(path),
             });
         }
     }
@@ -337,7 +378,7 @@ fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SignatureE
     let mut file = options.open(path).map_err(|e| {
         if e.kind() == io::ErrorKind::AlreadyExists {
             SignatureError::KeyExists {
-                path: path.display().to_string(),
+                path: shown_path(path),
             }
         } else {
             io_error("create", path, &e)
@@ -348,22 +389,87 @@ fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SignatureE
         .map_err(|e| io_error("write", path, &e))
 }
 
-fn read_key_file(path: &Path) -> Result<String, SignatureError> {
-    fs::read_to_string(path).map_err(|e| {
+/// Most bytes of a key file: a key is one line of 92 characters; the rest is room for a
+/// comment.
+pub const MAX_KEY_FILE_BYTES: u64 = 4096;
+
+/// Most bytes of a signature side-car: a genuine one is about 300.
+pub const MAX_SIGNATURE_FILE_BYTES: u64 = 4096;
+
+/// Why [`read_small_file`] refused.
+enum SmallFileError {
+    NotFound,
+    Refused(SignatureError),
+}
+
+/// Reads a file that is small by nature (a key, a side-car), refusing directories, FIFOs and
+/// devices (checked before opening: opening a FIFO would wait for a writer) and anything
+/// larger than `limit` bytes (checked before reading, and again while reading, so a file
+/// that grows, or `/dev/zero` behind a symlink, is never read into memory).
+fn read_small_file(path: &Path, what: &'static str, limit: u64) -> Result<Vec<u8>, SmallFileError> {
+    let shown = || shown_path(path);
+    let not_a_file = |problem| {
+        SmallFileError::Refused(SignatureError::NotAFile {
+            what,
+            path: shown(),
+            problem,
+        })
+    };
+    let too_large = || {
+        SmallFileError::Refused(SignatureError::FileTooLarge {
+            what,
+            path: shown(),
+            limit,
+        })
+    };
+    let io_err = |e: io::Error| {
         if e.kind() == io::ErrorKind::NotFound {
-            SignatureError::KeyNotFound {
-                path: path.display().to_string(),
-            }
+            SmallFileError::NotFound
         } else {
-            io_error("read", path, &e)
+            SmallFileError::Refused(io_error("read", path, &e))
         }
+    };
+    let meta = fs::metadata(path).map_err(io_err)?;
+    if meta.is_dir() {
+        return Err(not_a_file("is a directory"));
+    }
+    if !meta.is_file() {
+        return Err(not_a_file(
+            "is not a regular file (it is a FIFO, device or socket)",
+        ));
+    }
+    if meta.len() > limit {
+        return Err(too_large());
+    }
+    let file = fs::File::open(path).map_err(io_err)?;
+    let mut bytes = Vec::new();
+    io::Read::take(file, limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+fn read_key_file(path: &Path) -> Result<String, SignatureError> {
+    let bytes = read_small_file(path, "key file", MAX_KEY_FILE_BYTES).map_err(|e| match e {
+        SmallFileError::NotFound => SignatureError::KeyNotFound {
+            path: shown_path(path),
+        },
+        SmallFileError::Refused(e) => e,
+    })?;
+    String::from_utf8(bytes).map_err(|_| SignatureError::MalformedKey {
+        path: shown_path(path),
+        kind: "Ed25519",
+        problem: "it is not UTF-8 text".to_string(),
     })
 }
 
 /// Loads a private key written by [`generate_keypair`]. On Unix, refuses a key file that
 /// other users can access (checked after its format, so a mistaken file is named as such).
 pub fn load_signing_key(path: &Path) -> Result<PrivateKey, SignatureError> {
-    let shown = path.display().to_string();
+    let shown = shown_path(path);
     let text = read_key_file(path)?;
     let malformed = |problem: &str| SignatureError::MalformedKey {
         path: shown.clone(),
@@ -400,7 +506,7 @@ pub fn load_signing_key(path: &Path) -> Result<PrivateKey, SignatureError> {
             & 0o7777;
         if mode & 0o077 != 0 {
             return Err(SignatureError::KeyTooOpen {
-                path: path.display().to_string(),
+                path: shown_path(path),
                 mode,
             });
         }
@@ -415,7 +521,7 @@ pub fn load_signing_key(path: &Path) -> Result<PrivateKey, SignatureError> {
 /// Loads a public key file (`cloacina-ed25519-public-key <hex>`).
 pub fn load_public_key(path: &Path) -> Result<PublicKey, SignatureError> {
     let text = read_key_file(path)?;
-    PublicKey::parse_file_text(&text, &path.display().to_string())
+    PublicKey::parse_file_text(&text, &shown_path(path))
 }
 
 /// Signs a SHA-256 digest (64 hex digits) with `key`.
@@ -436,7 +542,7 @@ pub fn sign_archive(archive: &Path, key: &PrivateKey) -> Result<PathBuf, Signatu
     let sha256 = archive_sha256(archive)?;
     let sidecar = sign_digest(&sha256, key).map_err(|message| SignatureError::Io {
         action: "sign",
-        path: archive.display().to_string(),
+        path: shown_path(archive),
         message,
     })?;
     let sig = signature_path(archive);
@@ -452,16 +558,41 @@ pub fn sign_archive(archive: &Path, key: &PrivateKey) -> Result<PathBuf, Signatu
 }
 
 fn archive_sha256(archive: &Path) -> Result<String, SignatureError> {
-    if !archive.is_file() {
-        return Err(SignatureError::ArchiveNotFound {
-            archive: archive.display().to_string(),
-        });
+    let not_a_file = |problem| SignatureError::NotAFile {
+        what: "archive",
+        path: shown_path(archive),
+        problem,
+    };
+    match fs::metadata(archive) {
+        Ok(m) if m.is_file() => {}
+        Ok(m) if m.is_dir() => return Err(not_a_file("is a directory")),
+        Ok(_) => {
+            return Err(not_a_file(
+                "is not a regular file (it is a FIFO, device or socket)",
+            ));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(SignatureError::ArchiveNotFound {
+                archive: shown_path(archive),
+            });
+        }
+        Err(e) => return Err(io_error("read", archive, &e)),
     }
     sha256_file(archive).map_err(|e| SignatureError::Io {
         action: "read",
-        path: archive.display().to_string(),
+        path: shown_path(archive),
         message: e.to_string(),
     })
+}
+
+/// The text of side-car `sig`, read with the same bounds as verification (at most
+/// [`MAX_SIGNATURE_FILE_BYTES`], regular files only); `None` when there is none.
+pub fn read_sidecar_text(sig: &Path) -> Result<Option<String>, SignatureError> {
+    match read_small_file(sig, "signature file", MAX_SIGNATURE_FILE_BYTES) {
+        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+        Err(SmallFileError::NotFound) => Ok(None),
+        Err(SmallFileError::Refused(e)) => Err(e),
+    }
 }
 
 /// Verifies `archive` against its side-car `<archive>.sig` and the `trusted` keys (any one
@@ -470,26 +601,49 @@ pub fn verify_archive(
     archive: &Path,
     trusted: &[PublicKey],
 ) -> Result<VerifiedSignature, SignatureError> {
-    let shown = archive.display().to_string();
+    verify_archive_with(archive, Some(trusted))
+}
+
+/// [`verify_archive`]; with `trusted` `None`, the side-car's own key is used: that proves the
+/// side-car is intact and signs these bytes, not who made it.
+fn verify_archive_with(
+    archive: &Path,
+    trusted: Option<&[PublicKey]>,
+) -> Result<VerifiedSignature, SignatureError> {
+    let shown = shown_path(archive);
     let actual = archive_sha256(archive)?;
     let sig = signature_path(archive);
-    let sig_shown = sig.display().to_string();
-    let text = match fs::read_to_string(&sig) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+    let sig_shown = shown_path(&sig);
+    let malformed = |problem: &str| SignatureError::Malformed {
+        archive: shown.clone(),
+        sig: sig_shown.clone(),
+        problem: problem.to_string(),
+    };
+    let bytes = match read_small_file(&sig, "signature file", MAX_SIGNATURE_FILE_BYTES) {
+        Ok(b) => b,
+        Err(SmallFileError::NotFound) => {
             return Err(SignatureError::Missing {
                 archive: shown,
                 sig: sig_shown,
             });
         }
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-            return Err(SignatureError::Malformed {
-                archive: shown,
-                sig: sig_shown,
-                problem: "it is not UTF-8 text".to_string(),
-            });
+        Err(SmallFileError::Refused(e)) => return Err(e),
+    };
+    let text = String::from_utf8(bytes).map_err(|_| malformed("it is not UTF-8 text"))?;
+    let own_key;
+    let trusted = match trusted {
+        Some(keys) => keys,
+        None => {
+            let sidecar: Sidecar = serde_json::from_str(&text).map_err(|e| {
+                malformed(&format!(
+                    "not the expected JSON: {}",
+                    super::printable(&e.to_string(), 200)
+                ))
+            })?;
+            own_key = [PublicKey::from_hex(&sidecar.public_key)
+                .map_err(|p| malformed(&format!("public_key: {p}")))?];
+            &own_key[..]
         }
-        Err(e) => return Err(io_error("read", &sig, &e)),
     };
     let public_key = verify_digest(&shown, &sig_shown, &actual, &text, trusted)?;
     Ok(VerifiedSignature {
@@ -514,13 +668,17 @@ pub fn verify_digest(
         sig: sig.to_string(),
         problem,
     };
-    let sidecar: Sidecar = serde_json::from_str(sidecar_text)
-        .map_err(|e| malformed(format!("not the expected JSON: {e}")))?;
+    let sidecar: Sidecar = serde_json::from_str(sidecar_text).map_err(|e| {
+        malformed(format!(
+            "not the expected JSON: {}",
+            super::printable(&e.to_string(), 200)
+        ))
+    })?;
     if sidecar.algorithm != ALGORITHM {
         return Err(SignatureError::UnsupportedAlgorithm {
             archive: archive.to_string(),
             sig: sig.to_string(),
-            algorithm: sidecar.algorithm,
+            algorithm: super::printable(&sidecar.algorithm, 40),
         });
     }
     let signed: [u8; 32] =
@@ -566,6 +724,89 @@ pub fn verify_digest(
             key: key.to_hex(),
         })?;
     Ok(key.clone())
+}
+
+/// What a host demands of an archive's signature before it loads the archive (the daemon's
+/// `require_signatures` and `trusted_keys`). Whatever the policy, a side-car that is present
+/// must be valid: a damaged or forged `.sig` is never ignored.
+#[derive(Debug, Clone, Default)]
+pub struct SignaturePolicy {
+    require: bool,
+    trusted: Vec<PublicKey>,
+}
+
+impl SignaturePolicy {
+    /// Signatures optional and no trusted keys: an unsigned archive loads; a signed one loads
+    /// only if its side-car is well-formed, signs the archive's current bytes and verifies
+    /// with the key it names.
+    pub fn permissive() -> SignaturePolicy {
+        SignaturePolicy::default()
+    }
+
+    /// `require`: an archive without a valid signature by one of `trusted` is refused. With
+    /// `trusted` keys and `require` unset, an unsigned archive loads but a signed one must be
+    /// signed by a trusted key.
+    pub fn new(require: bool, trusted: Vec<PublicKey>) -> Result<SignaturePolicy, SignatureError> {
+        if require && trusted.is_empty() {
+            return Err(SignatureError::RequiredWithoutKeys);
+        }
+        Ok(SignaturePolicy { require, trusted })
+    }
+
+    /// The policy of `[daemon]` in config.toml: every trusted key file must exist and be a
+    /// public key file as written by `cloacinactl package keygen`. `~` is expanded, and a
+    /// relative path is taken relative to `base` (the Cloacina home, where config.toml is).
+    pub fn from_daemon_config(
+        config: &crate::config::DaemonConfig,
+        base: &Path,
+    ) -> Result<SignaturePolicy, SignatureError> {
+        let mut keys = Vec::new();
+        for file in &config.trusted_keys {
+            let path = crate::config::expand_tilde(Path::new(file))
+                .unwrap_or_else(|_| PathBuf::from(file));
+            let path = base.join(path);
+            let key = load_public_key(&path).map_err(|e| SignatureError::TrustedKey {
+                path: shown_path(&path),
+                message: e.to_string(),
+            })?;
+            keys.push(key);
+        }
+        SignaturePolicy::new(config.require_signatures, keys)
+    }
+
+    pub fn requires_signatures(&self) -> bool {
+        self.require
+    }
+
+    pub fn trusted_keys(&self) -> &[PublicKey] {
+        &self.trusted
+    }
+
+    /// Checks `archive` against the policy: `Ok(Some(_))` when it carries a valid signature,
+    /// `Ok(None)` when it is unsigned and that is allowed, else why it must not be loaded.
+    /// The caller should make sure that the bytes it loads have the returned SHA-256.
+    pub fn check(&self, archive: &Path) -> Result<Option<VerifiedSignature>, SignatureError> {
+        let sig = signature_path(archive);
+        match fs::symlink_metadata(&sig) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if self.require {
+                    return Err(SignatureError::Required {
+                        archive: shown_path(archive),
+                        sig: shown_path(&sig),
+                    });
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(io_error("read", &sig, &e)),
+        }
+        let trusted = if self.trusted.is_empty() {
+            None
+        } else {
+            Some(self.trusted.as_slice())
+        };
+        verify_archive_with(archive, trusted).map(Some)
+    }
 }
 
 fn decode_hex_array<const N: usize>(text: &str) -> Result<[u8; N], String> {

@@ -29,6 +29,7 @@ use serde::Serialize;
 use crate::Runner;
 use crate::package::archive;
 use crate::package::loader::{self, LoadedPackage};
+use crate::package::signing::SignaturePolicy;
 use crate::registry::ReactorRegistry;
 use crate::schedule::cron::CronScheduler;
 use crate::schedule::trigger::TriggerScheduler;
@@ -274,6 +275,8 @@ pub struct Reconciler {
     /// First retry delay of a failed load; doubles per attempt up to `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
+    /// What an archive's signature must be before it is loaded (see `with_signature_policy`).
+    signatures: Mutex<SignaturePolicy>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -293,7 +296,21 @@ impl Reconciler {
             pass: tokio::sync::Mutex::new(()),
             backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
+            signatures: Mutex::new(SignaturePolicy::permissive()),
         }
+    }
+
+    /// Archives are checked against `policy` before they are loaded (the default accepts
+    /// unsigned archives but refuses an invalid side-car).
+    pub fn with_signature_policy(self, policy: SignaturePolicy) -> Self {
+        self.set_signature_policy(policy);
+        self
+    }
+
+    /// Replaces the signature policy (a configuration reload); it applies to the loads that
+    /// follow, not to packages already loaded.
+    pub fn set_signature_policy(&self, policy: SignaturePolicy) {
+        *lock(&self.signatures) = policy;
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -803,6 +820,7 @@ impl Reconciler {
             PackageSource::Archive(path) => {
                 let (path, cache) = (path.clone(), self.cache_dir.clone());
                 let i = lock(&self.identities).get(&d.id).cloned();
+                let policy = lock(&self.signatures).clone();
                 // The loader's own lines ("package library loaded") carry the package's fields
                 // through this span, on stderr and in the JSON log alike.
                 let span = tracing::info_span!(
@@ -813,7 +831,7 @@ impl Reconciler {
                 );
                 tokio::task::spawn_blocking(move || {
                     let _in = span.enter();
-                    loader::load_archive(&path, &cache)
+                    loader::load_archive_checked(&path, &cache, &policy)
                 })
                 .await
                 .map_err(|e| format!("opening the package failed: {e}"))?
