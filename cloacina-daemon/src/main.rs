@@ -198,15 +198,18 @@ async fn run(args: Args) -> anyhow::Result<i32> {
                 _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,
                 _ = sighup.recv() => {
+                    // A bad key file fails the whole reload: the old configuration stays.
                     let fresh = Config::load(&home.config()).map_err(anyhow::Error::from).and_then(|c| {
                         let d = discovery::watch_dirs(&home, &args.watch_dirs, &c.watch.directories)?;
-                        Ok((c, d))
+                        let p = SignaturePolicy::from_daemon_config(&c.daemon, home.root())?;
+                        Ok((c, d, p))
                     });
                     match fresh {
-                        Ok((fresh, d)) => {
+                        Ok((fresh, d, policy)) => {
                             let changed = config.daemon.changes(&fresh.daemon);
                             config = fresh;
                             dirs = d;
+                            reconciler.set_signature_policy(policy);
                             // Every [daemon] setting applies now; the shutdown timeout is read
                             // from `config` when the drain starts.
                             match watch(&dirs, config.daemon.watcher_debounce(), fs_tx.clone()) {

@@ -465,3 +465,47 @@ fn pack_refuses_a_truncated_library() {
     );
     assert!(!dir.join("fake-0.3.0.cloacina").exists());
 }
+
+/// SIGHUP applies the signature settings to every load from then on; a reload whose key file
+/// is missing keeps the old settings (and says why).
+#[test]
+fn sighup_applies_the_signature_settings() {
+    let mut home = Home::new();
+    keygen(&home, "trusted.key");
+    home.start(&[]);
+    let dir = home.packages_dir();
+    pack_example("hello-orders", &dir);
+    home.wait_for(
+        "an unsigned package loads while signatures are optional",
+        |h| loaded(&h.status(), "hello-orders"),
+    );
+
+    // A key file that does not exist: the reload fails and signatures stay optional.
+    write_config(
+        &home,
+        "[daemon]\nrequire_signatures = true\ntrusted_keys = [\"missing.key.pub\"]\n",
+    );
+    home.signal("HUP");
+    home.wait_for("the failed reload is logged", |h| {
+        h.logs().contains("configuration reload failed")
+    });
+
+    write_config(
+        &home,
+        "[daemon]\nrequire_signatures = true\ntrusted_keys = [\"trusted.key.pub\"]\n",
+    );
+    home.signal("HUP");
+    home.wait_for("the reload is logged", |h| {
+        h.logs().contains("require_signatures: false -> true")
+    });
+    let unsigned = pack_example("heartbeat", &dir);
+    home.wait_for("a new unsigned package is refused", |h| {
+        last_error(&h.status(), "heartbeat.cloacina").contains("is not signed")
+    });
+    assert!(
+        loaded(&home.status(), "hello-orders"),
+        "what was loaded stays loaded"
+    );
+    assert!(unsigned.exists());
+    assert!(home.ctl(&["daemon", "stop"]).status.success());
+}

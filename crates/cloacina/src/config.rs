@@ -296,6 +296,16 @@ impl DaemonConfig {
             self.cron_lost_threshold_min.to_string(),
             new.cron_lost_threshold_min.to_string(),
         );
+        diff(
+            "require_signatures",
+            self.require_signatures.to_string(),
+            new.require_signatures.to_string(),
+        );
+        diff(
+            "trusted_keys",
+            format!("{:?}", self.trusted_keys),
+            format!("{:?}", new.trusted_keys),
+        );
         out
     }
 }
