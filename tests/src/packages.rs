@@ -94,55 +94,6 @@ pub fn example(name: &'static str) -> Example {
     }
 }
 
-/// hello-orders rebuilt as version 2.0.0 (a copy of the example with its version bumped,
-/// built once per process into `<workspace>/target/packages-upgrade`): its source directory
-/// and its library, for upgrade tests.
-pub fn hello_orders_v2() -> &'static (PathBuf, PathBuf) {
-    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let root = workspace_root();
-        let base = root.join("target").join("packages-upgrade");
-        let dir = base.join("hello-orders-v2");
-        let src = examples_dir().join("hello-orders");
-        fs::create_dir_all(dir.join("src")).expect("create the v2 source directory");
-        let lock = File::create(base.join(".cloacina-test-build.lock"))
-            .expect("create the build lock file");
-        lock.lock().expect("take the build lock");
-        let crates = root.join("crates").display().to_string();
-        let cargo_toml = fs::read_to_string(src.join("Cargo.toml"))
-            .expect("read hello-orders/Cargo.toml")
-            .replace("version = \"1.0.0\"", "version = \"2.0.0\"")
-            .replace("../../../crates", &crates)
-            + "\n[workspace]\n";
-        fs::write(dir.join("Cargo.toml"), cargo_toml).expect("write Cargo.toml");
-        let manifest = fs::read_to_string(src.join("package.toml"))
-            .expect("read hello-orders/package.toml")
-            .replace("version = \"1.0.0\"", "version = \"2.0.0\"");
-        fs::write(dir.join("package.toml"), manifest).expect("write package.toml");
-        fs::copy(src.join("src/lib.rs"), dir.join("src/lib.rs")).expect("copy lib.rs");
-        fs::copy(examples_dir().join("Cargo.lock"), dir.join("Cargo.lock"))
-            .expect("copy Cargo.lock");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        let output = Command::new(cargo)
-            .args(["build", "--manifest-path"])
-            .arg(dir.join("Cargo.toml"))
-            .env("CARGO_TARGET_DIR", base.join("target"))
-            .output()
-            .expect("run cargo to build hello-orders v2");
-        drop(lock);
-        assert!(
-            output.status.success(),
-            "building hello-orders v2 failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let library = base
-            .join("target/debug")
-            .join(library_file_name("hello-orders"));
-        (dir, library)
-    })
-}
-
 /// Example `name` rebuilt as `version` (a copy of the example with the version in its
 /// `Cargo.toml` and `package.toml` replaced; the example must be at 1.0.0), built once per
 /// process and version into `<workspace>/target/packages-versions`: its source directory and

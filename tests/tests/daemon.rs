@@ -147,8 +147,8 @@ fn replacing_an_archive_with_a_new_version_upgrades_it() {
         package_line(&h.status(), "hello-orders")
             .is_some_and(|p| p["version"] == "1.0.0" && p["state"] == "loaded")
     });
-    let (v2_dir, v2_lib) = packages::hello_orders_v2();
-    pack_to(v2_dir, v2_lib, &archive);
+    let (v2_dir, v2_lib) = packages::example_as_version("hello-orders", "2.0.0");
+    pack_to(&v2_dir, &v2_lib, &archive);
     home.wait_for("hello-orders 2.0.0 serving alone", |h| {
         let s = h.status();
         package_line(&s, "hello-orders")
