@@ -25,7 +25,7 @@
 //! Each result is what the write alone (`ops::execution_create`, `ops::task_claim`,
 //! `ops::task_finish`, the per-write path SQLite always takes) would return had the batch's
 //! writes run one after another: creations, claims, finishes in batch order with their
-//! hand-offs, then the refills. Everything commits in the writer's one transaction, so a
+//! hand-offs, then the refills; the events follow that same order. Everything commits in the writer's one transaction, so a
 //! finish's output, status, dependents' readiness, hand-off claims, counters and events are
 //! atomic as they are alone. When any step fails (a conflict, a task finished twice, a row the
 //! database refuses), the writer rolls the merged write back and writes each item alone
@@ -944,10 +944,11 @@ async fn executions_start(
 }
 
 /// Every event of the batch, with each execution's counter deltas, one bump per execution (no
-/// statement; [`bump_many`] writes them): per unfenced finish in batch order its own event,
-/// its dependents' ready events and its hand-offs' claimed events; then the started
-/// executions; then the claimed events of the claims and refills. Fenced finishes have none.
-/// Also returns the executions in bump order and, per execution, its last unfenced finish.
+/// statement; [`bump_many`] writes them), in the order the writes took effect: the claims'
+/// events (an execution's started event before its first claimed task), then per unfenced
+/// finish in batch order its own event, its dependents' ready events and its hand-offs'
+/// claimed events, then the refills' events. Fenced finishes have none. Also returns the
+/// executions in bump order and, per execution, its last unfenced finish.
 fn events_collect(
     set: &FinishSet<'_>,
     claims: &[ClaimTaken],
@@ -955,6 +956,25 @@ fn events_collect(
     started: &[String],
 ) -> (Vec<String>, Vec<Bump>, HashMap<String, usize>) {
     let mut bumps = Bumps::default();
+    let mut unannounced: HashSet<&str> = started.iter().map(String::as_str).collect();
+    let mut claimed = |bumps: &mut Bumps, rows: &[Claimed], owner: &str, expires: Millis| {
+        for c in rows {
+            let b = bumps.of(&c.execution_id);
+            if unannounced.remove(c.execution_id.as_str()) {
+                b.events
+                    .push(PendingEvent::execution(event_kind::EXECUTION_STARTED, None));
+            }
+            b.events.push(PendingEvent::task(
+                event_kind::TASK_CLAIMED,
+                &c.task_id,
+                Some(c.attempt),
+                Some(format!("leased to {owner} until {expires}")),
+            ));
+        }
+    };
+    for (_, rows, owner, expires) in claims {
+        claimed(&mut bumps, rows, owner, *expires);
+    }
     let mut last_of: HashMap<String, usize> = HashMap::new();
     for (k, (_, f)) in set.fin.iter().enumerate() {
         if set.dependents[k].is_none() {
@@ -991,29 +1011,8 @@ fn events_collect(
         b.remaining_delta -= 1;
         b.failed_delta += i32::from(*status == TaskStatus::Failed);
     }
-    for e in started {
-        bumps
-            .of(e)
-            .events
-            .push(PendingEvent::execution(event_kind::EXECUTION_STARTED, None));
-    }
-    let taken = claims
-        .iter()
-        .map(|(_, rows, owner, expires)| (rows, owner, expires))
-        .chain(
-            refills
-                .iter()
-                .map(|(rows, owner, expires)| (rows, owner, expires)),
-        );
-    for (rows, owner, expires) in taken {
-        for c in rows {
-            bumps.of(&c.execution_id).events.push(PendingEvent::task(
-                event_kind::TASK_CLAIMED,
-                &c.task_id,
-                Some(c.attempt),
-                Some(format!("leased to {owner} until {expires}")),
-            ));
-        }
+    for (rows, owner, expires) in refills {
+        claimed(&mut bumps, rows, owner, *expires);
     }
     let (order, bumps) = bumps.into_vec();
     (order, bumps, last_of)
