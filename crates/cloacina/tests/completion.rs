@@ -982,6 +982,71 @@ async fn a_claim_and_a_finish_share_a_batch(db: &TestDb) {
     .await;
 }
 
+/// Two finishes in one batch each refill their freed slots with other ready work of the
+/// workflow: every ready task is claimed once, each finish gets what it asked for, and each
+/// claim has one event.
+async fn refills_share_out_the_ready_work(db: &TestDb) {
+    const POOL: &[(&str, &[&str])] = &[
+        ("p1", &[]),
+        ("p2", &[]),
+        ("p3", &[]),
+        ("p4", &[]),
+        ("p5", &[]),
+        ("p6", &[]),
+    ];
+    let store = db.open().await;
+    same_both_ways(&store, |store, mode| {
+        Box::pin(async move {
+            let name = format!("pool_{mode:?}");
+            let id = create(store, new_run(&name, POOL, json!({}))).await;
+            let running = claim(store, id, &["p1", "p2"], "r", 30_000).await;
+            let refill = |f: TaskFinish| TaskFinish {
+                handoff: Some(Handoff {
+                    owner: "r".to_string(),
+                    lease_ms: 30_000,
+                    limit: 2,
+                    refill: Some(vec![name.clone()]),
+                }),
+                ..f
+            };
+            let out = run_finishes(
+                store,
+                mode,
+                vec![
+                    refill(completed(by_task(&running, "p1"), json!({"p1": 1}))),
+                    refill(completed(by_task(&running, "p2"), json!({"p2": 2}))),
+                ],
+            )
+            .await;
+            let mut all: Vec<String> = Vec::new();
+            for r in &out {
+                let r = ok(r);
+                assert_eq!(r.handed_off, 0);
+                assert_eq!(
+                    r.claimed.len(),
+                    2,
+                    "each finish refilled both its slots: {r:?}"
+                );
+                all.extend(r.claimed.iter().map(|t| t.task_id.clone()));
+            }
+            all.sort();
+            assert_eq!(
+                all,
+                vec!["p3", "p4", "p5", "p6"],
+                "each ready task claimed once"
+            );
+            let s = snapshot(store, id).await;
+            for t in ["p3", "p4", "p5", "p6"] {
+                assert_eq!(count(&events_of(&s, t), "task_claimed"), 1);
+                assert_eq!(task(&s, t).1, TaskStatus::Running);
+            }
+            // Which finish took which task may differ; what the rows say may not.
+            vec![s]
+        })
+    })
+    .await;
+}
+
 conformance!(
     diamond_branches_finish_in_one_batch,
     a_dependent_made_ready_twice_in_one_batch,
@@ -991,4 +1056,5 @@ conformance!(
     fallback_when_a_batch_finishes_a_task_twice,
     fallback_when_the_merged_write_fails,
     a_claim_and_a_finish_share_a_batch,
+    refills_share_out_the_ready_work,
 );
