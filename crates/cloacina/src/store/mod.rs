@@ -1,9 +1,13 @@
 //! Storage: one interface over SQLite and PostgreSQL, chosen at run time by URL.
 //!
-//! Every method is one transaction. The queries live once, in `ops.rs`, and are compiled for
-//! each backend; only connection handling and the claim query's locking differ. Writes that
-//! make work runnable or end an execution also raise a [`StoreSignal`], in process at once
-//! and, on PostgreSQL, to other processes through `LISTEN/NOTIFY`.
+//! Every method is one transaction's worth of work; one writer per store commits the writes
+//! waiting for it together (group commit). The queries live once, in `ops.rs`, and are
+//! compiled for each backend; only connection handling and the claim query's locking differ,
+//! and PostgreSQL merges the hot writes of a batch (terminal finishes, claims, creations) into
+//! set-based statements (`pg_batch.rs`) that give the same answers. What differs by backend
+//! is asked through [`Store::capabilities`]. Writes that make work runnable or end an
+//! execution also raise a [`StoreSignal`], in process at once and, on PostgreSQL, to other
+//! processes through `LISTEN/NOTIFY`.
 
 mod error;
 mod hold;
@@ -612,7 +616,11 @@ impl Store {
         dispatch!(write self, no_signals, |c| ops::task_claim(c, req, now))
     }
 
-    /// Records how an attempt ended, atomically with everything it implies.
+    /// Records how an attempt ended, atomically with everything it implies: status (fenced by
+    /// attempt), output, dependents' countdown and readiness, hand-off and refill claims,
+    /// counters, events and, for the last task, the execution's end. The answer comes after
+    /// the commit. Identical on both backends, though PostgreSQL merges terminal finishes with
+    /// the rest of their group commit (see `docs/storage.md`, "Completion").
     pub async fn task_finish(&self, finish: TaskFinish) -> Result<FinishResult, StoreError> {
         let now = now_ms();
         let id = finish.execution_id;
