@@ -58,7 +58,13 @@ impl Store {
                 }
             }
         });
-        entered.await.map_err(|_| StoreError::WriterGone)?;
+        if entered.await.is_err() {
+            // The holding write never ran: its batch failed, or the writer is gone.
+            return Err(match done.await {
+                Ok(Err(e)) => e,
+                Ok(Ok(())) | Err(_) => StoreError::WriterGone,
+            });
+        }
         Ok(WriterHold {
             release: Some(release),
             done: Some(done),
