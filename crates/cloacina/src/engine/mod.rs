@@ -145,9 +145,9 @@ struct Shared {
     stopping: AtomicBool,
     stats: RunnerStats,
     contexts: Mutex<cache::ContextCache>,
-    /// Whether a finish also claims other ready work for its freed slot. It pays on
-    /// PostgreSQL (a claim saved is a round trip saved); on SQLite a claim is cheap and the
-    /// extra statement in the writer's transaction costs more than it saves.
+    /// Whether a finish also claims other ready work for its freed slot: the store's
+    /// [`Capabilities::refill_on_finish`](crate::store::Capabilities::refill_on_finish), asked
+    /// once at start.
     refill: bool,
 }
 
@@ -184,7 +184,7 @@ impl Runner {
     pub async fn start(store: Store, config: RunnerConfig) -> Result<Runner, EngineError> {
         config.validate()?;
         let owner = config.owner();
-        let refill = store.backend_name() == "postgres";
+        let refill = store.capabilities().refill_on_finish;
         let shared = Arc::new(Shared {
             holds: Arc::new(Semaphore::new(config.held_max())),
             bodies: Semaphore::new(config.concurrency),

@@ -1,11 +1,16 @@
 //! Storage: one interface over SQLite and PostgreSQL, chosen at run time by URL.
 //!
-//! Every method is one transaction. The queries live once, in `ops.rs`, and are compiled for
-//! each backend; only connection handling and the claim query's locking differ. Writes that
-//! make work runnable or end an execution also raise a [`StoreSignal`], in process at once
-//! and, on PostgreSQL, to other processes through `LISTEN/NOTIFY`.
+//! Every method is one transaction's worth of work; one writer per store commits the writes
+//! waiting for it together (group commit). The queries live once, in `ops.rs`, and are
+//! compiled for each backend; only connection handling and the claim query's locking differ,
+//! and PostgreSQL merges the hot writes of a batch (terminal finishes, claims, creations) into
+//! set-based statements (`pg_batch.rs`) that give the same answers. What differs by backend
+//! is asked through [`Store::capabilities`]. Writes that make work runnable or end an
+//! execution also raise a [`StoreSignal`], in process at once and, on PostgreSQL, to other
+//! processes through `LISTEN/NOTIFY`.
 
 mod error;
+mod hold;
 mod pg_batch;
 mod postgres;
 mod rows;
@@ -26,6 +31,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 pub use error::StoreError;
+pub use hold::WriterHold;
 pub use sqlite::{SqliteTarget, Synchronous};
 pub use types::*;
 pub use writer::WriteFailure;
@@ -154,11 +160,39 @@ pub fn redact_url(url: &str) -> String {
 pub struct StoreStats {
     /// Logical write operations (each one transaction's worth of work).
     pub write_ops: u64,
-    /// Transactions actually committed: on SQLite group commit folds many write operations
-    /// into one; on PostgreSQL each write operation is its own.
+    /// Transactions actually committed: on both backends group commit folds the write
+    /// operations waiting for the writer into one.
     pub commits: u64,
     /// Read operations (each one round trip, possibly several statements).
     pub reads: u64,
+    /// Write operations the writer merged with others of their group commit into set-based
+    /// statements (PostgreSQL: terminal finishes, claims, creations without a cron claim).
+    /// Always 0 on SQLite, which runs every write alone.
+    pub merged_writes: u64,
+    /// Merged write operations that were written again one by one, each in a savepoint of its
+    /// own, because their merged statements failed (so each got its own answer).
+    pub merge_fallbacks: u64,
+}
+
+/// What a backend does differently, asked by name: callers whose behaviour should differ by
+/// backend ask for the capability, never compare backend names, so a new backend (or a
+/// changed one) states what it offers in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Terminal finishes, claims and creations (without a cron claim) of one group commit are
+    /// merged into a fixed number of set-based statements (PostgreSQL), rather than each run
+    /// alone (SQLite). Results are the same either way; only the statement count differs.
+    pub merged_writes: bool,
+    /// A finish should also claim other ready work for the slot it frees
+    /// ([`Handoff::refill`]). It pays where a claim costs a round trip and a commit of its own
+    /// (PostgreSQL); on SQLite a claim is cheap, and the extra statement in every finish costs
+    /// more than it saves. Both backends carry out a refill that is asked for.
+    pub refill_on_finish: bool,
+    /// Signals reach stores in other processes at once (PostgreSQL `LISTEN/NOTIFY`). Without
+    /// it (SQLite), stores in one process still share signals, but a runner in another process
+    /// learns of new work only from its safety-net poll.
+    pub cross_process_signals: bool,
 }
 
 /// How to open a store beyond its URL.
@@ -412,11 +446,28 @@ impl Store {
         }
     }
 
-    /// `"sqlite"` or `"postgres"`.
+    /// `"sqlite"` or `"postgres"`, for messages and reports. To change behaviour by backend,
+    /// ask [`capabilities`](Self::capabilities) instead.
     pub fn backend_name(&self) -> &'static str {
         match self.inner.backend {
             Backend::Sqlite(_) => "sqlite",
             Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// What this store's backend does differently (see [`Capabilities`]).
+    pub fn capabilities(&self) -> Capabilities {
+        match self.inner.backend {
+            Backend::Sqlite(_) => Capabilities {
+                merged_writes: false,
+                refill_on_finish: false,
+                cross_process_signals: false,
+            },
+            Backend::Postgres(_) => Capabilities {
+                merged_writes: true,
+                refill_on_finish: true,
+                cross_process_signals: true,
+            },
         }
     }
 
@@ -431,6 +482,10 @@ impl Store {
     /// Counters of database work so far, so benchmarks can report round trips per task.
     pub fn stats(&self) -> StoreStats {
         let write_ops = self.inner.write_txns.load(Ordering::Relaxed);
+        let (merged_writes, merge_fallbacks) = match &self.inner.backend {
+            Backend::Sqlite(_) => (0, 0),
+            Backend::Postgres(p) => p.merge_counts(),
+        };
         StoreStats {
             write_ops,
             reads: self.inner.reads.load(Ordering::Relaxed),
@@ -438,6 +493,8 @@ impl Store {
                 Backend::Sqlite(s) => s.commits(),
                 Backend::Postgres(p) => p.commits(),
             },
+            merged_writes,
+            merge_fallbacks,
         }
     }
 
@@ -559,7 +616,11 @@ impl Store {
         dispatch!(write self, no_signals, |c| ops::task_claim(c, req, now))
     }
 
-    /// Records how an attempt ended, atomically with everything it implies.
+    /// Records how an attempt ended, atomically with everything it implies: status (fenced by
+    /// attempt), output, dependents' countdown and readiness, hand-off and refill claims,
+    /// counters, events and, for the last task, the execution's end. The answer comes after
+    /// the commit. Identical on both backends, though PostgreSQL merges terminal finishes with
+    /// the rest of their group commit (see `docs/storage.md`, "Completion").
     pub async fn task_finish(&self, finish: TaskFinish) -> Result<FinishResult, StoreError> {
         let now = now_ms();
         let id = finish.execution_id;

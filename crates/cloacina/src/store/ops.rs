@@ -9,6 +9,13 @@
 // `Ready` and `Running` rows only serve queries whose text names the status.
 //
 // Each function runs inside a transaction opened by its caller; none commits.
+//
+// This is the per-write path: on SQLite every write of a group commit runs through it, each in
+// a savepoint of its own. On PostgreSQL terminal finishes, claims and creations (without a cron
+// claim) are merged per group commit into the set-based statements of `pg_batch.rs`, which must
+// give the answers and rows these functions give (`tests/completion.rs` holds both to it); these
+// functions remain PostgreSQL's path for every other write, and its fallback, one write at a
+// time, when a merged write fails.
 
 use std::collections::BTreeMap;
 

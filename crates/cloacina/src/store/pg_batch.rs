@@ -3,9 +3,33 @@
 //! server's per-statement work (parse, plan, execute), so writing a group commit's rows in a
 //! handful of statements, each kept prepared, is what makes PostgreSQL fast here.
 //!
-//! [`finish_many`] records a whole batch of task finishes with the same guarantees as one
-//! `task_finish` each: fenced by attempt, and each finish's output, status, dependents'
-//! readiness, hand-off claims, counters and events in the writer's one transaction.
+//! [`write_many`] is the merged write: the writer hands it every creation (without a cron
+//! claim), claim and terminal task finish of its batch, and it records them in a fixed number
+//! of statements whatever their count, in named steps run in this order:
+//!
+//! 1. [`executions_create`]: the creations (rows, tasks, input contexts, first events);
+//! 2. [`claims_take`]: the claims, one status-checked statement each, before any finish;
+//! 3. [`FinishSet::check`]: refuses a task finished twice in one batch, and a retry;
+//! 4. [`FinishSet::finishes_fence`]: every finish's status, fenced by attempt, and the
+//!    completed ones' outputs;
+//! 5. [`FinishSet::dependents_countdown`] and 6. [`FinishSet::dependents_ready`]: dependents
+//!    counted down once per finish, then readied once, owned by the last finish that counted
+//!    them down;
+//! 7. [`FinishSet::handoffs_claim`]: readied dependents claimed for the finishing runners;
+//! 8. [`FinishSet::refills_claim`]: other ready work claimed for freed slots;
+//! 9. [`executions_start`]: executions whose first task a claim took, Pending to Running once;
+//! 10. [`events_collect`] and [`bump_many`]: every event and counter change, one statement;
+//! 11. [`executions_end`]: executions whose last task finished, finalized;
+//! 12. [`results_assemble`]: each item's answer.
+//!
+//! Each result is what the write alone (`ops::execution_create`, `ops::task_claim`,
+//! `ops::task_finish`, the per-write path SQLite always takes) would return had the batch's
+//! writes run one after another: creations, claims, finishes in batch order with their
+//! hand-offs, then the refills; the events follow that same order. Everything commits in the writer's one transaction, so a
+//! finish's output, status, dependents' readiness, hand-off claims, counters and events are
+//! atomic as they are alone. When any step fails (a conflict, a task finished twice, a row the
+//! database refuses), the writer rolls the merged write back and writes each item alone
+//! through that per-write path, in a savepoint of its own, so each gets its own answer.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -514,85 +538,179 @@ impl Bumps {
     }
 }
 
-/// Records a batch of claims and terminal task finishes (each task finished at most once) in a
-/// fixed number of statements. Each result is what `task_claim` or `task_finish` alone would
-/// have returned had the writes run one after another, claims first, then finishes in batch
-/// order; `Err` leaves the caller to roll back.
+/// Records a batch of creations, claims and terminal task finishes (each task finished at most
+/// once) in a fixed number of statements, whatever the batch size. Each result is what
+/// `execution_create`, `task_claim` or `task_finish` alone would have returned had the writes
+/// run one after another in this order: creations, claims, then finishes in batch order (each
+/// with its hand-off), then the finishes' refills. `Err` leaves the caller to roll back and
+/// write the items one by one.
+///
+/// The steps, in order, each at most one statement (none when it has nothing to do):
+/// [`executions_create`] (four), [`claims_take`] (one per claim), [`FinishSet::check`] (none),
+/// [`FinishSet::finishes_fence`], [`FinishSet::dependents_countdown`],
+/// [`FinishSet::dependents_ready`], [`FinishSet::handoffs_claim`], [`FinishSet::refills_claim`]
+/// (one per owner and workflow set), [`executions_start`], [`events_collect`] (none),
+/// [`bump_many`] (counters and events), [`executions_end`] (two), [`results_assemble`] (none).
 pub(crate) async fn write_many(
     conn: &mut Conn,
     items: &[(Write, Millis)],
 ) -> Result<Vec<Written>, StoreError> {
     let now = items.iter().map(|(_, n)| *n).max().unwrap_or_default();
-    let mut bumps = Bumps::default();
+    let created = executions_create(conn, items, now).await?;
+    let claims = claims_take(conn, items, now).await?;
+    let mut set = FinishSet::check(items)?;
+    set.finishes_fence(conn, now).await?;
+    let down = set.dependents_countdown(conn).await?;
+    set.dependents_ready(conn, &down, now).await?;
+    set.handoffs_claim(conn, now).await?;
+    let refills = set.refills_claim(conn, now).await?;
+    let started = executions_start(conn, &claims, &refills, now).await?;
+    let (order, bumps, last_of) = events_collect(&set, &claims, &refills, &started);
+    let counters = bump_many(conn, bumps, now).await?;
+    let finished = executions_end(conn, &order, &counters, &last_of, now).await?;
+    results_assemble(
+        items.len(),
+        created,
+        claims,
+        set,
+        &order,
+        &counters,
+        &last_of,
+        &finished,
+    )
+}
 
-    // Creations first: a claim in the same batch may take their root tasks.
-    let creates: Vec<(usize, NewExecution)> = items
+/// A claim of the batch: its item's index, the rows it took, for whom and until when.
+type ClaimTaken = (usize, Vec<Claimed>, String, Millis);
+
+/// A refill claim: the rows it took (shared out among its finishes), for whom, until when.
+type RefillTaken = (Vec<Claimed>, String, Millis);
+
+/// Creations come first, so a claim in the same batch may take their root tasks. Guarantees:
+/// all of the batch's creations or none (any conflict fails the step, and with it the merged
+/// write, so that each creation gets its own answer one by one).
+async fn executions_create(
+    conn: &mut Conn,
+    items: &[(Write, Millis)],
+    now: Millis,
+) -> Result<Vec<(usize, ExecutionRecord)>, StoreError> {
+    let (at, news): (Vec<usize>, Vec<NewExecution>) = items
         .iter()
         .enumerate()
         .filter_map(|(i, (w, _))| match w {
             Write::Create(new) => Some((i, (**new).clone())),
             _ => None,
         })
-        .collect();
-    let mut created: Vec<(usize, ExecutionRecord)> = Vec::with_capacity(creates.len());
-    if !creates.is_empty() {
-        let (at, news): (Vec<usize>, Vec<NewExecution>) = creates.into_iter().unzip();
-        created = at
-            .into_iter()
-            .zip(create_many(conn, news, now).await?)
-            .collect();
+        .unzip();
+    if news.is_empty() {
+        return Ok(Vec::new());
     }
+    Ok(at
+        .into_iter()
+        .zip(create_many(conn, news, now).await?)
+        .collect())
+}
 
-    // Claims.
-    let mut claims: Vec<(usize, Vec<Claimed>, String, Millis)> = Vec::new();
+/// The batch's claims, in batch order, before any finish: each is one status-checked statement
+/// that bumps the claimed tasks' attempts (fencing tokens), so a claim never takes a task that
+/// is not Ready, and two claims never take the same task.
+async fn claims_take(
+    conn: &mut Conn,
+    items: &[(Write, Millis)],
+    now: Millis,
+) -> Result<Vec<ClaimTaken>, StoreError> {
+    let mut claims = Vec::new();
     for (i, (w, _)) in items.iter().enumerate() {
         if let Write::Claim(req) = w {
             let rows = claim_rows(conn, req, now).await?;
             claims.push((i, rows, req.owner.clone(), now + req.lease_ms));
         }
     }
-    // Finishes.
-    let fin: Vec<(usize, &TaskFinish)> = items
-        .iter()
-        .enumerate()
-        .filter_map(|(i, (w, _))| match w {
-            Write::Finish(f) => Some((i, f)),
-            Write::Claim(_) | Write::Create(_) => None,
-        })
-        .collect();
-    let mut keys = HashSet::with_capacity(fin.len());
-    let mut statuses = Vec::with_capacity(fin.len());
-    for (_, f) in &fin {
-        if !keys.insert((f.execution_id, f.task_id.as_str())) {
-            return Err(StoreError::InvalidRequest(format!(
-                "task '{}' of {} finishes twice in one batch",
-                f.task_id, f.execution_id
-            )));
-        }
-        statuses.push(match &f.outcome {
-            AttemptOutcome::Completed { .. } => (TaskStatus::Completed, None),
-            AttemptOutcome::Failed { error } => (TaskStatus::Failed, Some(error.clone())),
-            AttemptOutcome::Skipped { reason } => (TaskStatus::Skipped, Some(reason.clone())),
-            AttemptOutcome::Retry { .. } => {
-                return Err(StoreError::InvalidRequest(
-                    "a retry is not a terminal finish".to_string(),
-                ));
+    Ok(claims)
+}
+
+/// The batch's terminal finishes and what each step learned of them; index `k` is a finish's
+/// place among the finishes, in batch order.
+struct FinishSet<'a> {
+    /// Each finish and its item's index in the batch.
+    fin: Vec<(usize, &'a TaskFinish)>,
+    /// Each finish's execution id, as stored.
+    execs: Vec<String>,
+    /// The status each finish records, and its error or skip reason.
+    statuses: Vec<(TaskStatus, Option<String>)>,
+    /// The dependents of each finish that still held its attempt; `None`: fenced.
+    dependents: Vec<Option<Vec<String>>>,
+    /// The dependents each finish made ready, in the order its task lists them.
+    newly_ready: Vec<Vec<String>>,
+    /// Dependents handed off to each finish's runner: row, owner, lease expiry.
+    handed: Vec<Vec<(Claimed, String, Millis)>>,
+    /// Other ready tasks claimed for each finish's freed slots, with their lease expiry.
+    refilled: Vec<Vec<(Claimed, Millis)>>,
+}
+
+/// Per dependent (execution, task): how many of the batch's finishes count it down, how many
+/// of those did not complete, and the last of them (which readies it).
+type Countdown = BTreeMap<(String, String), (i32, i32, usize)>;
+
+impl<'a> FinishSet<'a> {
+    /// Refuses what the merged statements cannot express: a task finished twice in one batch
+    /// (the writer then writes the items one by one, where the second finish is fenced like
+    /// any stale one) and a retry (never merged). No statement.
+    fn check(items: &'a [(Write, Millis)]) -> Result<Self, StoreError> {
+        let fin: Vec<(usize, &TaskFinish)> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (w, _))| match w {
+                Write::Finish(f) => Some((i, f)),
+                Write::Claim(_) | Write::Create(_) => None,
+            })
+            .collect();
+        let mut keys = HashSet::with_capacity(fin.len());
+        let mut statuses = Vec::with_capacity(fin.len());
+        for (_, f) in &fin {
+            if !keys.insert((f.execution_id, f.task_id.as_str())) {
+                return Err(StoreError::InvalidRequest(format!(
+                    "task '{}' of {} finishes twice in one batch",
+                    f.task_id, f.execution_id
+                )));
             }
-        });
+            statuses.push(match &f.outcome {
+                AttemptOutcome::Completed { .. } => (TaskStatus::Completed, None),
+                AttemptOutcome::Failed { error } => (TaskStatus::Failed, Some(error.clone())),
+                AttemptOutcome::Skipped { reason } => (TaskStatus::Skipped, Some(reason.clone())),
+                AttemptOutcome::Retry { .. } => {
+                    return Err(StoreError::InvalidRequest(
+                        "a retry is not a terminal finish".to_string(),
+                    ));
+                }
+            });
+        }
+        let n = fin.len();
+        Ok(FinishSet {
+            execs: fin
+                .iter()
+                .map(|(_, f)| f.execution_id.to_string())
+                .collect(),
+            fin,
+            statuses,
+            dependents: vec![None; n],
+            newly_ready: vec![Vec::new(); n],
+            handed: vec![Vec::new(); n],
+            refilled: vec![Vec::new(); n],
+        })
     }
-    let execs: Vec<String> = fin
-        .iter()
-        .map(|(_, f)| f.execution_id.to_string())
-        .collect();
-    let mut dependents: Vec<Option<Vec<String>>> = vec![None; fin.len()];
-    let mut newly_ready: Vec<Vec<String>> = vec![Vec::new(); fin.len()];
-    let mut handed: Vec<Vec<(Claimed, String, Millis)>> = vec![Vec::new(); fin.len()];
-    let mut last_of: HashMap<String, usize> = HashMap::new();
-    if !fin.is_empty() {
-        // 1. Status, fenced by attempt (rows not returned lost their lease to a newer
-        // attempt), and 2. the outputs of the completed ones, in the same statement.
+
+    /// Fencing and outputs, one statement: each finish's status is written only while its
+    /// attempt still holds the task (`attempt` matches, status `Running`); the rows not
+    /// returned lost their lease to a newer attempt and are fenced (nothing of theirs is
+    /// written in any later step). The completed ones' outputs are inserted in the same
+    /// statement, only for rows that passed the fence.
+    async fn finishes_fence(&mut self, conn: &mut Conn, now: Millis) -> Result<(), StoreError> {
+        if self.fin.is_empty() {
+            return Ok(());
+        }
         let (mut out_ord, mut out_data) = (Vec::new(), Vec::new());
-        for (k, (_, f)) in fin.iter().enumerate() {
+        for (k, (_, f)) in self.fin.iter().enumerate() {
             if let AttemptOutcome::Completed { output } = &f.outcome {
                 out_ord.push(k as i64 + 1);
                 out_data.push(output.to_json());
@@ -612,94 +730,130 @@ pub(crate) async fn write_many(
         )
         .bind::<BigInt, _>(now)
         .bind::<BigInt, _>(now)
-        .bind::<Array<Text>, _>(execs.clone())
-        .bind::<Array<Text>, _>(fin.iter().map(|(_, f)| f.task_id.clone()).collect::<Vec<_>>())
-        .bind::<Array<Integer>, _>(fin.iter().map(|(_, f)| f.attempt).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(self.execs.clone())
         .bind::<Array<Text>, _>(
-            statuses
+            self.fin
+                .iter()
+                .map(|(_, f)| f.task_id.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Integer>, _>(self.fin.iter().map(|(_, f)| f.attempt).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(
+            self.statuses
                 .iter()
                 .map(|(s, _)| s.as_str().to_string())
                 .collect::<Vec<_>>(),
         )
-        .bind::<Array<Nullable<Text>>, _>(statuses.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(
+            self.statuses
+                .iter()
+                .map(|(_, m)| m.clone())
+                .collect::<Vec<_>>(),
+        )
         .bind::<BigInt, _>(now)
         .bind::<Array<BigInt>, _>(out_ord)
         .bind::<Array<Text>, _>(out_data)
         .load(conn)
         .await?;
         for row in finished {
-            dependents[(row.ord - 1) as usize] = Some(parse_list(&row.dependents)?);
+            self.dependents[(row.ord - 1) as usize] = Some(parse_list(&row.dependents)?);
         }
+        Ok(())
+    }
 
-        // 3. Dependents: count down, then ready those with nothing left. A dependent readied
-        // by several finishes of the batch belongs to the last of them, as if run one by one.
-        let mut down: BTreeMap<(String, String), (i32, i32, usize)> = BTreeMap::new();
-        for (k, deps) in dependents.iter().enumerate() {
+    /// Counts down the dependents of every unfenced finish, one statement: a dependent of
+    /// several finishes of the batch (a join) is counted down once per finish, as if they ran
+    /// one after another, and its failed-dependency count grows by those that did not complete.
+    async fn dependents_countdown(&self, conn: &mut Conn) -> Result<Countdown, StoreError> {
+        let mut down = Countdown::new();
+        for (k, deps) in self.dependents.iter().enumerate() {
             let Some(deps) = deps else { continue };
-            let failed = i32::from(statuses[k].0 != TaskStatus::Completed);
+            let failed = i32::from(self.statuses[k].0 != TaskStatus::Completed);
             for d in deps {
                 let entry = down
-                    .entry((execs[k].clone(), d.clone()))
+                    .entry((self.execs[k].clone(), d.clone()))
                     .or_insert((0, 0, k));
                 entry.0 += 1;
                 entry.1 += failed;
                 entry.2 = k;
             }
         }
-        if !down.is_empty() {
-            let (mut e, mut t, mut n, mut fl) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for ((ei, ti), (count, failed, _)) in &down {
-                e.push(ei.clone());
-                t.push(ti.clone());
-                n.push(*count);
-                fl.push(*failed);
-            }
-            Stmt::new(
-                "UPDATE task_executions te SET remaining_deps = te.remaining_deps - u.n, \
-                 failed_deps = te.failed_deps + u.f FROM unnest(?, ?, ?, ?) AS u(e, t, n, f) \
-                 WHERE te.execution_id = u.e AND te.task_id = u.t",
-            )
-            .bind::<Array<Text>, _>(e.clone())
-            .bind::<Array<Text>, _>(t.clone())
-            .bind::<Array<Integer>, _>(n)
-            .bind::<Array<Integer>, _>(fl)
-            .execute(conn)
-            .await?;
-            let ready: Vec<ReadyRow> = Stmt::new(
-                "UPDATE task_executions te SET status = 'Ready', ready_at = ?, updated_at = ? \
-                 FROM unnest(?, ?) AS u(e, t) WHERE te.execution_id = u.e AND te.task_id = u.t \
-                 AND te.remaining_deps <= 0 AND te.status = 'NotStarted' \
-                 RETURNING te.execution_id, te.task_id",
-            )
-            .bind::<BigInt, _>(now)
-            .bind::<BigInt, _>(now)
-            .bind::<Array<Text>, _>(e)
-            .bind::<Array<Text>, _>(t)
-            .load(conn)
-            .await?;
-            for r in ready {
-                if let Some((_, _, owner)) = down.get(&(r.execution_id, r.task_id.clone())) {
-                    newly_ready[*owner].push(r.task_id);
-                }
-            }
-            for (k, list) in newly_ready.iter_mut().enumerate() {
-                if let Some(deps) = &dependents[k] {
-                    list.sort_by_key(|r| deps.iter().position(|d| d == r));
-                }
+        if down.is_empty() {
+            return Ok(down);
+        }
+        let (mut e, mut t, mut n, mut fl) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for ((ei, ti), (count, failed, _)) in &down {
+            e.push(ei.clone());
+            t.push(ti.clone());
+            n.push(*count);
+            fl.push(*failed);
+        }
+        Stmt::new(
+            "UPDATE task_executions te SET remaining_deps = te.remaining_deps - u.n, \
+             failed_deps = te.failed_deps + u.f FROM unnest(?, ?, ?, ?) AS u(e, t, n, f) \
+             WHERE te.execution_id = u.e AND te.task_id = u.t",
+        )
+        .bind::<Array<Text>, _>(e)
+        .bind::<Array<Text>, _>(t)
+        .bind::<Array<Integer>, _>(n)
+        .bind::<Array<Integer>, _>(fl)
+        .execute(conn)
+        .await?;
+        Ok(down)
+    }
+
+    /// Readies the counted-down dependents with nothing left to wait for, one statement; each
+    /// becomes Ready at most once (only from NotStarted), and belongs to the last finish of the
+    /// batch that counted it down, as if run one by one. Each finish's list is in the order
+    /// its task lists its dependents.
+    async fn dependents_ready(
+        &mut self,
+        conn: &mut Conn,
+        down: &Countdown,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        if down.is_empty() {
+            return Ok(());
+        }
+        let (e, t): (Vec<String>, Vec<String>) = down.keys().cloned().unzip();
+        let ready: Vec<ReadyRow> = Stmt::new(
+            "UPDATE task_executions te SET status = 'Ready', ready_at = ?, updated_at = ? \
+             FROM unnest(?, ?) AS u(e, t) WHERE te.execution_id = u.e AND te.task_id = u.t \
+             AND te.remaining_deps <= 0 AND te.status = 'NotStarted' \
+             RETURNING te.execution_id, te.task_id",
+        )
+        .bind::<BigInt, _>(now)
+        .bind::<BigInt, _>(now)
+        .bind::<Array<Text>, _>(e)
+        .bind::<Array<Text>, _>(t)
+        .load(conn)
+        .await?;
+        for r in ready {
+            if let Some((_, _, owner)) = down.get(&(r.execution_id, r.task_id.clone())) {
+                self.newly_ready[*owner].push(r.task_id);
             }
         }
+        for (k, list) in self.newly_ready.iter_mut().enumerate() {
+            if let Some(deps) = &self.dependents[k] {
+                list.sort_by_key(|r| deps.iter().position(|d| d == r));
+            }
+        }
+        Ok(())
+    }
 
-        // 4. Hand-off: claim the readied dependents for the finishing runners. Their
-        // executions are Running already (the finishing task's claim started them).
+    /// Hand-off, one statement: claims up to each finish's limit of the dependents it readied
+    /// for its runner, status-checked and attempt-bumped like any claim (their executions are
+    /// Running already: the finishing task's claim started them).
+    async fn handoffs_claim(&mut self, conn: &mut Conn, now: Millis) -> Result<(), StoreError> {
         let mut wanted = Vec::new();
         let mut wanted_by = Vec::new();
-        for (k, (_, f)) in fin.iter().enumerate() {
+        for (k, (_, f)) in self.fin.iter().enumerate() {
             if let Some(h) = &f.handoff
                 && h.limit > 0
             {
-                for t in newly_ready[k].iter().take(h.limit as usize) {
+                for t in self.newly_ready[k].iter().take(h.limit as usize) {
                     wanted.push((
-                        execs[k].clone(),
+                        self.execs[k].clone(),
                         t.clone(),
                         h.owner.clone(),
                         now + h.lease_ms,
@@ -711,134 +865,198 @@ pub(crate) async fn write_many(
         let leases: Vec<(String, Millis)> = wanted.iter().map(|w| (w.2.clone(), w.3)).collect();
         for (j, row) in claim_exact(conn, wanted, now).await? {
             let (owner, expires) = leases[j].clone();
-            handed[wanted_by[j]].push((row, owner, expires));
+            self.handed[wanted_by[j]].push((row, owner, expires));
         }
-
-        // 5. Events in batch order, counters per execution.
-        for (k, (_, f)) in fin.iter().enumerate() {
-            if dependents[k].is_none() {
-                continue;
-            }
-            let e = &execs[k];
-            last_of.insert(e.clone(), k);
-            let b = bumps.of(e);
-            let (status, message) = &statuses[k];
-            let kind = match status {
-                TaskStatus::Completed => event_kind::TASK_COMPLETED,
-                TaskStatus::Skipped => event_kind::TASK_SKIPPED,
-                _ => event_kind::TASK_FAILED,
-            };
-            b.events.push(PendingEvent::task(
-                kind,
-                &f.task_id,
-                Some(f.attempt),
-                message.clone(),
-            ));
-            b.events.extend(
-                newly_ready[k]
-                    .iter()
-                    .map(|r| PendingEvent::task(event_kind::TASK_READY, r, None, None)),
-            );
-            for (c, owner, expires) in &handed[k] {
-                b.events.push(PendingEvent::task(
-                    event_kind::TASK_CLAIMED,
-                    &c.task_id,
-                    Some(c.attempt),
-                    Some(format!("leased to {owner} until {expires}")),
-                ));
-            }
-            b.remaining_delta -= 1;
-            b.failed_delta += i32::from(*status == TaskStatus::Failed);
-        }
+        Ok(())
     }
 
-    // Refills: slots the hand-off left free take other ready tasks, one claim statement per
-    // owner and workflow set, shared out in batch order.
-    let mut refills: BTreeMap<RefillKey, Vec<(usize, usize)>> = BTreeMap::new();
-    for (k, (_, f)) in fin.iter().enumerate() {
-        if let Some(h) = &f.handoff
-            && let Some(workflows) = &h.refill
-            && dependents[k].is_some()
-        {
-            let left = (h.limit.max(0) as usize).saturating_sub(handed[k].len());
-            if left > 0 {
-                refills
-                    .entry((h.owner.clone(), workflows.clone(), h.lease_ms))
-                    .or_default()
-                    .push((k, left));
-            }
-        }
-    }
-    let mut refilled: Vec<Vec<(Claimed, Millis)>> = vec![Vec::new(); fin.len()];
-    for ((owner, workflows, lease_ms), wants) in refills {
-        let req = ClaimRequest {
-            owner,
-            lease_ms,
-            limit: wants.iter().map(|(_, n)| *n as i64).sum(),
-            workflows: Some(workflows),
-            only: None,
-        };
-        let rows = claim_rows(conn, &req, now).await?;
-        claims.push((usize::MAX, rows.clone(), req.owner.clone(), now + lease_ms));
-        let mut rows = rows.into_iter();
-        'share: for (k, n) in wants {
-            for _ in 0..n {
-                match rows.next() {
-                    Some(c) => refilled[k].push((c, now + lease_ms)),
-                    None => break 'share,
+    /// Refills, after every hand-off: the slots a hand-off left free take other ready tasks
+    /// of the workflows the runner serves, one claim statement per owner, workflow set and
+    /// lease length, shared out in batch order. Fenced finishes refill nothing.
+    async fn refills_claim(
+        &mut self,
+        conn: &mut Conn,
+        now: Millis,
+    ) -> Result<Vec<RefillTaken>, StoreError> {
+        let mut refills: BTreeMap<RefillKey, Vec<(usize, usize)>> = BTreeMap::new();
+        for (k, (_, f)) in self.fin.iter().enumerate() {
+            if let Some(h) = &f.handoff
+                && let Some(workflows) = &h.refill
+                && self.dependents[k].is_some()
+            {
+                let left = (h.limit.max(0) as usize).saturating_sub(self.handed[k].len());
+                if left > 0 {
+                    refills
+                        .entry((h.owner.clone(), workflows.clone(), h.lease_ms))
+                        .or_default()
+                        .push((k, left));
                 }
             }
         }
+        let mut taken = Vec::with_capacity(refills.len());
+        for ((owner, workflows, lease_ms), wants) in refills {
+            let req = ClaimRequest {
+                owner,
+                lease_ms,
+                limit: wants.iter().map(|(_, n)| *n as i64).sum(),
+                workflows: Some(workflows),
+                only: None,
+            };
+            let rows = claim_rows(conn, &req, now).await?;
+            taken.push((rows.clone(), req.owner.clone(), now + lease_ms));
+            let mut rows = rows.into_iter();
+            'share: for (k, n) in wants {
+                for _ in 0..n {
+                    match rows.next() {
+                        Some(c) => self.refilled[k].push((c, now + lease_ms)),
+                        None => break 'share,
+                    }
+                }
+            }
+        }
+        Ok(taken)
     }
+}
 
+/// Starts the executions the batch's claims and refills took their first task from, one
+/// statement: Pending to Running exactly once (the status check), so each gets one started
+/// event whichever claim got there first.
+async fn executions_start(
+    conn: &mut Conn,
+    claims: &[ClaimTaken],
+    refills: &[RefillTaken],
+    now: Millis,
+) -> Result<Vec<String>, StoreError> {
     let maybe_pending: Vec<String> = claims
         .iter()
-        .flat_map(|(_, rows, _, _)| rows.iter())
+        .map(|(_, rows, _, _)| rows)
+        .chain(refills.iter().map(|(rows, _, _)| rows))
+        .flat_map(|rows| rows.iter())
         .filter(|c| c.maybe_pending)
         .map(|c| c.execution_id.clone())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let started = if maybe_pending.is_empty() {
-        Vec::new()
-    } else {
-        start_executions(conn, &maybe_pending, now).await?
-    };
-    for e in &started {
-        bumps
-            .of(e)
-            .events
-            .push(PendingEvent::execution(event_kind::EXECUTION_STARTED, None));
+    if maybe_pending.is_empty() {
+        return Ok(Vec::new());
     }
-    for (_, rows, owner, expires) in &claims {
+    start_executions(conn, &maybe_pending, now).await
+}
+
+/// Every event of the batch, with each execution's counter deltas, one bump per execution (no
+/// statement; [`bump_many`] writes them), in the order the writes took effect: the claims'
+/// events (an execution's started event before its first claimed task), then per unfenced
+/// finish in batch order its own event, its dependents' ready events and its hand-offs'
+/// claimed events, then the refills' events. Fenced finishes have none. Also returns the
+/// executions in bump order and, per execution, its last unfenced finish.
+fn events_collect(
+    set: &FinishSet<'_>,
+    claims: &[ClaimTaken],
+    refills: &[RefillTaken],
+    started: &[String],
+) -> (Vec<String>, Vec<Bump>, HashMap<String, usize>) {
+    let mut bumps = Bumps::default();
+    let mut unannounced: HashSet<&str> = started.iter().map(String::as_str).collect();
+    let mut claimed = |bumps: &mut Bumps, rows: &[Claimed], owner: &str, expires: Millis| {
         for c in rows {
-            bumps.of(&c.execution_id).events.push(PendingEvent::task(
+            let b = bumps.of(&c.execution_id);
+            if unannounced.remove(c.execution_id.as_str()) {
+                b.events
+                    .push(PendingEvent::execution(event_kind::EXECUTION_STARTED, None));
+            }
+            b.events.push(PendingEvent::task(
                 event_kind::TASK_CLAIMED,
                 &c.task_id,
                 Some(c.attempt),
                 Some(format!("leased to {owner} until {expires}")),
             ));
         }
+    };
+    for (_, rows, owner, expires) in claims {
+        claimed(&mut bumps, rows, owner, *expires);
     }
-
-    let (order, bumps) = bumps.into_vec();
-    let counters = bump_many(conn, bumps, now).await?;
-    let mut names: HashMap<&str, &Counters> = HashMap::new();
-    let mut finished_status = HashMap::new();
-    let mut ending = Vec::new();
-    for (e, c) in order.iter().zip(&counters) {
-        names.insert(e.as_str(), c);
-        // 6. The last task of an execution ends it.
-        if last_of.contains_key(e)
-            && c.remaining_tasks <= 0
-            && !ops::TERMINAL.contains(&c.status.as_str())
-        {
-            ending.push((e.clone(), c.failed_tasks));
+    let mut last_of: HashMap<String, usize> = HashMap::new();
+    for (k, (_, f)) in set.fin.iter().enumerate() {
+        if set.dependents[k].is_none() {
+            continue;
         }
+        let e = &set.execs[k];
+        last_of.insert(e.clone(), k);
+        let b = bumps.of(e);
+        let (status, message) = &set.statuses[k];
+        let kind = match status {
+            TaskStatus::Completed => event_kind::TASK_COMPLETED,
+            TaskStatus::Skipped => event_kind::TASK_SKIPPED,
+            _ => event_kind::TASK_FAILED,
+        };
+        b.events.push(PendingEvent::task(
+            kind,
+            &f.task_id,
+            Some(f.attempt),
+            message.clone(),
+        ));
+        b.events.extend(
+            set.newly_ready[k]
+                .iter()
+                .map(|r| PendingEvent::task(event_kind::TASK_READY, r, None, None)),
+        );
+        for (c, owner, expires) in &set.handed[k] {
+            b.events.push(PendingEvent::task(
+                event_kind::TASK_CLAIMED,
+                &c.task_id,
+                Some(c.attempt),
+                Some(format!("leased to {owner} until {expires}")),
+            ));
+        }
+        b.remaining_delta -= 1;
+        b.failed_delta += i32::from(*status == TaskStatus::Failed);
     }
-    for ((e, _), status) in ending.iter().zip(finalize_many(conn, &ending, now).await?) {
-        finished_status.insert(e.clone(), status);
+    for (rows, owner, expires) in refills {
+        claimed(&mut bumps, rows, owner, *expires);
     }
+    let (order, bumps) = bumps.into_vec();
+    (order, bumps, last_of)
+}
+
+/// Ends the executions whose last task finished in this batch (two statements for all): the
+/// bumped counters say none is left, and the execution is not terminal already. Returns each
+/// ended execution's final status.
+async fn executions_end(
+    conn: &mut Conn,
+    order: &[String],
+    counters: &[Counters],
+    last_of: &HashMap<String, usize>,
+    now: Millis,
+) -> Result<HashMap<String, ExecutionStatus>, StoreError> {
+    let ending: Vec<(String, i32)> = order
+        .iter()
+        .zip(counters)
+        .filter(|(e, c)| {
+            last_of.contains_key(*e)
+                && c.remaining_tasks <= 0
+                && !ops::TERMINAL.contains(&c.status.as_str())
+        })
+        .map(|(e, c)| (e.clone(), c.failed_tasks))
+        .collect();
+    let statuses = finalize_many(conn, &ending, now).await?;
+    Ok(ending.into_iter().map(|(e, _)| e).zip(statuses).collect())
+}
+
+/// Each item's answer, in batch order (no statement): a creation its record; a claim its
+/// tasks; a finish what it did (its hand-offs first, then its refills), the execution's end
+/// reported by its last finish only, and a fenced finish nothing but `fenced`.
+#[allow(clippy::too_many_arguments)]
+fn results_assemble(
+    n: usize,
+    created: Vec<(usize, ExecutionRecord)>,
+    claims: Vec<ClaimTaken>,
+    mut set: FinishSet<'_>,
+    order: &[String],
+    counters: &[Counters],
+    last_of: &HashMap<String, usize>,
+    finished: &HashMap<String, ExecutionStatus>,
+) -> Result<Vec<Written>, StoreError> {
+    let names: HashMap<&str, &Counters> = order.iter().map(String::as_str).zip(counters).collect();
     let task = |c: Claimed, expires: Millis| -> Result<ClaimedTask, StoreError> {
         let counters = names
             .get(c.execution_id.as_str())
@@ -855,41 +1073,38 @@ pub(crate) async fn write_many(
         })
     };
 
-    let mut out: Vec<Option<Written>> = (0..items.len()).map(|_| None).collect();
+    let mut out: Vec<Option<Written>> = (0..n).map(|_| None).collect();
     for (i, rec) in created {
         out[i] = Some(Written::Created(Box::new(rec)));
     }
     for (i, rows, _, expires) in claims {
-        if i == usize::MAX {
-            continue; // refills: answered with their finishes
-        }
         let tasks = rows
             .into_iter()
             .map(|c| task(c, expires))
             .collect::<Result<Vec<_>, _>>()?;
         out[i] = Some(Written::Claimed(tasks));
     }
-    for (k, (i, f)) in fin.iter().enumerate() {
-        let result = if dependents[k].is_none() {
+    for (k, (i, f)) in set.fin.iter().enumerate() {
+        let result = if set.dependents[k].is_none() {
             FinishResult {
                 fenced: true,
                 ..FinishResult::default()
             }
         } else {
-            let e = &execs[k];
+            let e = &set.execs[k];
             let execution_finished = (last_of.get(e) == Some(&k))
-                .then(|| finished_status.get(e).copied())
+                .then(|| finished.get(e).copied())
                 .flatten();
-            let handed_off = handed[k].len();
-            let claimed = std::mem::take(&mut handed[k])
+            let handed_off = set.handed[k].len();
+            let claimed = std::mem::take(&mut set.handed[k])
                 .into_iter()
                 .map(|(c, _, expires)| (c, expires))
-                .chain(std::mem::take(&mut refilled[k]))
+                .chain(std::mem::take(&mut set.refilled[k]))
                 .map(|(c, expires)| task(c, expires))
                 .collect::<Result<Vec<_>, _>>()?;
             FinishResult {
                 fenced: false,
-                newly_ready: std::mem::take(&mut newly_ready[k]),
+                newly_ready: std::mem::take(&mut set.newly_ready[k]),
                 execution_finished,
                 claimed,
                 handed_off,

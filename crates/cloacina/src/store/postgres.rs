@@ -2,6 +2,8 @@
 //! (a tenant; `public` by default), migrations under an advisory lock, `FOR UPDATE SKIP
 //! LOCKED` claims, and `LISTEN/NOTIFY` so runners in other processes wake at once.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
@@ -36,6 +38,7 @@ pub(crate) struct PgStore {
     pool: Pool<Conn>,
     writer: Writer<Conn, Finishes>,
     listener: tokio::task::JoinHandle<()>,
+    counts: Arc<MergeCounts>,
 }
 
 impl Drop for PgStore {
@@ -159,8 +162,10 @@ impl PgStore {
             }
         };
         let channel = format!("cloacina_{schema}");
+        let counts = Arc::new(MergeCounts::default());
         let finishes = Finishes {
             channel: channel.clone(),
+            counts: counts.clone(),
         };
         let writer = Writer::spawn(
             connect().await?,
@@ -174,6 +179,7 @@ impl PgStore {
             pool,
             writer,
             listener,
+            counts,
         })
     }
 
@@ -236,6 +242,15 @@ impl PgStore {
 
     pub(crate) fn commits(&self) -> u64 {
         self.writer.commits()
+    }
+
+    /// Writes merged so far, and those of them written again one by one after their merged
+    /// statements failed.
+    pub(crate) fn merge_counts(&self) -> (u64, u64) {
+        (
+            self.counts.merged.load(Ordering::Relaxed),
+            self.counts.fallbacks.load(Ordering::Relaxed),
+        )
     }
 
     pub(crate) fn write_health(&self) -> Option<super::writer::WriteFailure> {
@@ -342,9 +357,18 @@ fn mismatch() -> StoreError {
     StoreError::Corrupt("the writer answered a merged write with another kind's result".to_string())
 }
 
-/// Claims and task finishes, merged per group commit (see [`pg_batch::write_many`]).
+/// How many writes were merged, and how many of them fell back to one by one.
+#[derive(Default)]
+struct MergeCounts {
+    merged: AtomicU64,
+    fallbacks: AtomicU64,
+}
+
+/// Creations, claims and task finishes, merged per group commit (see
+/// [`pg_batch::write_many`]).
 pub(crate) struct Finishes {
     channel: String,
+    counts: Arc<MergeCounts>,
 }
 
 impl Merge<Conn> for Finishes {
@@ -356,6 +380,9 @@ impl Merge<Conn> for Finishes {
         conn: &'c mut Conn,
         items: &'c [Self::Item],
     ) -> BoxFuture<'c, Result<Vec<Self::Output>, StoreError>> {
+        self.counts
+            .merged
+            .fetch_add(items.len() as u64, Ordering::Relaxed);
         Box::pin(pg_batch::write_many(conn, items))
     }
 
@@ -364,6 +391,7 @@ impl Merge<Conn> for Finishes {
         conn: &'c mut Conn,
         item: &'c Self::Item,
     ) -> BoxFuture<'c, Result<Self::Output, StoreError>> {
+        self.counts.fallbacks.fetch_add(1, Ordering::Relaxed);
         let (write, now) = item.clone();
         Box::pin(async move {
             Ok(match write {

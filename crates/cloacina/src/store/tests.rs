@@ -1,5 +1,6 @@
 //! The store's own failure handling, with the database made to fail for real: write health
-//! while commits fail, and errors that name the database.
+//! while commits fail, and errors that name the database. Also the merged write's statement
+//! count, which must not grow with the batch.
 
 use diesel_async::SimpleAsyncConnection;
 use uuid::Uuid;
@@ -236,4 +237,140 @@ async fn sqlite_locked_and_read_only_databases_are_named() {
     // (No way back here: a read-only connection cannot even begin the transaction that would
     // turn `query_only` off.)
     store.close().await;
+}
+
+/// The merged write's statement count does not grow with the batch: the same for one finish
+/// as for many (PostgreSQL). Counted on a connection of the test's own, with the merged write
+/// run inside a transaction that is rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_merged_finishes_take_a_fixed_number_of_statements() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use diesel::connection::InstrumentationEvent;
+    use diesel_async::AsyncConnection;
+
+    use super::pg_batch::{Write, write_many};
+    use super::{AttemptOutcome, ClaimRequest, Handoff, TaskFinish, now_ms};
+
+    let url = std::env::var("CLOACINA_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+    let options = StoreOptions {
+        schema: format!("t_{}", Uuid::new_v4().simple()),
+        ..StoreOptions::default()
+    };
+    let store = match Store::open_with(&url, options.clone()).await {
+        Ok(s) => s,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
+            panic!("PostgreSQL is required under CI=true: {e}")
+        }
+        Err(e) => {
+            eprintln!("*** SKIPPING PostgreSQL test: {e} ***");
+            return;
+        }
+    };
+    let claim = |owner: &str| ClaimRequest {
+        owner: owner.to_string(),
+        lease_ms: 30_000,
+        limit: 1000,
+        workflows: None,
+        only: None,
+    };
+    // `n` runs of a -> (b, c) -> d with `a` done and `b`, `c` running, or `n` one-task runs
+    // with their task running; returns the finishes that would complete the running tasks.
+    let prepare = async |n: usize, diamond: bool| -> Vec<(Write, i64)> {
+        let mut finishes = Vec::new();
+        for _ in 0..n {
+            let mut new = run(1);
+            if diamond {
+                new.tasks = ["a", "b", "c", "d"]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| NewTask {
+                        task_id: t.to_string(),
+                        position: i as i32,
+                        dependents: match *t {
+                            "a" => vec!["b".to_string(), "c".to_string()],
+                            "b" | "c" => vec!["d".to_string()],
+                            _ => Vec::new(),
+                        },
+                        dependencies: match *t {
+                            "a" => 0,
+                            "d" => 2,
+                            _ => 1,
+                        },
+                        max_attempts: 1,
+                    })
+                    .collect();
+            }
+            store.execution_create(new).await.expect("create");
+        }
+        let mut running = store.task_claim(claim("r")).await.expect("claim");
+        if diamond {
+            for a in running {
+                store
+                    .task_finish(TaskFinish {
+                        execution_id: a.execution_id,
+                        task_id: a.task_id,
+                        attempt: a.attempt,
+                        outcome: AttemptOutcome::Completed {
+                            output: Context::new(),
+                        },
+                        handoff: None,
+                    })
+                    .await
+                    .expect("finish a");
+            }
+            running = store.task_claim(claim("r")).await.expect("claim b, c");
+        }
+        for t in running {
+            finishes.push((
+                Write::Finish(TaskFinish {
+                    execution_id: t.execution_id,
+                    task_id: t.task_id,
+                    attempt: t.attempt,
+                    outcome: AttemptOutcome::Completed {
+                        output: Context::new(),
+                    },
+                    handoff: Some(Handoff {
+                        owner: "r".to_string(),
+                        lease_ms: 30_000,
+                        limit: 1,
+                        refill: None,
+                    }),
+                }),
+                now_ms(),
+            ));
+        }
+        finishes
+    };
+    let count = async |items: Vec<(Write, i64)>| -> usize {
+        let mut conn = super::postgres::connect(&url).await.expect("connect");
+        conn.batch_execute(&format!("SET search_path TO \"{}\"; BEGIN", options.schema))
+            .await
+            .expect("begin");
+        let statements = Arc::new(AtomicUsize::new(0));
+        let counted = statements.clone();
+        conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+            if matches!(event, InstrumentationEvent::StartQuery { .. }) {
+                counted.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let written = write_many(&mut conn, &items).await.expect("merged write");
+        assert_eq!(written.len(), items.len());
+        let n = statements.load(Ordering::Relaxed);
+        conn.batch_execute("ROLLBACK").await.expect("rollback");
+        n
+    };
+
+    // Joins readied and handed off: fence and outputs, countdown, ready, hand-off, counters
+    // and events.
+    let one = count(prepare(1, true).await).await;
+    let many = count(prepare(8, true).await).await;
+    assert_eq!((one, many), (5, 5), "statements for 2 and for 16 finishes");
+    // Runs ended: fence and outputs, counters and events, two to finalize.
+    let one = count(prepare(1, false).await).await;
+    let many = count(prepare(20, false).await).await;
+    assert_eq!((one, many), (4, 4), "statements for 1 and for 20 finishes");
+    store.schema_drop().await.expect("drop the test schema");
 }

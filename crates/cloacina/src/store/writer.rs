@@ -3,11 +3,18 @@
 //! down) and commits once. Concurrent state changes share a commit (one fsync) instead of
 //! paying one each, and writers never wait on each other's row locks. Used by both backends.
 //!
-//! A backend may also *merge* writes of one hot kind (task finishes on PostgreSQL): the writer
-//! hands all of a batch's merged items to [`Merge::many`], which writes them with a handful of
-//! set-based statements instead of several statements each. If that fails, its savepoint is
-//! rolled back and every item runs alone through [`Merge::one`] in a savepoint of its own, so
-//! the failure semantics are those of separate writes.
+//! A backend may also *merge* writes of hot kinds (on PostgreSQL: terminal task finishes,
+//! claims and creations without a cron claim; see `pg_batch`): the writer runs a batch's
+//! ordinary writes first, in arrival order, then hands all of its merged items to
+//! [`Merge::many`], which writes them with a handful of set-based statements instead of
+//! several statements each. If that fails, it is rolled back (to a savepoint, or the whole
+//! transaction when nothing else is in it) and every item runs alone through [`Merge::one`]
+//! (the per-write path every backend has) in a savepoint of its own, so each item gets the
+//! answer it gets as a separate write. Either way every write of the batch is answered only
+//! after the one commit. SQLite merges nothing ([`NoMerge`]): each write runs alone.
+//!
+//! Tests force several writes into one batch by holding the writer with a write that waits
+//! (`Store::hold_writer`) while they queue.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
