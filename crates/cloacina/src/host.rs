@@ -15,7 +15,8 @@
 //! 5. the store closes: queued writes commit, connections close (on SQLite the WAL is
 //!    checkpointed), and later calls fail with [`crate::StoreError::Closed`].
 //!
-//! Packages stay open until the host is dropped: their code may run until the drain ends.
+//! Packages stay open while the reconciler (or a clone of a component holding them) lives:
+//! their code may run until the drain ends, so nothing unmaps a library during the stop.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
