@@ -1,7 +1,7 @@
-//! `cloacina-daemon`: the workstation scheduler (DESIGN §8). Thin by design: it parses
-//! arguments, sets up logging, wires the library's runner, schedulers, registries and
-//! reconciler together, and turns file-system events, timers and signals into reconciliation
-//! passes. The rules live in `cloacina::{daemon, reconciler, ...}`.
+//! `cloacina-daemon`: the workstation scheduler. Thin by design: it parses arguments, sets up
+//! logging, starts a [`cloacina::host::Host`] on the home's database, serves the health socket
+//! and turns file-system events, timers and signals into reconciliation passes. The rules live
+//! in `cloacina::{host, daemon, reconciler, ...}`.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -9,17 +9,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
+use cloacina::RunnerConfig;
 use cloacina::config::{Config, Home, bounds};
 use cloacina::daemon::discovery::{self, Scanner};
 use cloacina::daemon::pidfile::PidFile;
 use cloacina::daemon::status::{self, DaemonStatus};
+use cloacina::host::{Host, HostConfig, HostSettings, ReactorStarter};
 use cloacina::package::signing::SignaturePolicy;
-use cloacina::reconciler::{Reconciler, Runtime};
-use cloacina::registry::ReactorRegistry;
-use cloacina::schedule::cron::{CronConfig, CronScheduler};
-use cloacina::schedule::trigger::{TriggerConfig, TriggerScheduler};
+use cloacina::schedule::cron::CronConfig;
+use cloacina::schedule::trigger::TriggerConfig;
 use cloacina::store::{Store, now_ms};
-use cloacina::{Runner, RunnerConfig};
 use notify_debouncer_full::notify::RecursiveMode;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -111,44 +110,25 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     let url = format!("sqlite://{}", home.database().display());
     // Store errors name the database file themselves.
     let store = Store::open(&url).await?;
-    let runner = Runner::start(
-        store.clone(),
-        RunnerConfig {
-            shutdown_timeout: config.daemon.shutdown_timeout(),
-            ..RunnerConfig::default()
+    // [daemon] require_signatures / trusted_keys: a missing or bad key stops the start.
+    let signatures = SignaturePolicy::from_daemon_config(&config.daemon, home.root())?;
+    let host = Host::start(
+        store,
+        HostConfig {
+            runner: RunnerConfig {
+                shutdown_timeout: config.daemon.shutdown_timeout(),
+                ..RunnerConfig::default()
+            },
+            cron: CronConfig::from_daemon(&config.daemon),
+            triggers: TriggerConfig::from_daemon(&config.daemon),
+            library_cache: home.library_cache(),
+            signatures,
+            reactor_starter: ReactorStarter::Runner,
         },
     )
     .await?;
-    let cron = CronScheduler::new(
-        store.clone(),
-        runner.clone(),
-        CronConfig::from_daemon(&config.daemon),
-    );
-    cron.start();
-    let triggers = TriggerScheduler::new(
-        store.clone(),
-        runner.clone(),
-        TriggerConfig::from_daemon(&config.daemon),
-    );
-    let starter_runner = runner.clone();
-    let reactors = ReactorRegistry::new(Some(Arc::new(move |workflow: String, ctx| {
-        let r = starter_runner.clone();
-        Box::pin(async move { r.submit(&workflow, ctx).await.map_err(|e| e.to_string()) })
-    })));
-    let reconciler = Arc::new(Reconciler::new(
-        Runtime {
-            runner: runner.clone(),
-            reactors,
-            cron: cron.clone(),
-            triggers: triggers.clone(),
-        },
-        home.library_cache(),
-    ));
-    // [daemon] require_signatures / trusted_keys: a missing or bad key stops the start.
-    reconciler.set_signature_policy(SignaturePolicy::from_daemon_config(
-        &config.daemon,
-        home.root(),
-    )?);
+    let reconciler = host.reconciler().clone();
+    let store = host.store().clone();
 
     let mut config = config;
     let mut dirs = discovery::watch_dirs(&home, &args.watch_dirs, &config.watch.directories)?;
@@ -209,9 +189,13 @@ async fn run(args: Args) -> anyhow::Result<i32> {
                             let changed = config.daemon.changes(&fresh.daemon);
                             config = fresh;
                             dirs = d;
-                            reconciler.set_signature_policy(policy);
-                            // Every [daemon] setting applies now; the shutdown timeout is read
-                            // from `config` when the drain starts.
+                            // Every [daemon] setting applies now.
+                            host.apply(HostSettings {
+                                cron: CronConfig::from_daemon(&config.daemon),
+                                triggers: TriggerConfig::from_daemon(&config.daemon),
+                                shutdown_timeout: config.daemon.shutdown_timeout(),
+                                signatures: policy,
+                            });
                             match watch(&dirs, config.daemon.watcher_debounce(), fs_tx.clone()) {
                                 Ok(w) => watcher = w,
                                 Err(e) => tracing::error!(
@@ -219,8 +203,6 @@ async fn run(args: Args) -> anyhow::Result<i32> {
                                 ),
                             }
                             interval = poll_timer(poll_every(&config));
-                            cron.set_config(CronConfig::from_daemon(&config.daemon));
-                            triggers.set_config(TriggerConfig::from_daemon(&config.daemon));
                             let mut overridden = Vec::new();
                             if args.poll_interval.is_some() {
                                 overridden.push("poll_interval_ms (--poll-interval given)");
@@ -262,13 +244,9 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         }
     });
     drop(watcher);
-    triggers.stop().await;
-    cron.stop().await;
-    let report = runner
-        .shutdown_within(config.daemon.shutdown_timeout())
-        .await?;
-    // Closing commits what is queued and checkpoints the WAL: only `cloacina.db` is left.
-    store.close().await;
+    // Schedulers, reactors, the runner's drain, then the store: closing it commits what is
+    // queued and checkpoints the WAL, so only `cloacina.db` is left.
+    let report = host.shutdown().await?;
     socket.abort();
     let _ = std::fs::remove_file(home.daemon_socket());
     tracing::info!(

@@ -11,6 +11,7 @@
 
 use cloacina::package::PackageError;
 use cloacina::package::archive::ArchiveError;
+use cloacina::package::build::BuildError;
 use cloacina::package::manifest::ManifestError;
 use cloacina::package::signing::SignatureError;
 
@@ -91,6 +92,12 @@ impl From<ArchiveError> for CliError {
 
 impl From<SignatureError> for CliError {
     fn from(e: SignatureError) -> Self {
+        PackageError::from(e).into()
+    }
+}
+
+impl From<BuildError> for CliError {
+    fn from(e: BuildError) -> Self {
         PackageError::from(e).into()
     }
 }

@@ -1,14 +1,13 @@
 //! `cloacinactl package ...`: new, build, pack, keygen, verify. All local; none of them
-//! contacts a server.
+//! contacts a server. The build and pack rules live in `cloacina::package::build`; this
+//! module parses, shows progress and prints.
 
-use std::ffi::OsString;
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::SystemTime;
+use std::process::Stdio;
 
-use cloacina::package::archive::{self, HOST_TARGET};
+use cloacina::package::archive::HOST_TARGET;
+use cloacina::package::build::{self, Cargo, CargoLog, Profile};
 use cloacina::package::manifest::{Manifest, ManifestError};
 use cloacina::package::signing::{self, PublicKey};
 use serde_json::json;
@@ -112,233 +111,64 @@ fn write_scaffold(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Shared: package directories, cargo
-
-/// Checks that `dir` is a package directory and returns its manifest.
-fn package_dir(dir: &Path) -> Result<Manifest, CliError> {
-    if !dir.is_dir() {
-        return Err(CliError::User(format!(
-            "package directory {} not found; create one with 'cloacinactl package new NAME'",
-            dir.display()
-        )));
-    }
-    for file in ["Cargo.toml", "package.toml"] {
-        if !dir.join(file).is_file() {
-            return Err(CliError::User(format!(
-                "{} has no {file}; a package directory needs both Cargo.toml and package.toml (create one with 'cloacinactl package new NAME')",
-                dir.display()
-            )));
-        }
-    }
-    Ok(Manifest::from_dir(dir)?)
-}
-
-/// The cargo to run: the one that is running us (`$CARGO`) or `cargo` from `PATH`.
-fn cargo() -> OsString {
-    std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"))
-}
-
-fn cargo_missing(e: &std::io::Error) -> CliError {
-    CliError::User(format!(
-        "cannot run cargo: {e}; install Rust (https://rustup.rs) or put cargo on your PATH"
-    ))
-}
-
-/// Where cargo puts a package's library.
-#[derive(Debug)]
-struct LibraryTarget {
-    package: String,
-    target_dir: PathBuf,
-    file_name: String,
-}
-
-impl LibraryTarget {
-    fn path(&self, profile: &str) -> PathBuf {
-        self.target_dir.join(profile).join(&self.file_name)
-    }
-
-    /// The library of the last build, release preferred over debug.
-    fn built(&self) -> Option<(&'static str, PathBuf)> {
-        ["release", "debug"]
-            .into_iter()
-            .map(|p| (p, self.path(p)))
-            .find(|(_, path)| path.is_file())
-    }
-}
-
-/// Asks `cargo metadata` for the target directory and the `cdylib` target of `dir`.
-fn library_target(dir: &Path) -> Result<LibraryTarget, CliError> {
-    let output = Command::new(cargo())
-        .args(["metadata", "--no-deps", "--format-version", "1"])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| cargo_missing(&e))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(CliError::User(format!(
-            "cannot read the Cargo metadata of {} ({}): {}",
-            dir.display(),
-            output.status,
-            stderr.trim()
-        )));
-    }
-    let bad = |what: &str| {
-        CliError::User(format!(
-            "unexpected output from 'cargo metadata' in {}: {what}",
-            dir.display()
-        ))
-    };
-    let meta: serde_json::Value =
-        serde_json::from_slice(&output.stdout).map_err(|e| bad(&e.to_string()))?;
-    let target_dir = meta["target_directory"]
-        .as_str()
-        .ok_or_else(|| bad("no target_directory"))?;
-    let packages = meta["packages"]
-        .as_array()
-        .ok_or_else(|| bad("no packages"))?;
-    let manifest = fs::canonicalize(dir.join("Cargo.toml")).ok();
-    let package = packages
-        .iter()
-        .find(|p| {
-            p["manifest_path"]
-                .as_str()
-                .and_then(|m| fs::canonicalize(m).ok())
-                == manifest
-        })
-        .or(if packages.len() == 1 {
-            packages.first()
-        } else {
-            None
-        })
-        .ok_or_else(|| bad("the package itself is not listed"))?;
-    let name = package["name"].as_str().unwrap_or_default().to_string();
-    let lib = package["targets"].as_array().and_then(|targets| {
-        targets.iter().find(|t| {
-            t["crate_types"]
-                .as_array()
-                .is_some_and(|c| c.iter().any(|c| c == "cdylib"))
-        })
-    });
-    let Some(lib) = lib else {
-        return Err(CliError::User(format!(
-            "package '{name}' in {} does not build a dynamic library; add [lib] crate-type = [\"cdylib\"] to its Cargo.toml",
-            dir.display()
-        )));
-    };
-    let file_name = archive::library_file_name(lib["name"].as_str().unwrap_or(&name));
-    let target = LibraryTarget {
-        package: name,
-        target_dir: PathBuf::from(target_dir),
-        file_name,
-    };
-    tracing::debug!(?target, "cargo metadata");
-    Ok(target)
-}
-
-fn modified(path: &Path) -> Option<SystemTime> {
-    fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-/// The newest of the files a build depends on (`src/**`, `Cargo.toml`, `build.rs`).
-fn newest_source(dir: &Path) -> Option<(SystemTime, PathBuf)> {
-    fn walk(dir: &Path, best: &mut Option<(SystemTime, PathBuf)>) {
-        let Ok(entries) = fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, best);
-            } else if let Some(t) = modified(&path)
-                && best.as_ref().is_none_or(|(b, _)| t > *b)
-            {
-                *best = Some((t, path));
-            }
-        }
-    }
-    let mut best = None;
-    walk(&dir.join("src"), &mut best);
-    for file in ["Cargo.toml", "build.rs"] {
-        let path = dir.join(file);
-        if let Some(t) = modified(&path)
-            && best.as_ref().is_none_or(|(b, _)| t > *b)
-        {
-            best = Some((t, path));
-        }
-    }
-    best
-}
-
-// ---------------------------------------------------------------------------------------------
 // build
 
 fn build(settings: &Settings, args: &BuildArgs) -> Result<(), CliError> {
-    let manifest = package_dir(&args.dir)?;
-    let profile = if args.release { "release" } else { "debug" };
+    let manifest = build::package_dir(&args.dir)?;
+    let profile = if args.release {
+        Profile::Release
+    } else {
+        Profile::Debug
+    };
+    let profile_name = profile.as_str();
     let dir_shown = args.dir.display().to_string();
-
-    let mut cmd = Command::new(cargo());
-    cmd.arg("build").current_dir(&args.dir).stdin(Stdio::null());
-    if args.release {
-        cmd.arg("--release");
-    }
-    // Our stdout is for results: cargo's stdout goes to stderr with its diagnostics.
-    cmd.stdout(stderr_as_stdio());
-    tracing::debug!(?cmd, "running cargo");
 
     let spinner = Spinner::start(
         settings.progress,
         format!(
-            "Building {} {} ({profile})",
+            "Building {} {} ({profile_name})",
             manifest.name(),
             manifest.version()
         ),
     );
-    let status = if settings.progress {
+    // Our stdout is for results: cargo's stdout goes to stderr with its diagnostics.
+    let built = if settings.progress {
         // On a terminal: cargo's lines scroll above the spinner, in colour if allowed.
-        cmd.args([
-            "--color",
-            if settings.color_stderr {
-                "always"
-            } else {
-                "never"
-            },
-        ]);
-        cmd.stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| cargo_missing(&e))?;
-        if let Some(stderr) = child.stderr.take() {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                spinner.println(&line);
-                let trimmed = line.trim();
-                if !trimmed.is_empty() {
-                    spinner.set_message(format!(
-                        "Building {} ({profile}): {trimmed}",
-                        manifest.name()
-                    ));
-                }
+        let cargo = Cargo {
+            color: Some(settings.color_stderr),
+            ..Cargo::default()
+        };
+        let mut each = |line: &str| {
+            spinner.println(line);
+            let trimmed = line.trim();
+            if !trimmed.is_empty() {
+                spinner.set_message(format!(
+                    "Building {} ({profile_name}): {trimmed}",
+                    manifest.name()
+                ));
             }
-        }
-        child.wait().map_err(|e| cargo_missing(&e))?
+        };
+        build::build(
+            &args.dir,
+            profile,
+            &cargo,
+            stderr_as_stdio(),
+            CargoLog::Lines(&mut each),
+        )
     } else {
-        cmd.stderr(Stdio::inherit());
-        cmd.status().map_err(|e| cargo_missing(&e))?
+        build::build(
+            &args.dir,
+            profile,
+            &Cargo::default(),
+            stderr_as_stdio(),
+            CargoLog::To(Stdio::inherit()),
+        )
     };
     spinner.finish();
-    if !status.success() {
-        return Err(CliError::User(format!(
-            "cargo build failed for package '{}' in {dir_shown} ({status}); fix the errors shown above and run 'cloacinactl package build {dir_shown}' again",
-            manifest.name()
-        )));
-    }
+    let built = built?;
 
-    let library = library_target(&args.dir)
-        .ok()
-        .map(|t| t.path(profile))
-        .filter(|p| p.is_file());
-    let library_shown = library.as_ref().map(|p| p.display().to_string());
-    let mut rows = vec![("profile", profile.to_string())];
+    let library_shown = built.library.as_ref().map(|p| p.display().to_string());
+    let mut rows = vec![("profile", profile_name.to_string())];
     if let Some(lib) = &library_shown {
         rows.push(("library", lib.clone()));
     }
@@ -351,7 +181,7 @@ fn build(settings: &Settings, args: &BuildArgs) -> Result<(), CliError> {
             value: json!({
                 "name": manifest.name(),
                 "version": manifest.version(),
-                "profile": profile,
+                "profile": profile_name,
                 "library": library_shown,
             }),
             text: format!(
@@ -390,70 +220,39 @@ fn pack(settings: &Settings, args: &PackArgs) -> Result<(), CliError> {
             "after 'package pack', -o names the archive FILE, not the output format; use --output {format} (or put -o {format} before 'package'), or name the file {format}.cloacina"
         )));
     }
-    let manifest = package_dir(&args.dir)?;
-    let dir_shown = args.dir.display().to_string();
+    let manifest = build::package_dir(&args.dir)?;
     let key = match &args.sign {
         Some(k) => Some(signing::load_signing_key(&expand_tilde(k)?)?),
         None => None,
+    };
+    let out = match &args.out {
+        Some(o) => expand_tilde(o)?,
+        None => PathBuf::from(build::archive_file_name(&manifest)),
     };
 
     let spinner = Spinner::start(
         settings.progress,
         format!("Packing {} {}", manifest.name(), manifest.version()),
     );
-    let target = library_target(&args.dir)?;
-    let Some((profile, library)) = target.built() else {
-        return Err(CliError::User(format!(
-            "no build of package '{}' found (looked for {} and {}); run 'cloacinactl package build {dir_shown}' first",
-            target.package,
-            target.path("release").display(),
-            target.path("debug").display()
-        )));
-    };
-    if let (Some(built), Some((changed, source))) = (modified(&library), newest_source(&args.dir))
-        && changed > built
-    {
-        spinner.println(&format!(
-            "warning: {} is older than {}; run 'cloacinactl package build {dir_shown}{}' to pack your latest changes",
-            library.display(),
-            source.display(),
-            if profile == "release" {
-                " --release"
-            } else {
-                ""
-            }
-        ));
-    }
-    tracing::debug!(library = %library.display(), profile, "packing");
-
-    let out = match &args.out {
-        Some(o) => expand_tilde(o)?,
-        None => PathBuf::from(format!(
-            "{}-{}.{}",
-            manifest.name(),
-            manifest.version(),
-            archive::ARCHIVE_EXTENSION
-        )),
-    };
-    let packed = archive::pack(
+    let packed = build::pack(
         &args.dir,
-        &[(HOST_TARGET.to_string(), library.clone())],
         &out,
-    )?;
-
-    let sig_path = signing::signature_path(&out);
-    let signature = match &key {
-        Some(key) => Some(signing::sign_archive(&out, key)?),
-        None => {
-            remove_stale_signature(&sig_path, &packed.sha256, &spinner);
-            None
-        }
-    };
+        key.as_ref(),
+        &Cargo::default(),
+        &mut |note| spinner.println(&note.to_string()),
+    );
     spinner.finish();
+    let build::Packed {
+        archive: packed,
+        profile,
+        library,
+        signature,
+    } = packed?;
+    let profile = profile.as_str();
 
     let path_shown = packed.path.display().to_string();
-    let sig_shown = signature.as_ref().map(|s| s.display().to_string());
-    let public_key = key.as_ref().map(|k| k.public_key().to_hex());
+    let sig_shown = signature.as_ref().map(|(s, _)| s.display().to_string());
+    let public_key = signature.as_ref().map(|(_, k)| k.to_hex());
     let mut rows = vec![
         ("path", path_shown.clone()),
         ("size", format!("{} bytes", packed.size)),
@@ -489,23 +288,6 @@ fn pack(settings: &Settings, args: &PackArgs) -> Result<(), CliError> {
             ),
         },
     )
-}
-
-/// Without `--sign`, an old side-car beside the archive no longer matches it: remove it so
-/// nobody mistakes it for a signature of the new archive.
-fn remove_stale_signature(sig_path: &Path, sha256: &str, spinner: &Spinner) {
-    // Bounded: whatever sits at that path (a FIFO, a link to /dev/zero) is never read whole.
-    let Ok(Some(text)) = signing::read_sidecar_text(sig_path) else {
-        return;
-    };
-    let still_valid = serde_json::from_str::<signing::Sidecar>(&text)
-        .is_ok_and(|s| s.sha256.eq_ignore_ascii_case(sha256));
-    if !still_valid && fs::remove_file(sig_path).is_ok() {
-        spinner.println(&format!(
-            "note: removed {}, which signed an earlier version of the archive",
-            sig_path.display()
-        ));
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod host;
 pub mod package;
 pub mod reconciler;
 pub mod registry;
@@ -21,4 +22,5 @@ pub mod workflow {
 pub use cloacina_macros::{task, workflow};
 pub use cloacina_workflow;
 pub use engine::{DefaultRunner, EngineError, ExecutionResult, Runner, RunnerConfig};
+pub use host::{Host, HostConfig};
 pub use store::{Store, StoreError};

@@ -274,6 +274,70 @@ async fn own_graphs_never_block_and_are_unbound_with_the_reactor() {
     assert!(reg.reactors_list(None).is_empty());
 }
 
+/// A host's shutdown: `stop` waits for the firing in progress (its workflow start included),
+/// then nothing fires any more, neither by a push nor by a batch's flush timer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_waits_for_the_firing_in_progress_then_nothing_fires() {
+    let cache = new_cache();
+    let publisher = Pkg::new("price-publisher", cache.path(), "pub-1");
+    let started: Started = Arc::default();
+    let log = started.clone();
+    let slow: WorkflowStarter = Arc::new(move |workflow: String, ctx: Context| {
+        let log = log.clone();
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            log.lock().expect("log").push((workflow, ctx));
+            Ok(Uuid::new_v4())
+        }) as BoxFuture<'static, Result<Uuid, String>>
+    });
+    let reg = ReactorRegistry::new(Some(slow));
+    assert_eq!(load_steps(&reg, "t", &publisher), BindOutcome::Bound);
+    let out = reg
+        .accumulator_push("t", "price_reactor", "trades", json!({"qty": 1}))
+        .await
+        .expect("push");
+    assert!(!out.fired, "the trade waits for its 2 s window");
+    let firing = {
+        let reg = reg.clone();
+        tokio::spawn(async move {
+            reg.accumulator_push("t", "price_reactor", "spot", json!({"price": 1}))
+                .await
+        })
+    };
+    eventually("the firing to start", || {
+        fires(&reg, "t", "price_reactor") == 1
+    })
+    .await;
+
+    let report = reg.stop().await;
+    assert_eq!(
+        started_workflows(&started),
+        ["record_prices"],
+        "the firing's workflow start finished before stop returned"
+    );
+    assert!(firing.await.expect("join").expect("fired").fired);
+    assert_eq!((report.reactors, report.graphs), (1, 1));
+    assert_eq!(report.discarded_events, 1);
+    assert!(reg.is_stopped());
+    assert_eq!(
+        reg.accumulator_push("t", "price_reactor", "spot", json!({"price": 2}))
+            .await
+            .expect_err("stopped"),
+        RegistryError::Stopped
+    );
+    assert_eq!(
+        reg.graph_invoke("t", "price_summary", json!({}))
+            .await
+            .expect_err("stopped"),
+        RegistryError::Stopped
+    );
+    // The batch's flush timer was stopped: no second firing.
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    assert_eq!(fires(&reg, "t", "price_reactor"), 1);
+    assert_eq!(started_workflows(&started).len(), 1);
+    assert_eq!(reg.stop().await, report, "idempotent");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Waiting subscribers and reactor-name resolution
 // ---------------------------------------------------------------------------------------------

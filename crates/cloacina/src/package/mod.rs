@@ -2,12 +2,15 @@
 //! signatures, and loading their libraries through Cloacina's versioned C ABI.
 //!
 //! - `manifest`: `package.toml`.
+//! - `build`: building a package's source directory with cargo, and packing (and signing)
+//!   the result.
 //! - `archive`: packing and defensive unpacking of `.cloacina` archives, SHA-256 identity.
 //! - `signing`: Ed25519 keys and detached signature side-cars (`<archive>.sig`).
 //! - `loader`: opening a package's library once per version, ABI check, description
 //!   validation, calls into the plugin.
 
 pub mod archive;
+pub mod build;
 pub mod loader;
 pub mod manifest;
 pub mod signing;
@@ -23,6 +26,8 @@ pub enum PackageError {
     Signature(#[from] signing::SignatureError),
     #[error(transparent)]
     Load(#[from] loader::LoadError),
+    #[error(transparent)]
+    Build(#[from] build::BuildError),
 }
 
 /// `s` with control characters escaped, cut to at most `max` characters (marked with `…`),

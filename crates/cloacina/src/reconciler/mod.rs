@@ -138,6 +138,8 @@ pub enum ReconcileError {
     },
     #[error("cannot read or delete cron schedules: {0}; the next start tries again")]
     Storage(String),
+    #[error("the reconciler is closed (its host is shutting down); nothing was loaded or unloaded")]
+    Closed,
 }
 
 /// The unload plan for `package delete --dry-run`.
@@ -271,7 +273,8 @@ pub struct Reconciler {
     /// Problems with the desired set's source (an unreadable watch folder): reported as
     /// degraded health; while any is present no stored row is swept as an orphan.
     source_problems: Mutex<Vec<String>>,
-    pass: tokio::sync::Mutex<()>,
+    /// Passes are serialized; `true` once [`Reconciler::close`] ran: no pass starts after it.
+    pass: tokio::sync::Mutex<bool>,
     /// First retry delay of a failed load; doubles per attempt up to `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
@@ -293,7 +296,7 @@ impl Reconciler {
             identities: Mutex::new(HashMap::new()),
             superseded: Mutex::new(BTreeMap::new()),
             source_problems: Mutex::new(Vec::new()),
-            pass: tokio::sync::Mutex::new(()),
+            pass: tokio::sync::Mutex::new(false),
             backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
             signatures: Mutex::new(SignaturePolicy::permissive()),
@@ -315,6 +318,14 @@ impl Reconciler {
 
     pub fn runtime(&self) -> &Runtime {
         &self.rt
+    }
+
+    /// Stops reconciling, first thing in a host's shutdown: waits for a pass in progress to end,
+    /// then makes every later pass a no-op (and an explicit unload an error), so nothing loads
+    /// a package while the components below are being stopped. Packages stay as they are.
+    /// Idempotent.
+    pub async fn close(&self) {
+        *self.pass.lock().await = true;
     }
 
     /// Every package the reconciler knows, with its progress: the managed ones, then the
@@ -360,8 +371,12 @@ impl Reconciler {
     /// is an upgrade; removing the served one falls back to the next, through the same
     /// no-gap path.
     pub async fn reconcile(&self, desired: Vec<DesiredPackage>) -> ReconcileReport {
-        let _pass = self.pass.lock().await;
+        let pass = self.pass.lock().await;
         let mut report = ReconcileReport::default();
+        if *pass {
+            tracing::debug!("reconciler closed: pass skipped");
+            return report;
+        }
 
         // One desired package per id: a second source with the same id is a copy of it. The
         // source a known package came from stays its source (a copy listed first does not
@@ -741,7 +756,10 @@ impl Reconciler {
         &self,
         keep: &HashSet<String>,
     ) -> Result<Vec<String>, ReconcileError> {
-        let _pass = self.pass.lock().await;
+        let pass = self.pass.lock().await;
+        if *pass {
+            return Err(ReconcileError::Closed);
+        }
         if !lock(&self.source_problems).is_empty() {
             tracing::info!(
                 "not sweeping orphaned cron schedules while a watch folder cannot be read"
@@ -779,7 +797,10 @@ impl Reconciler {
     /// Unloads one package now (the server's delete). A guard refusal changes nothing and
     /// returns the guard's text.
     pub async fn unload(&self, id: &str) -> Result<(), ReconcileError> {
-        let _pass = self.pass.lock().await;
+        let pass = self.pass.lock().await;
+        if *pass {
+            return Err(ReconcileError::Closed);
+        }
         if !lock(&self.entries).contains_key(id) {
             return Err(ReconcileError::NotLoaded(id.to_string()));
         }

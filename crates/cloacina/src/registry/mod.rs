@@ -203,6 +203,11 @@ pub enum RegistryError {
         reactor: String,
     },
 
+    #[error(
+        "the reactor registry is stopped (its host is shutting down); nothing fires and no graph runs"
+    )]
+    Stopped,
+
     #[error("graph '{graph}' in tenant '{tenant}' failed: {message}")]
     GraphFailed {
         tenant: String,
@@ -218,6 +223,19 @@ struct State {
     reactors: BTreeMap<Key, ReactorState>,
     graphs: BTreeMap<Key, GraphEntry>,
     generations: u64,
+    /// Set by [`ReactorRegistry::stop`]: no firing, flush or graph run starts afterwards.
+    stopped: bool,
+}
+
+/// What [`ReactorRegistry::stop`] stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RegistryStopReport {
+    /// Reactors that no longer fire.
+    pub reactors: usize,
+    /// Graphs (bound and trigger-less) that no longer run.
+    pub graphs: usize,
+    /// Batch events still buffered, never released (they were not persisted).
+    pub discarded_events: usize,
 }
 
 struct Inner {
@@ -791,6 +809,9 @@ impl ReactorRegistry {
         let k = key(tenant, graph);
         let (package, owner) = {
             let st = self.lock();
+            if st.stopped {
+                return Err(RegistryError::Stopped);
+            }
             match st.graphs.get(&k) {
                 Some(g) => match &g.binding {
                     None => (g.package.clone(), g.owner.clone()),
@@ -884,6 +905,53 @@ impl ReactorRegistry {
             }
         }
         Ok(())
+    }
+
+    /// Stops the registry for a host's shutdown: flush timers end, pushes and graph
+    /// invocations are refused with [`RegistryError::Stopped`], and it waits for every firing in
+    /// progress to finish (the workflows a firing starts are then submitted before the runner
+    /// drains). Reactors and graphs stay listed, and their packages stay open, since tasks of
+    /// their workflows may still be running. Idempotent.
+    pub async fn stop(&self) -> RegistryStopReport {
+        let (report, fire_locks) = {
+            let mut st = self.lock();
+            st.stopped = true;
+            let mut report = RegistryStopReport {
+                reactors: st.reactors.len(),
+                graphs: st.graphs.len(),
+                discarded_events: 0,
+            };
+            let mut fire_locks = Vec::with_capacity(st.reactors.len());
+            for r in st.reactors.values_mut() {
+                r.stop_timers();
+                report.discarded_events +=
+                    r.accumulators.iter().map(|a| a.buffered()).sum::<usize>();
+                fire_locks.push(r.fire_lock.clone());
+            }
+            (report, fire_locks)
+        };
+        // A firing holds its reactor's fire lock until its graphs ran and its workflows were
+        // started; one that takes the lock after this point sees `stopped` and does nothing.
+        for l in fire_locks {
+            drop(l.lock().await);
+        }
+        if report.discarded_events > 0 {
+            tracing::warn!(
+                discarded = report.discarded_events,
+                "reactor registry stopped: buffered batch events were discarded"
+            );
+        }
+        tracing::info!(
+            reactors = report.reactors,
+            graphs = report.graphs,
+            "reactor registry stopped"
+        );
+        report
+    }
+
+    /// Whether [`ReactorRegistry::stop`] ran.
+    pub fn is_stopped(&self) -> bool {
+        self.lock().stopped
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1218,6 +1286,9 @@ fn unknown_reactor(st: &State, k: &Key) -> RegistryError {
 
 /// Applies `action` to reactor `k` and decides whether it fires (under the state lock).
 fn apply(st: &mut State, k: &Key, action: Action, now: i64) -> Result<Applied, RegistryError> {
+    if st.stopped {
+        return Err(RegistryError::Stopped);
+    }
     let State {
         reactors, graphs, ..
     } = st;
