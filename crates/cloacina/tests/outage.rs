@@ -11,12 +11,18 @@ use std::time::Duration;
 
 use cloacina::store::{ExecutionStatus, Store, StoreOptions, event_kind};
 use cloacina::workflow::{Context, FnTask, Task, TaskSpec, Workflow};
-use cloacina::{Runner, RunnerConfig};
+use cloacina::{EngineError, ExecutionResult, Runner, RunnerConfig};
 use common::{Backend, TestDb};
 use futures::StreamExt;
 
 /// Body runs per input `n`.
 type Runs = Arc<Mutex<HashMap<i64, usize>>>;
+
+/// Runs workflow `simple` with input `n`.
+async fn execute(runner: &Runner, n: i64) -> (i64, Result<ExecutionResult, EngineError>) {
+    let input = Context::from_value(serde_json::json!({ "n": n })).expect("ctx");
+    (n, runner.execute("simple", input).await)
+}
 
 /// The `simple` benchmark shape: one task, which records that it ran.
 fn simple(runs: Runs) -> Workflow {
@@ -53,24 +59,21 @@ fn config() -> RunnerConfig {
 async fn run_all(
     runner: &Runner,
     count: usize,
-    disturb: impl std::future::Future<Output = ()>,
+    disturb: impl std::future::Future<Output = Vec<(i64, Result<ExecutionResult, EngineError>)>>,
 ) -> Vec<(uuid::Uuid, i64)> {
     let runs = futures::stream::iter(0..count as i64)
         .map(|n| {
             let runner = runner.clone();
-            async move {
-                let input = Context::from_value(serde_json::json!({ "n": n })).expect("ctx");
-                let result = runner.execute("simple", input).await;
-                (n, result)
-            }
+            async move { execute(&runner, n).await }
         })
         .buffer_unordered(256)
         .collect::<Vec<_>>();
-    let (results, ()) = tokio::time::timeout(Duration::from_secs(120), async {
+    let (mut results, extra) = tokio::time::timeout(Duration::from_secs(120), async {
         tokio::join!(runs, disturb)
     })
     .await
     .expect("the run did not finish within 120 s");
+    results.extend(extra);
     let mut ids = Vec::with_capacity(count);
     for (n, result) in results {
         let result = result.unwrap_or_else(|e| panic!("execution of n={n} failed: {e}"));
@@ -105,7 +108,11 @@ async fn assert_exactly_once(store: &Store, ids: &[(uuid::Uuid, i64)], runs: &Ru
         let events = store.event_list(*id, 0, 10_000).await.expect("events");
         let count = |kind: &str| events.iter().filter(|e| e.kind == kind).count();
         assert_eq!(count(event_kind::TASK_COMPLETED), 1, "{id}: {events:?}");
-        assert_eq!(count(event_kind::EXECUTION_COMPLETED), 1, "{id}: {events:?}");
+        assert_eq!(
+            count(event_kind::EXECUTION_COMPLETED),
+            1,
+            "{id}: {events:?}"
+        );
         let recovered = count(event_kind::TASK_RECOVERED);
         let ran = runs
             .lock()
@@ -163,7 +170,9 @@ async fn postgres_rides_through_terminated_connections() {
     .await
     .expect("open");
     let runs: Runs = Arc::default();
-    let runner = Runner::start(store.clone(), config()).await.expect("runner");
+    let runner = Runner::start(store.clone(), config())
+        .await
+        .expect("runner");
     runner.register(simple(runs.clone()));
 
     let disturb = async {
@@ -173,8 +182,77 @@ async fn postgres_rides_through_terminated_connections() {
             println!("terminated {n} connections");
             assert!(n > 0, "the store's connections are named {app}");
         }
+        Vec::new()
     };
     let ids = run_all(&runner, PG_RUNS, disturb).await;
+    assert_exactly_once(&store, &ids, &runs).await;
+    runner.shutdown().await.expect("shutdown");
+    store.close().await;
+    db.cleanup().await;
+}
+
+const SQLITE_RUNS: usize = 1000;
+/// Runs submitted while the database is locked.
+const EXTRA_RUNS: usize = 20;
+
+/// SQLite's busy timeout in the store (a BEGIN waits this long for another process's lock).
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_rides_through_a_write_lock_held_past_the_busy_timeout() {
+    let db = TestDb::new(Backend::Sqlite).await.expect("sqlite");
+    let store = db.open().await;
+    let runs: Runs = Arc::default();
+    let runner = Runner::start(store.clone(), config())
+        .await
+        .expect("runner");
+    runner.register(simple(runs.clone()));
+    let path = db
+        .url
+        .strip_prefix("sqlite://")
+        .expect("a file URL")
+        .to_string();
+
+    // Another connection (as another process would) takes the write lock mid-run and keeps
+    // it past the store's busy timeout, so the writer's BEGIN fails with SQLITE_BUSY.
+    let started = runs.clone();
+    let disturb = async {
+        while started.lock().unwrap_or_else(|p| p.into_inner()).len() < 100 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (locked, is_locked) = tokio::sync::oneshot::channel();
+        let held = tokio::task::spawn_blocking(move || {
+            use diesel::Connection;
+            use diesel::connection::SimpleConnection;
+            let mut conn = diesel::SqliteConnection::establish(&path).expect("second connection");
+            // The busy writer leaves the lock free only between its commits: keep trying.
+            conn.batch_execute("PRAGMA busy_timeout = 50")
+                .expect("pragma");
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while let Err(e) = conn.batch_execute("BEGIN EXCLUSIVE") {
+                assert!(std::time::Instant::now() < deadline, "write lock: {e}");
+            }
+            let since = std::time::Instant::now();
+            let _ = locked.send(());
+            std::thread::sleep(SQLITE_BUSY_TIMEOUT + Duration::from_millis(1500));
+            conn.batch_execute("COMMIT").expect("release");
+            since.elapsed()
+        });
+        is_locked.await.expect("locked");
+        // Submitted while the lock is held: their creations wait it out.
+        let extra = futures::future::join_all(
+            (0..EXTRA_RUNS).map(|i| execute(&runner, (SQLITE_RUNS + i) as i64)),
+        )
+        .await;
+        let held = held.await.expect("lock holder");
+        let ran = started.lock().unwrap_or_else(|p| p.into_inner()).len();
+        println!("held the write lock for {held:?}; {ran} bodies had run by then");
+        assert!(ran < SQLITE_RUNS, "the lock was taken mid-run");
+        extra
+    };
+    let ids = run_all(&runner, SQLITE_RUNS, disturb).await;
+    let health = store.write_health();
+    assert!(health.is_none(), "commits succeed again: {health:?}");
     assert_exactly_once(&store, &ids, &runs).await;
     runner.shutdown().await.expect("shutdown");
     store.close().await;
