@@ -935,10 +935,30 @@ async fn run_task(
                 ),
             }
         }
-        Err(e) => tracing::error!(
-            execution = %task.execution_id, task = %task.task_id, error = %e,
-            "could not read the task's inputs; lease recovery will run it again"
-        ),
+        Err(e) => {
+            // The body has not run: hand the attempt back so it runs again at once, rather
+            // than holding a lease this runner's heartbeat would keep renewing.
+            let reason = format!(
+                "released by {}: its inputs could not be read: {e}",
+                shared.owner
+            );
+            let released = executor::with_retries("handing back a task", || {
+                shared
+                    .store
+                    .task_release(task.execution_id, &task.task_id, task.attempt, &reason)
+            })
+            .await;
+            match released {
+                Ok(_) => tracing::warn!(
+                    execution = %task.execution_id, task = %task.task_id, error = %e,
+                    "could not read the task's inputs; handed the task back to run again"
+                ),
+                Err(re) => tracing::error!(
+                    execution = %task.execution_id, task = %task.task_id, error = %e, release_error = %re,
+                    "could not read the task's inputs nor hand the task back; lease recovery will run it again"
+                ),
+            }
+        }
     }
     handed
 }
