@@ -151,12 +151,9 @@ async fn terminate(app: &str) -> i64 {
 
 const PG_RUNS: usize = 1500;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_rides_through_terminated_connections() {
-    let Some(db) = TestDb::new(Backend::Postgres).await else {
-        return;
-    };
-    // Name this store's connections so the test terminates them and nobody else's.
+/// A store on the test's schema whose connections carry an `application_name` of their own,
+/// so the test terminates them and nobody else's. Returns the store and that name.
+async fn named_store(db: &TestDb) -> (Store, String) {
     let app = format!("cloacina_outage_{}", &db.schema[2..14]);
     let sep = if db.url.contains('?') { '&' } else { '?' };
     let url = format!("{}{sep}application_name={app}", db.url);
@@ -169,6 +166,15 @@ async fn postgres_rides_through_terminated_connections() {
     )
     .await
     .expect("open");
+    (store, app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rides_through_terminated_connections() {
+    let Some(db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let (store, app) = named_store(&db).await;
     let runs: Runs = Arc::default();
     let runner = Runner::start(store.clone(), config())
         .await
@@ -254,6 +260,91 @@ async fn sqlite_rides_through_a_write_lock_held_past_the_busy_timeout() {
     let health = store.write_health();
     assert!(health.is_none(), "commits succeed again: {health:?}");
     assert_exactly_once(&store, &ids, &runs).await;
+    runner.shutdown().await.expect("shutdown");
+    store.close().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_cron_keeps_firing_each_instant_once_through_outages() {
+    use cloacina::schedule::cron::{CronConfig, CronScheduler};
+    use cloacina::store::{ExecutionFilter, INPUT_CONTEXT};
+    use cloacina::workflow::CatchUp;
+    use cloacina::workflow::package::CronDescription;
+
+    let Some(db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let (store, app) = named_store(&db).await;
+    let runner = Runner::start(store.clone(), config())
+        .await
+        .expect("runner");
+    let tock: Arc<dyn Task> = Arc::new(FnTask::new(TaskSpec::new("tock"), |_: &mut Context| {
+        Box::pin(async { Ok(()) })
+    }));
+    runner.register(Workflow::new("tick", None, vec![tock]).expect("valid"));
+    let cron = CronScheduler::new(
+        store.clone(),
+        runner.clone(),
+        CronConfig {
+            tick: Duration::from_millis(25),
+            ..CronConfig::default()
+        },
+    );
+    cron.schedules_write(
+        "pkg",
+        "public",
+        &[CronDescription {
+            name: "every_second".to_string(),
+            workflow: "tick".to_string(),
+            expression: "*/1 * * * * *".to_string(),
+            timezone: "UTC".to_string(),
+            // No instant may be dropped, even one that falls into an outage.
+            catch_up: CatchUp::RunAll { max: 100 },
+        }],
+    )
+    .await
+    .expect("schedule");
+    cron.start();
+    let mut terminated_at = 0;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        let n = terminate(&app).await;
+        assert!(n > 0, "the store's connections are named {app}");
+        terminated_at = cloacina::store::now_ms();
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    cron.stop().await;
+
+    // Each instant fired once, one execution each, without a gap, and after the last outage.
+    let fires = store.cron_fire_list(None, 1000).await.expect("fires");
+    let mut instants: Vec<i64> = fires.iter().map(|f| f.instant).collect();
+    instants.sort();
+    let before = instants.len();
+    instants.dedup();
+    assert_eq!(before, instants.len(), "an instant fired twice: {fires:?}");
+    assert!(instants.len() >= 5, "fired {} instants", instants.len());
+    for w in instants.windows(2) {
+        assert_eq!(w[1] - w[0], 1000, "an instant was lost: {instants:?}");
+    }
+    let last = instants.last().copied().unwrap_or_default();
+    assert!(last > terminated_at, "cron fired after the last outage");
+    let executions = store
+        .execution_list(ExecutionFilter {
+            limit: Some(10_000),
+            ..ExecutionFilter::default()
+        })
+        .await
+        .expect("executions");
+    assert_eq!(executions.len(), fires.len(), "one execution per fire");
+    for f in &fires {
+        let input = store
+            .context_get(f.execution_id, INPUT_CONTEXT)
+            .await
+            .expect("input")
+            .expect("the fired execution exists");
+        assert!(input.get_value("cron").is_some());
+    }
     runner.shutdown().await.expect("shutdown");
     store.close().await;
     db.cleanup().await;
