@@ -151,6 +151,18 @@ async fn terminate(app: &str) -> i64 {
 
 const PG_RUNS: usize = 1500;
 
+/// An outage of `length`: every connection of `app` is terminated as soon as it appears.
+/// Returns how many were terminated.
+async fn outage(app: &str, length: Duration) -> i64 {
+    let end = tokio::time::Instant::now() + length;
+    let mut n = 0;
+    while tokio::time::Instant::now() < end {
+        n += terminate(app).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    n
+}
+
 /// A store on the test's schema whose connections carry an `application_name` of their own,
 /// so the test terminates them and nobody else's. Returns the store and that name.
 async fn named_store(db: &TestDb) -> (Store, String) {
@@ -181,10 +193,15 @@ async fn postgres_rides_through_terminated_connections() {
         .expect("runner");
     runner.register(simple(runs.clone()));
 
+    // Twice every connection at once, then an outage of a second (every reconnect is cut).
     let disturb = async {
-        for _ in 0..3 {
+        for i in 0..3 {
             tokio::time::sleep(Duration::from_millis(700)).await;
-            let n = terminate(&app).await;
+            let n = if i < 2 {
+                terminate(&app).await
+            } else {
+                outage(&app, Duration::from_secs(1)).await
+            };
             println!("terminated {n} connections");
             assert!(n > 0, "the store's connections are named {app}");
         }
@@ -309,7 +326,7 @@ async fn postgres_cron_keeps_firing_each_instant_once_through_outages() {
     let mut terminated_at = 0;
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(1300)).await;
-        let n = terminate(&app).await;
+        let n = outage(&app, Duration::from_millis(1500)).await;
         assert!(n > 0, "the store's connections are named {app}");
         terminated_at = cloacina::store::now_ms();
     }
