@@ -633,6 +633,8 @@ async fn wait_for_finish(signals: &mut broadcast::Receiver<StoreSignal>, id: Uui
     loop {
         match signals.recv().await {
             Ok(StoreSignal::ExecutionFinished(done)) if done == id => return,
+            // Signals were lost during an outage: re-check the status.
+            Ok(StoreSignal::Resync) => return,
             Ok(_) => continue,
             // Missed signals: re-check the status.
             Err(broadcast::error::RecvError::Lagged(_)) => return,
@@ -979,9 +981,9 @@ fn schedule_wake(shared: &Arc<Shared>, at: i64) {
 async fn signal_loop(shared: Arc<Shared>, mut signals: broadcast::Receiver<StoreSignal>) {
     loop {
         match signals.recv().await {
-            Ok(StoreSignal::TasksReady) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                shared.wake.notify_one()
-            }
+            Ok(StoreSignal::TasksReady)
+            | Ok(StoreSignal::Resync)
+            | Err(broadcast::error::RecvError::Lagged(_)) => shared.wake.notify_one(),
             Ok(StoreSignal::ExecutionChanged(id)) | Ok(StoreSignal::ExecutionFinished(id)) => {
                 shared.wake.notify_one();
                 let tracked = lock(&shared.running).contains_key(&id);
