@@ -136,10 +136,10 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         use diesel::result::DatabaseErrorKind as K;
         match self.inner() {
-            StoreError::Pool(_)
-            | StoreError::Connect { .. }
-            | StoreError::WriterGone
-            | StoreError::Commit(_) => true,
+            StoreError::Pool(_) | StoreError::Connect { .. } | StoreError::WriterGone => true,
+            // A failed batch carries its cause's text: a lost connection is worth retrying, a
+            // full disk or a constraint checked at commit is not.
+            StoreError::Commit(message) => transient_message(message),
             StoreError::Query(e) => match e {
                 diesel::result::Error::DatabaseError(
                     K::ClosedConnection | K::UnableToSendCommand | K::SerializationFailure,
@@ -159,7 +159,7 @@ impl StoreError {
 /// Whether a database error without a specific kind (diesel reports these as `Unknown`) says
 /// the connection or the database is temporarily unavailable.
 pub(crate) fn transient_message(message: &str) -> bool {
-    const TRANSIENT: [&str; 14] = [
+    const TRANSIENT: [&str; 16] = [
         // SQLite: SQLITE_BUSY and SQLITE_LOCKED.
         "database is locked",
         "database table is locked",
@@ -176,6 +176,8 @@ pub(crate) fn transient_message(message: &str) -> bool {
         "could not serialize access",
         "canceling statement due to conflict with recovery",
         "no connection to the server",
+        "error communicating with the server",
+        "unexpected eof",
     ];
     let message = message.to_ascii_lowercase();
     TRANSIENT.iter().any(|t| message.contains(t))
