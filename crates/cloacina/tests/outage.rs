@@ -366,3 +366,46 @@ async fn postgres_cron_keeps_firing_each_instant_once_through_outages() {
     store.close().await;
     db.cleanup().await;
 }
+
+/// Transient errors are retried, others fail fast: the classification callers rely on.
+#[test]
+fn transient_errors_are_told_apart() {
+    use cloacina::StoreError;
+    use diesel::result::{DatabaseErrorKind as K, Error as E};
+    let db = |kind, message: &str| {
+        StoreError::Query(E::DatabaseError(kind, Box::new(message.to_string())))
+    };
+    for transient in [
+        db(K::Unknown, "database is locked"),
+        db(K::Unknown, "database table is locked"),
+        db(
+            K::Unknown,
+            "terminating connection due to administrator command",
+        ),
+        db(K::Unknown, "the database system is starting up"),
+        db(K::Unknown, "deadlock detected"),
+        db(K::UnableToSendCommand, "connection closed"),
+        db(
+            K::ClosedConnection,
+            "server closed the connection unexpectedly",
+        ),
+        db(K::SerializationFailure, "could not serialize access"),
+        StoreError::Commit("connection reset by peer".into()),
+    ] {
+        assert!(transient.is_transient(), "{transient} is transient");
+    }
+    for lasting in [
+        db(K::Unknown, "database or disk is full"),
+        db(K::Unknown, "database disk image is malformed"),
+        db(K::Unknown, "syntax error at or near \"SELEC\""),
+        db(K::UniqueViolation, "duplicate key value"),
+        db(
+            K::ReadOnlyTransaction,
+            "attempt to write a readonly database",
+        ),
+        StoreError::Commit("database error: database or disk is full".into()),
+        StoreError::ExecutionNotFound(uuid::Uuid::nil()),
+    ] {
+        assert!(!lasting.is_transient(), "{lasting} is not transient");
+    }
+}
