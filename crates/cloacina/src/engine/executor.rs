@@ -180,24 +180,67 @@ impl AssertUnwindSafeRun<'_> {
     }
 }
 
-/// Retries a store write a few times when the failure looks transient (busy database, lost
-/// connection), so a blip does not turn into a lease expiry and a re-run.
-pub(crate) async fn with_retries<T, F, Fut>(mut op: F) -> Result<T, StoreError>
+/// How long [`with_retries`] keeps retrying a transient failure: long enough to ride through
+/// a lost connection or a restarting database, bounded so a caller hears of a lasting outage.
+const RETRY_FOR: Duration = Duration::from_secs(30);
+/// The longest wait between two tries (the wait doubles from 20 ms up to this).
+const RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// Retries a store operation while its failure is transient (busy or locked database, lost
+/// connection, restarting server), with exponential backoff for up to [`RETRY_FOR`], so a
+/// blip does not turn into a lease expiry and a re-run. Safe for the engine's writes: each is
+/// fenced by its attempt or checks the status it changes, so a retry after a commit whose
+/// acknowledgement was lost finds the work done instead of doing it twice. Other errors are
+/// returned at once. `what` names the operation in the log.
+pub(crate) async fn with_retries<T, F, Fut>(what: &str, mut op: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
-    let mut delay = Duration::from_millis(20);
-    let mut tries = 0;
+    let mut retry = Backoff::default();
     loop {
         match op().await {
-            Err(e) if e.is_transient() && tries < 8 => {
-                tries += 1;
-                tracing::warn!(error = %e, tries, "transient store error; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
+            Err(e) if retry.again(what, &e).await => {}
             other => return other,
         }
+    }
+}
+
+/// Bounded exponential backoff over transient store errors.
+pub(crate) struct Backoff {
+    started: tokio::time::Instant,
+    delay: Duration,
+    tries: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            started: tokio::time::Instant::now(),
+            delay: Duration::from_millis(20),
+            tries: 0,
+        }
+    }
+}
+
+impl Backoff {
+    /// True (after waiting) when `e` is transient and the retry budget is not spent.
+    pub(crate) async fn again(&mut self, what: &str, e: &StoreError) -> bool {
+        if !e.is_transient() || self.started.elapsed() + self.delay > RETRY_FOR {
+            return false;
+        }
+        self.tries += 1;
+        tracing::warn!(
+            error = %e, tries = self.tries, retry_in_ms = self.delay.as_millis() as u64,
+            "{what} failed transiently; retrying"
+        );
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(RETRY_MAX_DELAY);
+        true
+    }
+
+    /// Whether a try has failed before.
+    pub(crate) fn retried(&self) -> bool {
+        self.tries > 0
     }
 }

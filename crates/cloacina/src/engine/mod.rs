@@ -166,6 +166,9 @@ impl std::fmt::Debug for Runner {
     }
 }
 
+/// How soon `wait` checks again after the database failed transiently.
+const OUTAGE_RECHECK: Duration = Duration::from_millis(500);
+
 /// Context documents kept in memory per runner (inputs it submitted, outputs it committed).
 const CONTEXT_CACHE_ENTRIES: usize = 4096;
 
@@ -335,8 +338,29 @@ impl Runner {
         let new = NewExecution::for_workflow(&served.workflow, input, served.package_id.clone());
         let (id, input) = (new.id, Arc::new(new.input.clone()));
         lock(&self.shared.contexts).put(id, crate::store::INPUT_CONTEXT, input);
-        let record = self.shared.store.execution_create(new).await?;
+        let record = self.create(new).await?;
         Ok(record.id)
+    }
+
+    /// Creates an execution, retrying transient failures with the same id. A retry after a
+    /// commit whose acknowledgement was lost finds the execution (or its cron instant, or its
+    /// de-duplication key) already taken by this very id: that is this creation, done once,
+    /// not a conflict.
+    async fn create(&self, new: NewExecution) -> Result<ExecutionRecord, StoreError> {
+        let id = new.id;
+        let mut retry = executor::Backoff::default();
+        loop {
+            match self.shared.store.execution_create(new.clone()).await {
+                Err(e) if retry.retried() && created_by(&e, id) => {
+                    if let Some(rec) = self.shared.store.execution_get(id).await? {
+                        return Ok(rec);
+                    }
+                    return Err(e);
+                }
+                Err(e) if retry.again("creating an execution", &e).await => {}
+                other => return other,
+            }
+        }
     }
 
     /// Starts a run like [`submit`](Self::submit), with [`SubmitOptions`](crate::store::SubmitOptions):
@@ -369,7 +393,7 @@ impl Runner {
             .with_options(options);
         let (id, input) = (new.id, Arc::new(new.input.clone()));
         lock(&self.shared.contexts).put(id, crate::store::INPUT_CONTEXT, input);
-        match self.shared.store.execution_create(new).await {
+        match self.create(new).await {
             Ok(record) => Ok(SubmitOutcome::Started(record.id)),
             Err(StoreError::DuplicateExecution { existing, .. })
             | Err(StoreError::CronInstantTaken { existing, .. }) => {
@@ -398,12 +422,24 @@ impl Runner {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut signals = self.shared.store.subscribe();
         loop {
-            let rec = self.record(id).await?;
-            if rec.status.is_terminal() {
-                return self.result_of(rec).await;
+            // A database outage is waited out (to the deadline, if any), not reported: the
+            // execution goes on once the database is back.
+            let mut safety_net = self.shared.config.poll_interval.max(Duration::from_secs(5));
+            match self.record(id).await {
+                Ok(rec) if rec.status.is_terminal() => match self.result_of(rec).await {
+                    Err(EngineError::Store(e)) if e.is_transient() => {
+                        safety_net = OUTAGE_RECHECK;
+                    }
+                    result => return result,
+                },
+                Ok(_) => {}
+                Err(EngineError::Store(e)) if e.is_transient() => {
+                    tracing::warn!(execution = %id, error = %e, "checking on an execution failed transiently; checking again shortly");
+                    safety_net = OUTAGE_RECHECK;
+                }
+                Err(e) => return Err(e),
             }
-            let safety_net =
-                tokio::time::sleep(self.shared.config.poll_interval.max(Duration::from_secs(5)));
+            let safety_net = tokio::time::sleep(safety_net);
             let until_deadline = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
@@ -522,8 +558,10 @@ impl Runner {
                 for h in &handles {
                     h.abort();
                 }
-                let released =
-                    executor::with_retries(|| shared.store.lease_release(&shared.owner)).await?;
+                let released = executor::with_retries("releasing this runner's leases", || {
+                    shared.store.lease_release(&shared.owner)
+                })
+                .await?;
                 report.released = released.len() + handed_back(shared);
                 report.drained = running_at_start.saturating_sub(report.released);
                 tracing::warn!(
@@ -574,6 +612,16 @@ impl Drop for Runner {
     }
 }
 
+/// Whether a creation was refused because execution `id` itself already exists.
+fn created_by(e: &StoreError, id: Uuid) -> bool {
+    match e.inner() {
+        StoreError::ExecutionExists { id: taken } => *taken == id,
+        StoreError::DuplicateExecution { existing, .. }
+        | StoreError::CronInstantTaken { existing, .. } => *existing == Some(id),
+        _ => false,
+    }
+}
+
 fn not_found(id: Uuid) -> impl Fn(StoreError) -> StoreError {
     move |e| match e {
         StoreError::ExecutionNotFound(_) => StoreError::ExecutionNotFound(id),
@@ -585,6 +633,8 @@ async fn wait_for_finish(signals: &mut broadcast::Receiver<StoreSignal>, id: Uui
     loop {
         match signals.recv().await {
             Ok(StoreSignal::ExecutionFinished(done)) if done == id => return,
+            // Signals were lost during an outage: re-check the status.
+            Ok(StoreSignal::Resync) => return,
             Ok(_) => continue,
             // Missed signals: re-check the status.
             Err(broadcast::error::RecvError::Lagged(_)) => return,
@@ -784,7 +834,7 @@ async fn run_task(
         drop(body);
         shared.untrack(task.execution_id);
         let reason = format!("released by {} before it started: {why}", shared.owner);
-        let released = executor::with_retries(|| {
+        let released = executor::with_retries("handing back a task", || {
             shared
                 .store
                 .task_release(task.execution_id, &task.task_id, task.attempt, &reason)
@@ -863,7 +913,11 @@ async fn run_task(
                 outcome,
                 handoff,
             };
-            match executor::with_retries(|| shared.store.task_finish(finish.clone())).await {
+            match executor::with_retries("recording a task's result", || {
+                shared.store.task_finish(finish.clone())
+            })
+            .await
+            {
                 Ok(r) if r.fenced => {
                     shared.stats.fenced.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
@@ -883,10 +937,30 @@ async fn run_task(
                 ),
             }
         }
-        Err(e) => tracing::error!(
-            execution = %task.execution_id, task = %task.task_id, error = %e,
-            "could not read the task's inputs; lease recovery will run it again"
-        ),
+        Err(e) => {
+            // The body has not run: hand the attempt back so it runs again at once, rather
+            // than holding a lease this runner's heartbeat would keep renewing.
+            let reason = format!(
+                "released by {}: its inputs could not be read: {e}",
+                shared.owner
+            );
+            let released = executor::with_retries("handing back a task", || {
+                shared
+                    .store
+                    .task_release(task.execution_id, &task.task_id, task.attempt, &reason)
+            })
+            .await;
+            match released {
+                Ok(_) => tracing::warn!(
+                    execution = %task.execution_id, task = %task.task_id, error = %e,
+                    "could not read the task's inputs; handed the task back to run again"
+                ),
+                Err(re) => tracing::error!(
+                    execution = %task.execution_id, task = %task.task_id, error = %e, release_error = %re,
+                    "could not read the task's inputs nor hand the task back; lease recovery will run it again"
+                ),
+            }
+        }
     }
     handed
 }
@@ -907,9 +981,9 @@ fn schedule_wake(shared: &Arc<Shared>, at: i64) {
 async fn signal_loop(shared: Arc<Shared>, mut signals: broadcast::Receiver<StoreSignal>) {
     loop {
         match signals.recv().await {
-            Ok(StoreSignal::TasksReady) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                shared.wake.notify_one()
-            }
+            Ok(StoreSignal::TasksReady)
+            | Ok(StoreSignal::Resync)
+            | Err(broadcast::error::RecvError::Lagged(_)) => shared.wake.notify_one(),
             Ok(StoreSignal::ExecutionChanged(id)) | Ok(StoreSignal::ExecutionFinished(id)) => {
                 shared.wake.notify_one();
                 let tracked = lock(&shared.running).contains_key(&id);
@@ -933,7 +1007,11 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
             continue;
         }
         let until = now_ms() + shared.config.lease.as_millis() as i64;
-        if let Err(e) = shared.store.lease_renew(&shared.owner, until).await {
+        let renewed = executor::with_retries("renewing leases", || {
+            shared.store.lease_renew(&shared.owner, until)
+        })
+        .await;
+        if let Err(e) = renewed {
             tracing::warn!(error = %e, "renewing leases failed; will retry at the next heartbeat");
         }
     }

@@ -128,25 +128,59 @@ impl StoreError {
         }
     }
 
-    /// True when retrying the same operation later may succeed (lost connection, busy database).
+    /// True when retrying the same operation later may succeed: the connection was lost,
+    /// closed, reset or refused, the server is shutting down or restarting, a serialization
+    /// failure or deadlock, or SQLite is busy or locked by another connection. A request the
+    /// database refused on its merits, a full disk or a damaged file is not transient: retrying
+    /// it cannot help.
     pub fn is_transient(&self) -> bool {
+        use diesel::result::DatabaseErrorKind as K;
         match self.inner() {
-            StoreError::Pool(_)
-            | StoreError::Connect { .. }
-            | StoreError::WriterGone
-            | StoreError::Commit(_) => true,
-            StoreError::Query(e) => matches!(
-                e,
+            StoreError::Pool(_) | StoreError::Connect { .. } | StoreError::WriterGone => true,
+            // A failed batch carries its cause's text: a lost connection is worth retrying, a
+            // full disk or a constraint checked at commit is not.
+            StoreError::Commit(message) => transient_message(message),
+            StoreError::Query(e) => match e {
                 diesel::result::Error::DatabaseError(
-                    diesel::result::DatabaseErrorKind::ClosedConnection
-                        | diesel::result::DatabaseErrorKind::SerializationFailure
-                        | diesel::result::DatabaseErrorKind::Unknown,
-                    _
-                ) | diesel::result::Error::BrokenTransactionManager
-            ),
+                    K::ClosedConnection | K::UnableToSendCommand | K::SerializationFailure,
+                    _,
+                )
+                | diesel::result::Error::BrokenTransactionManager => true,
+                diesel::result::Error::DatabaseError(K::Unknown, info) => {
+                    transient_message(info.message())
+                }
+                _ => false,
+            },
             _ => false,
         }
     }
+}
+
+/// Whether a database error without a specific kind (diesel reports these as `Unknown`) says
+/// the connection or the database is temporarily unavailable.
+pub(crate) fn transient_message(message: &str) -> bool {
+    const TRANSIENT: [&str; 16] = [
+        // SQLite: SQLITE_BUSY and SQLITE_LOCKED.
+        "database is locked",
+        "database table is locked",
+        "database schema is locked",
+        // PostgreSQL: admin_shutdown, crash_shutdown, cannot_connect_now, idle timeouts.
+        "terminating connection",
+        "the database system is",
+        "server closed the connection",
+        "connection closed",
+        "connection reset",
+        "connection refused",
+        "broken pipe",
+        "deadlock detected",
+        "could not serialize access",
+        "canceling statement due to conflict with recovery",
+        "no connection to the server",
+        "error communicating with the server",
+        "unexpected eof",
+    ];
+    let message = message.to_ascii_lowercase();
+    TRANSIENT.iter().any(|t| message.contains(t))
 }
 
 pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {

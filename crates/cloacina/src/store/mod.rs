@@ -277,26 +277,62 @@ macro_rules! dispatch {
             Err(e) => Err($self.failed(e)),
         }
     }};
-    (read $self:ident, |$c:ident| $body:expr) => {{
-        $self.inner.reads.fetch_add(1, Ordering::Relaxed);
-        match &$self.inner.backend {
-            Backend::Sqlite(s) => {
-                s.read(move |$c| {
-                    use sqlite::ops;
-                    Box::pin(async move { $body.await })
-                })
-                .await
-            }
-            Backend::Postgres(p) => {
-                p.read(move |$c| {
-                    use postgres::ops;
-                    Box::pin(async move { $body.await })
-                })
-                .await
+    (read $self:ident, |$c:ident| $body:expr) => {
+        dispatch!(read $self, [], |$c| $body)
+    };
+    // Reads are idempotent: a transient failure (a pooled connection the server closed, a
+    // locked database) is retried a few times with backoff. The listed arguments are cloned
+    // for each attempt.
+    (read $self:ident, [$($arg:ident),*], |$c:ident| $body:expr) => {{
+        let mut retry = ReadRetry::default();
+        loop {
+            $(let $arg = $arg.clone();)*
+            $self.inner.reads.fetch_add(1, Ordering::Relaxed);
+            let result = match &$self.inner.backend {
+                Backend::Sqlite(s) => {
+                    s.read(move |$c| {
+                        use sqlite::ops;
+                        Box::pin(async move { $body.await })
+                    })
+                    .await
+                }
+                Backend::Postgres(p) => {
+                    p.read(move |$c| {
+                        use postgres::ops;
+                        Box::pin(async move { $body.await })
+                    })
+                    .await
+                }
+            };
+            match result {
+                Err(e) if !$self.inner.closed.load(Ordering::Relaxed) && retry.again(&e).await => {}
+                other => break other.map_err(|e| $self.failed(e)),
             }
         }
-        .map_err(|e| $self.failed(e))
     }};
+}
+
+/// Retries of one read: a few, with exponential backoff, only for transient errors.
+#[derive(Default)]
+struct ReadRetry {
+    tries: u32,
+}
+
+impl ReadRetry {
+    const MAX_TRIES: u32 = 5;
+
+    /// Waits before the next attempt and returns true, or false when `e` is not transient or
+    /// the retries are used up.
+    async fn again(&mut self, e: &StoreError) -> bool {
+        if !e.is_transient() || self.tries >= Self::MAX_TRIES {
+            return false;
+        }
+        self.tries += 1;
+        let delay = std::time::Duration::from_millis(50 << (self.tries - 1));
+        tracing::warn!(error = %e, tries = self.tries, retry_in_ms = delay.as_millis() as u64, "reading from the database failed transiently; retrying the read");
+        tokio::time::sleep(delay).await;
+        true
+    }
 }
 
 /// Stores opened on the same SQLite file in one process share one signal bus, so a runner
@@ -549,13 +585,13 @@ impl Store {
         &self,
         filter: ExecutionFilter,
     ) -> Result<Vec<ExecutionRecord>, StoreError> {
-        dispatch!(read self, |c| ops::execution_list(c, filter))
+        dispatch!(read self, [filter], |c| ops::execution_list(c, filter))
     }
 
     /// How many executions have one of `statuses` (one indexed count, whatever the number).
     pub async fn execution_count(&self, statuses: &[ExecutionStatus]) -> Result<i64, StoreError> {
         let statuses = statuses.to_vec();
-        dispatch!(read self, |c| ops::execution_count(c, statuses))
+        dispatch!(read self, [statuses], |c| ops::execution_count(c, statuses))
     }
 
     /// Stops new tasks from starting; running ones finish.
@@ -603,7 +639,7 @@ impl Store {
         execution: Uuid,
         tasks: Vec<String>,
     ) -> Result<Vec<(String, TaskStatus)>, StoreError> {
-        dispatch!(read self, |c| ops::task_statuses(c, execution, tasks))
+        dispatch!(read self, [tasks], |c| ops::task_statuses(c, execution, tasks))
     }
 
     /// Leases ready tasks to `req.owner`; each claim bumps the task's attempt (fencing token).
@@ -744,7 +780,7 @@ impl Store {
         &self,
         filter: CronScheduleFilter,
     ) -> Result<Vec<CronScheduleRecord>, StoreError> {
-        dispatch!(read self, |c| ops::cron_schedule_list(c, filter))
+        dispatch!(read self, [filter], |c| ops::cron_schedule_list(c, filter))
     }
 
     /// The earliest cursor of any schedule, or `None` without schedules.
@@ -788,7 +824,7 @@ impl Store {
         owner: &str,
     ) -> Result<Option<Context>, StoreError> {
         let owner = owner.to_string();
-        dispatch!(read self, |c| ops::context_get(c, execution, owner))
+        dispatch!(read self, [owner], |c| ops::context_get(c, execution, owner))
     }
 
     /// The documents of `owners` that exist.
@@ -797,6 +833,6 @@ impl Store {
         execution: Uuid,
         owners: Vec<String>,
     ) -> Result<BTreeMap<String, Context>, StoreError> {
-        dispatch!(read self, |c| ops::contexts_get(c, execution, owners))
+        dispatch!(read self, [owners], |c| ops::contexts_get(c, execution, owners))
     }
 }

@@ -330,8 +330,10 @@ async fn listen(url: String, channel: String, signals: broadcast::Sender<StoreSi
                     .is_ok()
                 {
                     backoff = Duration::from_millis(100);
-                    // A reconnect may have missed signals: wake everyone once.
+                    // Notifications sent while the connection was down are lost: every
+                    // runner looks for ready work and every waiter re-checks once.
                     let _ = signals.send(StoreSignal::TasksReady);
+                    let _ = signals.send(StoreSignal::Resync);
                     let mut stream = std::pin::pin!(conn.notifications_stream());
                     while let Some(Ok(n)) = stream.next().await {
                         if let Some(s) = StoreSignal::decode(&n.payload) {

@@ -442,6 +442,9 @@ pub enum StoreSignal {
     ExecutionFinished(Uuid),
     /// An execution was paused, resumed or cancelled.
     ExecutionChanged(Uuid),
+    /// Signals may have been lost (the PostgreSQL notification connection was re-established
+    /// after an outage): whoever waits for one should look at the database again.
+    Resync,
 }
 
 impl StoreSignal {
@@ -450,12 +453,15 @@ impl StoreSignal {
             StoreSignal::TasksReady => "ready".to_string(),
             StoreSignal::ExecutionFinished(id) => format!("done:{id}"),
             StoreSignal::ExecutionChanged(id) => format!("changed:{id}"),
+            StoreSignal::Resync => "resync".to_string(),
         }
     }
 
     pub(crate) fn decode(payload: &str) -> Option<Self> {
-        if payload == "ready" {
-            return Some(StoreSignal::TasksReady);
+        match payload {
+            "ready" => return Some(StoreSignal::TasksReady),
+            "resync" => return Some(StoreSignal::Resync),
+            _ => {}
         }
         let (kind, id) = payload.split_once(':')?;
         let id = Uuid::parse_str(id).ok()?;

@@ -18,6 +18,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use diesel_async::SimpleAsyncConnection;
 use tokio::sync::{mpsc, oneshot};
@@ -28,6 +29,14 @@ use crate::workflow::BoxFuture;
 
 /// Most writes one transaction takes; bounds commit latency under heavy load.
 const MAX_BATCH: usize = 512;
+
+/// How long the writer keeps retrying a batch whose transaction cannot begin for a transient
+/// reason (lost connection, restarting server, database locked by another process) before it
+/// answers the batch's writes with the error.
+const BEGIN_RETRY_FOR: Duration = Duration::from_secs(30);
+/// The first and the longest wait between those retries (doubling in between).
+const BEGIN_RETRY_FIRST: Duration = Duration::from_millis(50);
+const BEGIN_RETRY_MAX: Duration = Duration::from_secs(2);
 
 type Deliver = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 
@@ -414,6 +423,7 @@ async fn writer_loop<C: SimpleAsyncConnection + Send, M: Merge<C>>(
             state.begin,
             &merge,
             &state.health,
+            reconnect.as_ref(),
         )
         .await;
         match outcome {
@@ -490,12 +500,12 @@ async fn run_batch<C: SimpleAsyncConnection + Send, M: Merge<C>>(
     begin: &'static str,
     merge: &M,
     health: &WriteHealth,
+    reconnect: Option<&Reconnect<C>>,
 ) -> Result<(), StoreError> {
     let single = jobs.len() + merged.len() == 1;
     // Health is recorded before any caller hears back, so a caller that saw its write fail
     // (or succeed) reads a health that already says so.
-    if let Err(e) = conn.batch_execute(begin).await {
-        let err = StoreError::Query(e);
+    if let Err(err) = begin_retrying(conn, begin, health, reconnect).await {
         health.failed(&err.to_string());
         for job in jobs.drain(..) {
             (job.fail)(&err);
@@ -583,15 +593,28 @@ async fn run_batch<C: SimpleAsyncConnection + Send, M: Merge<C>>(
         }
     }
     let outcome = match failure {
+        // The transaction never committed: a retry cannot apply anything twice.
+        Some(e) if e.is_transient() => Err(StoreError::Commit(format!(
+            "{e} (before the commit: nothing was committed, so the writes can be retried)"
+        ))),
         Some(e) => Err(e),
         None if lone_failed => conn
             .batch_execute("ROLLBACK")
             .await
             .map_err(StoreError::Query),
-        None => conn
-            .batch_execute("COMMIT")
-            .await
-            .map_err(StoreError::Query),
+        None => conn.batch_execute("COMMIT").await.map_err(|e| {
+            // The acknowledgement of a COMMIT that was sent may be what got lost: the writes
+            // may have been applied. Fenced and status-checked writes are safe to retry (a
+            // retry finds them done); see the storage documentation.
+            let e = StoreError::Query(e);
+            if e.is_transient() {
+                StoreError::Commit(format!(
+                    "{e} (during the commit: the writes may or may not have been applied)"
+                ))
+            } else {
+                e
+            }
+        }),
     };
     if outcome.is_err() {
         let _ = conn.batch_execute("ROLLBACK").await;
@@ -613,6 +636,56 @@ async fn run_batch<C: SimpleAsyncConnection + Send, M: Merge<C>>(
         let _ = reply.send(out);
     }
     outcome
+}
+
+/// Opens the batch's transaction. A transient failure (lost connection, restarting server,
+/// database locked by another process) is retried with bounded exponential backoff,
+/// reconnecting first when the connection is gone: nothing of the batch has run yet, so a
+/// retry cannot apply anything twice, and the batch's callers only wait.
+async fn begin_retrying<C: SimpleAsyncConnection + Send>(
+    conn: &mut C,
+    begin: &'static str,
+    health: &WriteHealth,
+    reconnect: Option<&Reconnect<C>>,
+) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    let mut delay = BEGIN_RETRY_FIRST;
+    let mut tries: u32 = 0;
+    loop {
+        let err = match conn.batch_execute(begin).await {
+            Ok(()) => return Ok(()),
+            Err(e) => StoreError::Query(e),
+        };
+        if !err.is_transient() || started.elapsed() + delay > BEGIN_RETRY_FOR {
+            return Err(if tries > 0 {
+                StoreError::Commit(format!(
+                    "{err} (still failing after {tries} retries over {} s; nothing was committed, so the writes can be retried)",
+                    started.elapsed().as_secs()
+                ))
+            } else {
+                err
+            });
+        }
+        tries += 1;
+        health.failed(&err.to_string());
+        tracing::warn!(
+            error = %err, tries, retry_in_ms = delay.as_millis() as u64,
+            "the database writer cannot begin a transaction; retrying the batch (none of its writes has run)"
+        );
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(BEGIN_RETRY_MAX);
+        if let Some(reconnect) = reconnect
+            && conn.batch_execute("SELECT 1").await.is_err()
+        {
+            match reconnect().await {
+                Ok(fresh) => {
+                    tracing::info!("database writer reconnected");
+                    *conn = fresh;
+                }
+                Err(e) => tracing::warn!(error = %e, "database writer cannot reconnect yet"),
+            }
+        }
+    }
 }
 
 /// Writes the merged items together; if that fails, undoes it and writes each alone, each in
