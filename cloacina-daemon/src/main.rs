@@ -398,6 +398,4 @@ impl std::io::Write for LockedWriter {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use cloacina::sync::lock;

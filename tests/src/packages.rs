@@ -105,7 +105,7 @@ pub fn example_as_version(name: &'static str, version: &str) -> (PathBuf, PathBu
     static BUILT: OnceLock<Mutex<HashMap<String, (PathBuf, PathBuf)>>> = OnceLock::new();
     let key = format!("{name}-{version}");
     let built = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
-    let mut built = built.lock().unwrap_or_else(|p| p.into_inner());
+    let mut built = cloacina::sync::lock(built);
     if let Some(found) = built.get(&key) {
         return found.clone();
     }

@@ -234,7 +234,7 @@ impl Host {
 
     /// How long [`Host::shutdown`] waits for running tasks.
     pub fn shutdown_timeout(&self) -> Duration {
-        *crate::engine::lock(&self.shutdown_timeout)
+        *crate::sync::lock(&self.shutdown_timeout)
     }
 
     /// Applies new settings while the host runs (a configuration reload).
@@ -242,7 +242,7 @@ impl Host {
         self.cron.set_config(settings.cron);
         self.triggers.set_config(settings.triggers);
         self.reconciler.set_signature_policy(settings.signatures);
-        *crate::engine::lock(&self.shutdown_timeout) = settings.shutdown_timeout;
+        *crate::sync::lock(&self.shutdown_timeout) = settings.shutdown_timeout;
     }
 
     /// Stops everything in the order of the module documentation, draining running tasks for

@@ -13,6 +13,7 @@ pub mod reconciler;
 pub mod registry;
 pub mod schedule;
 pub mod store;
+pub mod sync;
 
 /// The authoring types (`Context`, `Task`, `Workflow`, ...), shared with packages.
 pub mod workflow {

@@ -9,7 +9,7 @@ use futures::FutureExt;
 use tokio::sync::watch;
 
 use super::cache::ContextCache;
-use super::lock;
+use crate::sync::lock;
 
 use crate::store::{
     AttemptOutcome, ClaimedTask, INPUT_CONTEXT, Store, StoreError, TaskStatus, now_ms,

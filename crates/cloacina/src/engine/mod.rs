@@ -643,17 +643,7 @@ async fn wait_for_finish(signals: &mut broadcast::Receiver<StoreSignal>, id: Uui
     }
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn read_lock<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write_lock<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|p| p.into_inner())
-}
+use crate::sync::{lock, read as read_lock, write as write_lock};
 
 impl Shared {
     fn registered_names(&self) -> Vec<String> {

@@ -260,7 +260,7 @@ struct Registry {
 static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(|| Mutex::new(Registry::default()));
 
 fn registry() -> std::sync::MutexGuard<'static, Registry> {
-    REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
+    crate::sync::lock(&REGISTRY)
 }
 
 /// How many times this process has asked the dynamic loader to open the library with this

@@ -282,9 +282,7 @@ pub struct Reconciler {
     signatures: Mutex<SignaturePolicy>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::sync::lock;
 
 impl Reconciler {
     /// `cache_dir` holds the content-addressed copies of package libraries.

@@ -40,7 +40,7 @@ mod info;
 mod reactor;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use cloacina_workflow::package::{Criterion, GraphDescription, ReactorDescription, ReactorRef};
@@ -427,10 +427,7 @@ impl ReactorRegistry {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.inner.state)
     }
 
     // -----------------------------------------------------------------------------------------

@@ -429,10 +429,7 @@ struct CronInner {
 
 impl CronInner {
     fn config(&self) -> CronConfig {
-        self.config
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::sync::read(&self.config).clone()
     }
 }
 
@@ -499,7 +496,7 @@ impl CronScheduler {
     /// sweep use them, and the loop wakes at once so a shorter recovery interval or tick takes
     /// effect now.
     pub fn set_config(&self, config: CronConfig) {
-        *self.inner.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+        *crate::sync::write(&self.inner.config) = config;
         self.inner.reset_sweep.store(true, Ordering::SeqCst);
         self.inner.wake.notify_one();
     }
@@ -516,7 +513,7 @@ impl CronScheduler {
 
     /// Whether the background loop runs.
     pub fn is_running(&self) -> bool {
-        crate::engine::lock(&self.inner.task)
+        crate::sync::lock(&self.inner.task)
             .as_ref()
             .is_some_and(|h| !h.is_finished())
     }
@@ -525,7 +522,7 @@ impl CronScheduler {
     /// windows missed while the process was down are handled on start-up), then passes at each
     /// due instant. Calling it again while it runs does nothing.
     pub fn start(&self) {
-        let mut task = crate::engine::lock(&self.inner.task);
+        let mut task = crate::sync::lock(&self.inner.task);
         if task.as_ref().is_some_and(|h| !h.is_finished()) {
             return;
         }
@@ -545,7 +542,7 @@ impl CronScheduler {
     pub async fn stop(&self) {
         self.inner.stop.send_replace(true);
         self.inner.wake.notify_one();
-        let handle = crate::engine::lock(&self.inner.task).take();
+        let handle = crate::sync::lock(&self.inner.task).take();
         if let Some(mut handle) = handle
             && tokio::time::timeout(Duration::from_secs(10), &mut handle)
                 .await

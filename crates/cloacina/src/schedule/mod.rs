@@ -121,7 +121,7 @@ pub(crate) struct Notes<K: std::hash::Hash + Eq> {
 impl<K: std::hash::Hash + Eq> Notes<K> {
     /// True when `message` differs from the last one noted for `key` (so it should be logged).
     pub(crate) fn note(&self, key: K, message: &str) -> bool {
-        let mut last = crate::engine::lock(&self.last);
+        let mut last = crate::sync::lock(&self.last);
         match last.get(&key) {
             Some(m) if m == message => false,
             _ => {
@@ -133,6 +133,6 @@ impl<K: std::hash::Hash + Eq> Notes<K> {
 
     /// Forgets `key`'s problem; returns it, if there was one (to log the recovery once).
     pub(crate) fn clear(&self, key: &K) -> Option<String> {
-        crate::engine::lock(&self.last).remove(key)
+        crate::sync::lock(&self.last).remove(key)
     }
 }

@@ -29,9 +29,10 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::{Clock, ScheduleError, SystemClock};
-use crate::engine::{Runner, lock};
+use crate::engine::Runner;
 use crate::package::loader::LoadedPackage;
 use crate::store::{Millis, Store, SubmitOptions, SubmitOutcome};
+use crate::sync::lock;
 use crate::workflow::package::TriggerDescription;
 use crate::workflow::{Context, PollOutcome};
 
@@ -206,10 +207,7 @@ struct TriggerInner {
 
 impl TriggerInner {
     fn config(&self) -> TriggerConfig {
-        self.config
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::sync::read(&self.config).clone()
     }
 }
 
@@ -307,7 +305,7 @@ impl TriggerScheduler {
     /// interval is recomputed against the new base and applies from its next poll.
     pub fn set_config(&self, config: TriggerConfig) {
         let base = config.base_interval;
-        *self.inner.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+        *crate::sync::write(&self.inner.config) = config;
         for registered in lock(&self.inner.packages).values().flatten() {
             registered.state.set_interval(base);
         }

@@ -347,10 +347,7 @@ fn shared_sqlite_bus(
     static BUSES: OnceLock<Mutex<HashMap<PathBuf, broadcast::WeakSender<StoreSignal>>>> =
         OnceLock::new();
     let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut buses = BUSES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let mut buses = crate::sync::lock(BUSES.get_or_init(Default::default));
     buses.retain(|_, weak| weak.upgrade().is_some());
     if let Some(existing) = buses.get(&key).and_then(|w| w.upgrade()) {
         return existing;

@@ -105,7 +105,7 @@ impl WriteHealth {
 
     fn succeeded(&self) {
         if self.failing.load(Ordering::Acquire) {
-            *self.last.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            *crate::sync::lock(&self.last) = None;
             self.failing.store(false, Ordering::Release);
         }
     }
@@ -113,7 +113,7 @@ impl WriteHealth {
     fn failed(&self, error: &str) {
         let now = now_ms();
         let message = format!("{}: {error}", self.database);
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = crate::sync::lock(&self.last);
         match last.as_mut() {
             Some(f) => {
                 f.message = message;
@@ -137,13 +137,13 @@ impl WriteHealth {
         if !self.failing.load(Ordering::Acquire) {
             return None;
         }
-        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        crate::sync::lock(&self.last).clone()
     }
 
     /// The writer is gone (closed, or its thread or task ended): nothing can commit any more.
     fn stopped(&self) -> WriteFailure {
         let now = now_ms();
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = crate::sync::lock(&self.last);
         let since = last.as_ref().map_or(now, |f| f.since);
         let failure = WriteFailure {
             message: format!("{}: {}", self.database, StoreError::WriterGone),
