@@ -243,7 +243,7 @@ fn cron_fires_on_schedule_and_stop_drains_the_task_in_flight() {
     );
 }
 
-/// spec/000 recipe 2 in daemon mode: removing the publisher's file while its subscriber is
+/// The unload guide's cross-package recipe in daemon mode: removing the publisher's file while its subscriber is
 /// loaded is refused by the guard (publisher stays loaded; status and log say why); removing
 /// the subscriber's file too then completes both unloads.
 #[test]

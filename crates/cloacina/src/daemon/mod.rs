@@ -1,4 +1,4 @@
-//! The workstation daemon's rules (DESIGN §8): its PID file, its watch folders and the package
+//! The workstation daemon's rules (docs/daemon.md): its PID file, its watch folders and the package
 //! archives in them (the reconciler's desired set), and its health socket. The
 //! `cloacina-daemon` binary wires these to the runner and the reconciler and handles signals.
 

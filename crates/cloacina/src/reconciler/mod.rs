@@ -1,6 +1,6 @@
 //! The reconciler: makes the set of loaded packages match a desired set (files in watched
 //! folders for the daemon; rows in the database for the server), through the six ordered steps
-//! of [`steps`] (DESIGN §7).
+//! of [`steps`] (docs/reconciler.md).
 //!
 //! Rules it keeps:
 //! - The bound-subscriber guard is checked before unload step 1: a refused unload changes

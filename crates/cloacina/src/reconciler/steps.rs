@@ -1,5 +1,5 @@
-//! The reconciler's pipeline: six load steps and the same six, reversed, for unload
-//! (DESIGN §7; the unload guide in the spec). Every step is idempotent — a step that finds
+//! The reconciler's pipeline: six load steps and the same six, reversed, for unload (see
+//! docs/reconciler.md). Every step is idempotent — a step that finds
 //! nothing to do succeeds — so rerunning an unload picks up where a failed one stopped.
 //!
 //! | load | unload |

@@ -1,5 +1,5 @@
 //! The reactor registry: reactors with their accumulators, the computation graphs bound to
-//! them and the trigger-less graphs, and the bound-subscriber guard (DESIGN §6).
+//! them and the trigger-less graphs, and the bound-subscriber guard (docs/reactors.md).
 //!
 //! One [`ReactorRegistry`] per runtime (it is a cheap `Clone`). The reconciler drives it
 //! through the load and unload steps; every call is idempotent:

@@ -76,7 +76,7 @@ impl TaskStatus {
     }
 }
 
-/// Kinds of execution events, one per state transition (DESIGN §4.7).
+/// Kinds of execution events, one per state transition (docs/concepts.md).
 pub mod event_kind {
     pub const EXECUTION_CREATED: &str = "execution_created";
     pub const EXECUTION_STARTED: &str = "execution_started";
