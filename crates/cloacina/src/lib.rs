@@ -22,6 +22,6 @@ pub mod workflow {
 
 pub use cloacina_macros::{task, workflow};
 pub use cloacina_workflow;
-pub use engine::{DefaultRunner, EngineError, ExecutionResult, Runner, RunnerConfig};
+pub use engine::{EngineError, ExecutionResult, Runner, RunnerConfig};
 pub use host::{Host, HostConfig};
 pub use store::{Store, StoreError};

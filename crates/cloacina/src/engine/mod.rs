@@ -172,9 +172,6 @@ const OUTAGE_RECHECK: Duration = Duration::from_millis(500);
 /// Context documents kept in memory per runner (inputs it submitted, outputs it committed).
 const CONTEXT_CACHE_ENTRIES: usize = 4096;
 
-/// The runner the daemon and server use.
-pub type DefaultRunner = Runner;
-
 impl Runner {
     /// Opens the database at `url` (`sqlite://...` or `postgres://...`) and starts the runner.
     pub async fn open(url: &str, config: RunnerConfig) -> Result<Runner, EngineError> {
