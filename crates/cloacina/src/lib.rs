@@ -7,6 +7,7 @@
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod error;
 pub mod package;
 pub mod reconciler;
 pub mod registry;

@@ -26,6 +26,17 @@ pub enum DaemonError {
     Unreachable { path: String, message: String },
 }
 
+impl crate::error::ErrorCode for DaemonError {
+    fn code(&self) -> &'static str {
+        match self {
+            DaemonError::AlreadyRunning { .. } => "daemon_running",
+            DaemonError::Io { .. } => "io_failed",
+            DaemonError::Config(_) => "config_invalid",
+            DaemonError::Unreachable { .. } => "daemon_unreachable",
+        }
+    }
+}
+
 /// Removes the scratch directories (`<library cache>/unpack/*`) that a daemon killed while
 /// unpacking an archive left behind. Called at start, under the PID lock: no other daemon of
 /// this home runs, so only entries named after a process that is still alive (another program

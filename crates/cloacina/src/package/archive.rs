@@ -226,11 +226,10 @@ pub enum ArchiveError {
     MissingManifest { archive: String },
 
     /// The archive's `package.toml` is invalid.
-    #[error("{source}; nothing was unpacked. Fix package.toml and pack the archive again")]
+    #[error("{cause}; nothing was unpacked. Fix package.toml and pack the archive again")]
     InvalidManifest {
         archive: String,
-        #[source]
-        source: ManifestError,
+        cause: ManifestError,
     },
 
     /// [`unpack`] does not overwrite.
@@ -1250,9 +1249,9 @@ fn unpack_into(
             message: "it is not valid UTF-8".to_string(),
         }),
     }
-    .map_err(|source| ArchiveError::InvalidManifest {
+    .map_err(|cause| ArchiveError::InvalidManifest {
         archive: shown.to_string(),
-        source,
+        cause,
     })?;
 
     libraries.sort();
@@ -1341,10 +1340,10 @@ pub fn read_manifest(path: &Path) -> Result<Manifest, ArchiveError> {
             .take(MANIFEST_MAX_BYTES)
             .read_to_string(&mut text)
             .map_err(|e| corrupt(printable(&e.to_string(), 120)))?;
-        return Manifest::parse(&text, &format!("{shown} (package.toml)")).map_err(|source| {
+        return Manifest::parse(&text, &format!("{shown} (package.toml)")).map_err(|cause| {
             ArchiveError::InvalidManifest {
                 archive: shown,
-                source,
+                cause,
             }
         });
     }

@@ -466,7 +466,7 @@ async fn after_savepoint<C: SimpleAsyncConnection + Send>(
         (false, true) => "ROLLBACK TO SAVEPOINT job",
         (false, false) => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job",
     };
-    conn.batch_execute(sql).await.map_err(StoreError::Query)
+    conn.batch_execute(sql).await.map_err(StoreError::from)
 }
 
 type Answer<M, C> = (
@@ -488,7 +488,7 @@ async fn run_batch<C: SimpleAsyncConnection + Send, M: Merge<C>>(
     // Health is recorded before any caller hears back, so a caller that saw its write fail
     // (or succeed) reads a health that already says so.
     if let Err(e) = conn.batch_execute(begin).await {
-        let err = StoreError::Query(e);
+        let err = StoreError::from(e);
         health.failed(&err.to_string());
         for job in jobs.drain(..) {
             (job.fail)(&err);
@@ -513,7 +513,7 @@ async fn run_batch<C: SimpleAsyncConnection + Send, M: Merge<C>>(
             && i == 0
             && let Err(e) = conn.batch_execute("SAVEPOINT job").await
         {
-            let err = StoreError::Query(e);
+            let err = StoreError::from(e);
             (job.fail)(&err);
             failure = Some(err);
             continue;
@@ -580,11 +580,8 @@ async fn run_batch<C: SimpleAsyncConnection + Send, M: Merge<C>>(
         None if lone_failed => conn
             .batch_execute("ROLLBACK")
             .await
-            .map_err(StoreError::Query),
-        None => conn
-            .batch_execute("COMMIT")
-            .await
-            .map_err(StoreError::Query),
+            .map_err(StoreError::from),
+        None => conn.batch_execute("COMMIT").await.map_err(StoreError::from),
     };
     if outcome.is_err() {
         let _ = conn.batch_execute("ROLLBACK").await;
