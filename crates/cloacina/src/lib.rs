@@ -3,6 +3,7 @@
 //!
 //! Modules follow the concepts of the design: [`workflow`] (authoring types, re-exported from
 //! `cloacina-workflow`), [`store`] (storage on both backends), [`engine`] (the durable runner).
+//! Every public error has a stable machine code: see [`error`].
 
 pub mod config;
 pub mod daemon;
@@ -22,4 +23,5 @@ pub mod workflow {
 pub use cloacina_macros::{task, workflow};
 pub use cloacina_workflow;
 pub use engine::{DefaultRunner, EngineError, ExecutionResult, Runner, RunnerConfig};
+pub use error::{ErrorCode, ErrorKind};
 pub use store::{Store, StoreError};
