@@ -18,8 +18,8 @@ pub enum DaemonError {
     AlreadyRunning { pid: Option<i32>, path: String },
     #[error("{path}: {message}")]
     Io { path: String, message: String },
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error(
         "cannot reach the daemon at {path}: {message}; is it running? start it with 'cloacinactl daemon start'"
     )]
@@ -31,7 +31,7 @@ impl crate::error::ErrorCode for DaemonError {
         match self {
             DaemonError::AlreadyRunning { .. } => "daemon_running",
             DaemonError::Io { .. } => "io_failed",
-            DaemonError::Config(_) => "config_invalid",
+            DaemonError::Config(e) => crate::error::ErrorCode::code(e),
             DaemonError::Unreachable { .. } => "daemon_unreachable",
         }
     }

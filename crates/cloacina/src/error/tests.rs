@@ -334,7 +334,7 @@ fn signature_errors() -> Vec<SignatureError> {
         },
         SignatureError::TrustedKey {
             path: s(),
-            message: s(),
+            cause: Box::new(SignatureError::KeyNotFound { path: s() }),
         },
         SignatureError::RequiredWithoutKeys,
         SignatureError::Missing {
@@ -702,7 +702,7 @@ fn every_error() -> Vec<(String, &'static str)> {
             path: s(),
             message: s(),
         },
-        DaemonError::Config(s()),
+        DaemonError::Config(ConfigError::NoHome),
         DaemonError::Unreachable {
             path: s(),
             message: s(),

@@ -112,8 +112,12 @@ pub enum SignatureError {
     Required { archive: String, sig: String },
 
     /// A key of `daemon.trusted_keys` cannot be used.
-    #[error("cannot use trusted key {path} (daemon.trusted_keys in config.toml): {message}")]
-    TrustedKey { path: String, message: String },
+    #[error("cannot use trusted key {path} (daemon.trusted_keys in config.toml): {cause}")]
+    TrustedKey {
+        path: String,
+        /// Why the key file cannot be used (its text is part of the message).
+        cause: Box<SignatureError>,
+    },
 
     /// `daemon.require_signatures` without any trusted key.
     #[error(
@@ -767,7 +771,7 @@ impl SignaturePolicy {
             let path = base.join(path);
             let key = load_public_key(&path).map_err(|e| SignatureError::TrustedKey {
                 path: shown_path(&path),
-                message: e.to_string(),
+                cause: Box::new(e),
             })?;
             keys.push(key);
         }
