@@ -241,8 +241,9 @@ fn archive_errors() -> Vec<ArchiveError> {
         ArchiveError::Io {
             action: "read",
             path: s(),
-            message: s(),
+            cause: std::io::Error::other("x"),
         },
+        ArchiveError::FileTooLarge { path: s(), size: 1 },
         ArchiveError::Corrupt {
             archive: s(),
             message: s(),
@@ -387,7 +388,7 @@ fn load_errors() -> Vec<LoadError> {
             package: package.clone(),
             file: file.clone(),
             action: "read",
-            message: s(),
+            cause: std::io::Error::other("x"),
         },
         LoadError::WrongTarget {
             package: package.clone(),

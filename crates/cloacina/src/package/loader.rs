@@ -83,13 +83,14 @@ pub enum LoadError {
         cause: ArchiveError,
     },
 
-    /// Reading the library or writing its cached copy failed.
-    #[error("package '{package}': cannot {action} {file}: {message}")]
+    /// Reading the library or writing its cached copy failed. The I/O error is kept typed
+    /// (its text is part of the message).
+    #[error("package '{package}': cannot {action} {file}: {cause}")]
     Io {
         package: String,
         file: String,
         action: &'static str,
-        message: String,
+        cause: std::io::Error,
     },
 
     /// The file is not a shared library for this host's platform.
@@ -669,7 +670,7 @@ fn load_as(
         package: package.clone(),
         file: shown_path(path),
         action,
-        message: e.to_string(),
+        cause: e,
     };
     let bytes = std::fs::read(library).map_err(|e| io("read", library, e))?;
     if let Err(found) = check_target(&bytes) {

@@ -96,7 +96,8 @@ impl ErrorCode for archive::ArchiveError {
             E::RecordTooLarge { .. }
             | E::TooManyEntries { .. }
             | E::EntryTooLarge { .. }
-            | E::TooLarge { .. } => "archive_too_large",
+            | E::TooLarge { .. }
+            | E::FileTooLarge { .. } => "archive_too_large",
             E::DestinationExists { .. } => "destination_exists",
             E::NoLibraryForTarget { .. } | E::SourceOnly { .. } => "no_library_for_target",
         }
