@@ -335,6 +335,11 @@ pub const CODES: &[CodeInfo] = &[
         "the signature is malformed, uses another algorithm, does not match the archive or is not valid",
     ),
     c(
+        "signing_failed",
+        Internal,
+        "the archive's digest could not be signed",
+    ),
+    c(
         "signature_untrusted",
         Invalid,
         "the archive is signed by a key that is not trusted",

@@ -304,7 +304,12 @@ fn signature_errors() -> Vec<SignatureError> {
         SignatureError::Io {
             action: "read",
             path: s(),
-            message: s(),
+            cause: std::io::Error::other("x"),
+        },
+        SignatureError::Archive(Box::new(ArchiveError::MissingManifest { archive: s() })),
+        SignatureError::Sign {
+            archive: s(),
+            problem: s(),
         },
         SignatureError::KeyExists { path: s() },
         SignatureError::KeyNotFound { path: s() },

@@ -109,6 +109,8 @@ impl ErrorCode for signing::SignatureError {
         use signing::SignatureError as E;
         match self {
             E::Io { .. } => "io_failed",
+            E::Archive(e) => e.code(),
+            E::Sign { .. } => "signing_failed",
             E::KeyExists { .. } => "key_exists",
             E::KeyNotFound { .. }
             | E::MalformedKey { .. }
