@@ -706,7 +706,11 @@ fn every_error() -> Vec<(String, &'static str)> {
         },
         DaemonError::Io {
             path: s(),
-            message: s(),
+            cause: std::io::Error::other("x"),
+        },
+        DaemonError::Listen {
+            path: s(),
+            cause: std::io::Error::other("x"),
         },
         DaemonError::Config(ConfigError::NoHome),
         DaemonError::Unreachable {
