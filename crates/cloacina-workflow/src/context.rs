@@ -23,6 +23,13 @@ pub enum ContextError {
     NotAnObject { found: &'static str },
 }
 
+impl ContextError {
+    /// The stable machine code (documented in the host's docs/errors.md).
+    pub fn code(&self) -> &'static str {
+        "context_invalid"
+    }
+}
+
 /// A task's working data: a JSON object, committed with the task's result.
 ///
 /// Keys are kept sorted (serde_json's default map), so a context serializes the same way

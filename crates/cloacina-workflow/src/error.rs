@@ -54,6 +54,20 @@ impl TaskError {
         }
     }
 
+    /// The stable machine code (documented in the host's docs/errors.md); [`TaskError::kind`]
+    /// is the finer name recorded in events.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TaskError::Failed(_)
+            | TaskError::Transient(_)
+            | TaskError::Permanent(_)
+            | TaskError::Panicked(_) => "task_failed",
+            TaskError::Timeout(_) => "task_timeout",
+            TaskError::Cancelled => "task_cancelled",
+            TaskError::Context(e) => e.code(),
+        }
+    }
+
     /// Turns a caught panic payload into a task error with the panic's message.
     pub fn from_panic(payload: &(dyn std::any::Any + Send)) -> Self {
         let msg = if let Some(s) = payload.downcast_ref::<&str>() {

@@ -86,6 +86,16 @@ pub enum GraphError {
     },
 }
 
+impl GraphError {
+    /// The stable machine code (documented in the host's docs/errors.md).
+    pub fn code(&self) -> &'static str {
+        match self {
+            GraphError::Invalid { .. } => "graph_invalid",
+            GraphError::Node { .. } => "graph_failed",
+        }
+    }
+}
+
 impl From<GraphError> for TaskError {
     fn from(e: GraphError) -> Self {
         match e {

@@ -58,6 +58,14 @@ pub enum RetryPolicyError {
     BadMultiplier(f64),
 }
 
+impl RetryPolicyError {
+    /// The stable machine code (documented in the host's docs/errors.md): an invalid policy
+    /// makes its workflow invalid.
+    pub fn code(&self) -> &'static str {
+        "workflow_invalid"
+    }
+}
+
 impl Default for RetryPolicy {
     /// Three attempts, exponential backoff from 1 s doubling, capped at 60 s, 10% jitter.
     fn default() -> Self {

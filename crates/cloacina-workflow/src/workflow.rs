@@ -49,12 +49,20 @@ pub enum WorkflowError {
         task: String,
         reference: String,
     },
-    #[error("retry policy of task '{task}' in workflow '{workflow}': {source}")]
+    /// The message includes the policy's error, so it is not also the `source()`.
+    #[error("retry policy of task '{task}' in workflow '{workflow}': {cause}")]
     RetryPolicy {
         workflow: String,
         task: String,
-        source: RetryPolicyError,
+        cause: RetryPolicyError,
     },
+}
+
+impl WorkflowError {
+    /// The stable machine code (documented in the host's docs/errors.md).
+    pub fn code(&self) -> &'static str {
+        "workflow_invalid"
+    }
 }
 
 /// The serializable description of a workflow: what a package tells the host, and what the
@@ -181,10 +189,10 @@ impl Workflow {
             let spec = t.spec();
             spec.retry
                 .validate()
-                .map_err(|source| WorkflowError::RetryPolicy {
+                .map_err(|cause| WorkflowError::RetryPolicy {
                     workflow: name.clone(),
                     task: spec.id.clone(),
-                    source,
+                    cause,
                 })?;
         }
         let wf = Workflow {

@@ -20,6 +20,12 @@ pub enum ConfigError {
     NoHome,
 }
 
+impl crate::error::ErrorCode for ConfigError {
+    fn code(&self) -> &'static str {
+        "config_invalid"
+    }
+}
+
 /// The whole `config.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -126,6 +132,12 @@ pub enum SettingError {
         value: String,
         allowed: String,
     },
+}
+
+impl crate::error::ErrorCode for SettingError {
+    fn code(&self) -> &'static str {
+        "config_invalid"
+    }
 }
 
 impl Bounds {

@@ -105,13 +105,21 @@ pub struct HostSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     #[error("cannot start the runner: {0}")]
-    Start(#[source] EngineError),
+    Start(EngineError),
     /// The drain could not hand back the leases of the tasks still running at the timeout;
     /// they are recovered once their leases expire. The store was closed anyway.
     #[error(
         "the runner's drain failed: {0}; tasks still running are recovered when their leases expire"
     )]
-    Drain(#[source] EngineError),
+    Drain(EngineError),
+}
+
+impl crate::error::ErrorCode for HostError {
+    fn code(&self) -> &'static str {
+        match self {
+            HostError::Start(e) | HostError::Drain(e) => e.code(),
+        }
+    }
 }
 
 /// One step of [`Host::shutdown`], in the order they run.

@@ -3,10 +3,12 @@
 //!
 //! Modules follow the concepts of the design: [`workflow`] (authoring types, re-exported from
 //! `cloacina-workflow`), [`store`] (storage on both backends), [`engine`] (the durable runner).
+//! Every public error has a stable machine code: see [`error`].
 
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod error;
 pub mod host;
 pub mod package;
 pub mod reconciler;
@@ -23,5 +25,6 @@ pub mod workflow {
 pub use cloacina_macros::{task, workflow};
 pub use cloacina_workflow;
 pub use engine::{EngineError, ExecutionResult, Runner, RunnerConfig};
+pub use error::{ErrorCode, ErrorKind};
 pub use host::{Host, HostConfig};
 pub use store::{Store, StoreError};

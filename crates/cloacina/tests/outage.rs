@@ -373,7 +373,7 @@ fn transient_errors_are_told_apart() {
     use cloacina::StoreError;
     use diesel::result::{DatabaseErrorKind as K, Error as E};
     let db = |kind, message: &str| {
-        StoreError::Query(E::DatabaseError(kind, Box::new(message.to_string())))
+        StoreError::from(E::DatabaseError(kind, Box::new(message.to_string())))
     };
     for transient in [
         db(K::Unknown, "database is locked"),

@@ -167,14 +167,21 @@ async fn guard_refuses_then_subscriber_first_succeeds(db: &TestDb) {
     );
     let plan = h.reconciler.plan_unload("pub").expect("plan");
     assert_eq!(plan.refused.as_deref(), Some(GUARD));
-    assert_eq!(
-        h.reconciler
-            .unload("pub")
-            .await
-            .expect_err("refused")
-            .to_string(),
-        GUARD
-    );
+    let refused = h.reconciler.unload("pub").await.expect_err("refused");
+    assert_eq!(refused.to_string(), GUARD);
+    // Typed for the edge: the server answers 409 `guard_refused` with the text verbatim.
+    {
+        use cloacina::{ErrorCode, ErrorKind};
+        let cloacina::reconciler::ReconcileError::Refused(refusal) = &refused else {
+            panic!("not a guard refusal: {refused:?}");
+        };
+        assert_eq!(refusal.to_string(), GUARD);
+        assert_eq!(refusal.refusals[0].reactor, "price_reactor");
+        assert_eq!(
+            (refused.code(), refused.kind(), refused.kind().http_status()),
+            ("guard_refused", ErrorKind::Conflict, 409)
+        );
+    }
     // Nothing changed: still loaded, serving and firing, shown as a refused unload of a
     // package that is no longer desired.
     let status = h.reconciler.status("pub").expect("still known");

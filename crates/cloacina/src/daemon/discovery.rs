@@ -23,7 +23,7 @@ pub fn watch_dirs(
         .chain(cli.iter().map(|p| expand_tilde(p)))
         .chain(config.iter().map(|p| expand_tilde(Path::new(p))));
     for dir in candidates {
-        let dir = dir.map_err(|e| DaemonError::Config(e.to_string()))?;
+        let dir = dir.map_err(DaemonError::Config)?;
         let dir = if dir.is_relative() {
             std::env::current_dir().map(|c| c.join(&dir)).unwrap_or(dir)
         } else {

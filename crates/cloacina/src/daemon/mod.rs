@@ -16,14 +16,30 @@ pub enum DaemonError {
         pid.map_or_else(|| "its pid is not written yet".to_string(), |p| format!("pid {p}"))
     )]
     AlreadyRunning { pid: Option<i32>, path: String },
-    #[error("{path}: {message}")]
-    Io { path: String, message: String },
-    #[error("{0}")]
-    Config(String),
+    /// A file or socket operation failed; the I/O error is kept typed (its text is part of
+    /// the message).
+    #[error("{path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
+    /// The health socket cannot be listened on.
+    #[error("{path}: cannot listen on the health socket: {cause}")]
+    Listen { path: String, cause: std::io::Error },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error(
         "cannot reach the daemon at {path}: {message}; is it running? start it with 'cloacinactl daemon start'"
     )]
     Unreachable { path: String, message: String },
+}
+
+impl crate::error::ErrorCode for DaemonError {
+    fn code(&self) -> &'static str {
+        match self {
+            DaemonError::AlreadyRunning { .. } => "daemon_running",
+            DaemonError::Io { .. } | DaemonError::Listen { .. } => "io_failed",
+            DaemonError::Config(e) => crate::error::ErrorCode::code(e),
+            DaemonError::Unreachable { .. } => "daemon_unreachable",
+        }
+    }
 }
 
 /// Removes the scratch directories (`<library cache>/unpack/*`) that a daemon killed while

@@ -73,14 +73,14 @@ pub fn read_pid(path: &Path) -> Result<Option<i32>, DaemonError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(text.trim().parse::<i32>().ok()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_error(path, &e)),
+        Err(e) => Err(io_error(path, e)),
     }
 }
 
-fn io_error(path: &Path, e: &std::io::Error) -> DaemonError {
+fn io_error(path: &Path, e: std::io::Error) -> DaemonError {
     DaemonError::Io {
         path: path.display().to_string(),
-        message: e.to_string(),
+        cause: e,
     }
 }
 
@@ -115,7 +115,7 @@ impl PidFile {
                 .create(true)
                 .truncate(false)
                 .open(path)
-                .map_err(|e| io_error(path, &e))?;
+                .map_err(|e| io_error(path, e))?;
             let deadline = Instant::now() + LOCK_RETRY;
             loop {
                 match file.try_lock() {
@@ -129,7 +129,7 @@ impl PidFile {
                             path: path.display().to_string(),
                         });
                     }
-                    Err(TryLockError::Error(e)) => return Err(io_error(path, &e)),
+                    Err(TryLockError::Error(e)) => return Err(io_error(path, e)),
                 }
             }
             // We may have locked a file its previous owner removed meanwhile: start over on
@@ -142,7 +142,7 @@ impl PidFile {
                 .and_then(|()| f.rewind())
                 .and_then(|()| writeln!(f, "{}", std::process::id()))
                 .and_then(|()| f.sync_all())
-                .map_err(|e| io_error(path, &e))?;
+                .map_err(|e| io_error(path, e))?;
             return Ok(PidFile {
                 path: path.to_path_buf(),
                 file,
@@ -198,7 +198,7 @@ impl Probe {
                 file,
             })),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_error(path, &e)),
+            Err(e) => Err(io_error(path, e)),
         }
     }
 
@@ -211,7 +211,7 @@ impl Probe {
                 Ok(false)
             }
             Err(TryLockError::WouldBlock) => Ok(true),
-            Err(TryLockError::Error(e)) => Err(io_error(&self.path, &e)),
+            Err(TryLockError::Error(e)) => Err(io_error(&self.path, e)),
         }
     }
 

@@ -162,12 +162,12 @@ pub async fn serve(
         // A live daemon is excluded by the PID file, so a socket file here is stale.
         std::fs::remove_file(path).map_err(|e| DaemonError::Io {
             path: path.display().to_string(),
-            message: e.to_string(),
+            cause: e,
         })?;
     }
-    let listener = UnixListener::bind(path).map_err(|e| DaemonError::Io {
+    let listener = UnixListener::bind(path).map_err(|e| DaemonError::Listen {
         path: path.display().to_string(),
-        message: format!("cannot listen on the health socket: {e}"),
+        cause: e,
     })?;
     Ok(tokio::spawn(async move {
         loop {

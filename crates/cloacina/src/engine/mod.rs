@@ -61,6 +61,20 @@ pub enum EngineError {
     Config(String),
 }
 
+impl crate::error::ErrorCode for EngineError {
+    fn code(&self) -> &'static str {
+        match self {
+            EngineError::Store(e) => e.code(),
+            EngineError::Workflow(e) => e.code(),
+            EngineError::UnknownWorkflow { .. } => "workflow_not_found",
+            EngineError::ExecutionNotFound(_) => "execution_not_found",
+            EngineError::WaitTimeout(..) => "wait_timeout",
+            EngineError::ShuttingDown => "shutting_down",
+            EngineError::Config(_) => "config_invalid",
+        }
+    }
+}
+
 /// How an execution ended (or stands, for `status`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExecutionResult {

@@ -153,13 +153,20 @@ pub enum ArchiveError {
         problem: String,
     },
 
-    /// Reading or writing a file failed.
-    #[error("cannot {action} {path}: {message}")]
+    /// Reading or writing a file failed. The I/O error is kept typed (its text is part of the
+    /// message).
+    #[error("cannot {action} {path}: {cause}")]
     Io {
         action: &'static str,
         path: String,
-        message: String,
+        cause: io::Error,
     },
+
+    /// The archive file is larger than [`MAX_ARCHIVE_BYTES`]: refused unread.
+    #[error(
+        "cannot load {path}: the file is {size} bytes, larger than the {MAX_ARCHIVE_BYTES}-byte limit of a .cloacina archive (MAX_ARCHIVE_BYTES); it was not read. Remove it from the watch folder"
+    )]
+    FileTooLarge { path: String, size: u64 },
 
     /// The bytes are not a gzip-compressed tar.
     #[error(
@@ -226,11 +233,10 @@ pub enum ArchiveError {
     MissingManifest { archive: String },
 
     /// The archive's `package.toml` is invalid.
-    #[error("{source}; nothing was unpacked. Fix package.toml and pack the archive again")]
+    #[error("{cause}; nothing was unpacked. Fix package.toml and pack the archive again")]
     InvalidManifest {
         archive: String,
-        #[source]
-        source: ManifestError,
+        cause: ManifestError,
     },
 
     /// [`unpack`] does not overwrite.
@@ -261,11 +267,11 @@ pub enum ArchiveError {
     },
 }
 
-fn io_error(action: &'static str, path: &Path, e: &io::Error) -> ArchiveError {
+fn io_error(action: &'static str, path: &Path, e: io::Error) -> ArchiveError {
     ArchiveError::Io {
         action,
         path: shown_path(path),
-        message: e.to_string(),
+        cause: e,
     }
 }
 
@@ -363,13 +369,11 @@ pub fn library_for(unpacked: &Unpacked, target: &str) -> Result<PathBuf, Archive
 
 /// SHA-256 of a file's bytes, lowercase hex.
 pub fn sha256_file(path: &Path) -> Result<String, ArchiveError> {
-    let mut file = fs::File::open(path).map_err(|e| io_error("read", path, &e))?;
+    let mut file = fs::File::open(path).map_err(|e| io_error("read", path, e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| io_error("read", path, &e))?;
+        let n = file.read(&mut buf).map_err(|e| io_error("read", path, e))?;
         if n == 0 {
             break;
         }
@@ -439,7 +443,7 @@ pub fn pack(
                 files.insert(name.to_string(), (path, false));
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error("read", &path, &e)),
+            Err(e) => return Err(io_error("read", &path, e)),
         }
     }
     collect_dir(&dir.join("src"), "src", &mut files)?;
@@ -494,14 +498,14 @@ pub fn pack(
         .write(true)
         .create_new(true)
         .open(&tmp)
-        .map_err(|e| io_error("write", out, &e))?;
+        .map_err(|e| io_error("write", out, e))?;
     let gz = GzBuilder::new()
         .mtime(0)
         .operating_system(255)
         .write(file, Compression::default());
     let mut builder = tar::Builder::new(gz);
     for (name, (source, executable)) in &files {
-        let data = fs::read(source).map_err(|e| io_error("read", source, &e))?;
+        let data = fs::read(source).map_err(|e| io_error("read", source, e))?;
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Regular);
         header.set_size(data.len() as u64);
@@ -511,20 +515,20 @@ pub fn pack(
         header.set_gid(0);
         builder
             .append_data(&mut header, name, data.as_slice())
-            .map_err(|e| io_error("write", out, &e))?;
+            .map_err(|e| io_error("write", out, e))?;
     }
     let gz = builder
         .into_inner()
-        .map_err(|e| io_error("write", out, &e))?;
-    let file = gz.finish().map_err(|e| io_error("write", out, &e))?;
-    file.sync_all().map_err(|e| io_error("write", out, &e))?;
+        .map_err(|e| io_error("write", out, e))?;
+    let file = gz.finish().map_err(|e| io_error("write", out, e))?;
+    file.sync_all().map_err(|e| io_error("write", out, e))?;
     drop(file);
-    fs::rename(&tmp, out).map_err(|e| io_error("write", out, &e))?;
+    fs::rename(&tmp, out).map_err(|e| io_error("write", out, e))?;
     guard.disarm();
 
     let sha256 = sha256_file(out)?;
     let size = fs::metadata(out)
-        .map_err(|e| io_error("read", out, &e))?
+        .map_err(|e| io_error("read", out, e))?
         .len();
     Ok(PackedArchive {
         path: out.to_path_buf(),
@@ -559,9 +563,9 @@ fn collect_dir(
     prefix: &str,
     files: &mut BTreeMap<String, (PathBuf, bool)>,
 ) -> Result<(), ArchiveError> {
-    let entries = fs::read_dir(dir).map_err(|e| io_error("read directory", dir, &e))?;
+    let entries = fs::read_dir(dir).map_err(|e| io_error("read directory", dir, e))?;
     for entry in entries {
-        let entry = entry.map_err(|e| io_error("read directory", dir, &e))?;
+        let entry = entry.map_err(|e| io_error("read directory", dir, e))?;
         let path = entry.path();
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             return Err(ArchiveError::UnpackableFile {
@@ -575,7 +579,7 @@ fn collect_dir(
                 problem: "has a control character in its name".to_string(),
             });
         }
-        let meta = fs::symlink_metadata(&path).map_err(|e| io_error("read", &path, &e))?;
+        let meta = fs::symlink_metadata(&path).map_err(|e| io_error("read", &path, e))?;
         let archive_name = format!("{prefix}/{name}");
         if meta.is_dir() {
             collect_dir(&path, &archive_name, files)?;
@@ -866,13 +870,13 @@ pub fn unpack(
             dest: shown_path(dest),
         });
     }
-    let file = fs::File::open(archive).map_err(|e| io_error("read", archive, &e))?;
+    let file = fs::File::open(archive).map_err(|e| io_error("read", archive, e))?;
 
     let parent = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    fs::create_dir_all(&parent).map_err(|e| io_error("create directory", &parent, &e))?;
+    fs::create_dir_all(&parent).map_err(|e| io_error("create directory", &parent, e))?;
     let dest_name = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -881,7 +885,7 @@ pub fn unpack(
         ".{dest_name}.partial-{:016x}",
         rand::random::<u64>()
     ));
-    fs::create_dir(&tmp).map_err(|e| io_error("create directory", &tmp, &e))?;
+    fs::create_dir(&tmp).map_err(|e| io_error("create directory", &tmp, e))?;
     let mut guard = RemoveOnDrop::dir(tmp.clone());
 
     let (manifest, libraries, sha256) = unpack_into(file, &shown, archive, &tmp, limits)?;
@@ -900,7 +904,7 @@ pub fn unpack(
                 dest: shown_path(dest),
             });
         }
-        Err(e) => return Err(io_error("write", dest, &e)),
+        Err(e) => return Err(io_error("write", dest, e)),
     }
     guard.disarm();
 
@@ -1135,7 +1139,7 @@ fn unpack_into(
         match placement {
             Placement::Dir => {
                 fs::create_dir_all(&target_path)
-                    .map_err(|e| io_error("create directory", &target_path, &e))?;
+                    .map_err(|e| io_error("create directory", &target_path, e))?;
             }
             Placement::File { library_target } => {
                 if let Some(target) = &library_target
@@ -1168,7 +1172,7 @@ fn unpack_into(
                 }
                 // ... then count what is actually written.
                 if let Some(dir) = target_path.parent() {
-                    fs::create_dir_all(dir).map_err(|e| io_error("create directory", dir, &e))?;
+                    fs::create_dir_all(dir).map_err(|e| io_error("create directory", dir, e))?;
                 }
                 let mut out = create_file(&target_path, library_target.is_some())?;
                 let budget = limits
@@ -1197,13 +1201,13 @@ fn unpack_into(
                         });
                     }
                     out.write_all(&buf[..n])
-                        .map_err(|e| io_error("write", &target_path, &e))?;
+                        .map_err(|e| io_error("write", &target_path, e))?;
                     if is_manifest {
                         keep.extend_from_slice(&buf[..n]);
                     }
                 }
                 out.flush()
-                    .map_err(|e| io_error("write", &target_path, &e))?;
+                    .map_err(|e| io_error("write", &target_path, e))?;
                 total += written;
                 if is_manifest {
                     manifest_text = Some(keep);
@@ -1234,7 +1238,7 @@ fn unpack_into(
         return Err(corrupt(&e));
     }
     let mut hashing = capped.inner.into_inner();
-    io::copy(&mut hashing, &mut io::sink()).map_err(|e| io_error("read", archive_path, &e))?;
+    io::copy(&mut hashing, &mut io::sink()).map_err(|e| io_error("read", archive_path, e))?;
     let sha256 = hex::encode(hashing.hasher.finalize());
 
     let Some(text) = manifest_text else {
@@ -1250,9 +1254,9 @@ fn unpack_into(
             message: "it is not valid UTF-8".to_string(),
         }),
     }
-    .map_err(|source| ArchiveError::InvalidManifest {
+    .map_err(|cause| ArchiveError::InvalidManifest {
         archive: shown.to_string(),
-        source,
+        cause,
     })?;
 
     libraries.sort();
@@ -1269,7 +1273,7 @@ fn create_file(path: &Path, executable: bool) -> Result<fs::File, ArchiveError> 
     }
     #[cfg(not(unix))]
     let _ = executable;
-    options.open(path).map_err(|e| io_error("create", path, &e))
+    options.open(path).map_err(|e| io_error("create", path, e))
 }
 
 /// The largest `.cloacina` file anything reads: the default unpack budget
@@ -1286,19 +1290,13 @@ pub const MAX_ARCHIVE_BYTES: u64 = 512 * 1024 * 1024;
 pub fn read_manifest(path: &Path) -> Result<Manifest, ArchiveError> {
     const MANIFEST_MAX_BYTES: u64 = 64 * 1024;
     let shown = path.display().to_string();
-    let mut file = fs::File::open(path).map_err(|e| io_error("read", path, &e))?;
+    let mut file = fs::File::open(path).map_err(|e| io_error("read", path, e))?;
     let size = file
         .metadata()
-        .map_err(|e| io_error("read", path, &e))?
+        .map_err(|e| io_error("read", path, e))?
         .len();
     if size > MAX_ARCHIVE_BYTES {
-        return Err(ArchiveError::Io {
-            action: "load",
-            path: shown,
-            message: format!(
-                "the file is {size} bytes, larger than the {MAX_ARCHIVE_BYTES}-byte limit of a .cloacina archive (MAX_ARCHIVE_BYTES); it was not read. Remove it from the watch folder"
-            ),
-        });
+        return Err(ArchiveError::FileTooLarge { path: shown, size });
     }
     let mut magic = [0u8; 2];
     let corrupt = |message: String| ArchiveError::Corrupt {
@@ -1310,7 +1308,7 @@ pub fn read_manifest(path: &Path) -> Result<Manifest, ArchiveError> {
             "it does not start with the gzip magic bytes 1f 8b".to_string(),
         ));
     }
-    let file = fs::File::open(path).map_err(|e| io_error("read", path, &e))?;
+    let file = fs::File::open(path).map_err(|e| io_error("read", path, e))?;
     let limits = UnpackLimits::default();
     let cap = limits
         .max_total_bytes
@@ -1341,10 +1339,10 @@ pub fn read_manifest(path: &Path) -> Result<Manifest, ArchiveError> {
             .take(MANIFEST_MAX_BYTES)
             .read_to_string(&mut text)
             .map_err(|e| corrupt(printable(&e.to_string(), 120)))?;
-        return Manifest::parse(&text, &format!("{shown} (package.toml)")).map_err(|source| {
+        return Manifest::parse(&text, &format!("{shown} (package.toml)")).map_err(|cause| {
             ArchiveError::InvalidManifest {
                 archive: shown,
-                source,
+                cause,
             }
         });
     }

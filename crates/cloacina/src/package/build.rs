@@ -27,12 +27,9 @@ pub enum BuildError {
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error(
-        "cannot run cargo: {source}; install Rust (https://rustup.rs) or put cargo on your PATH"
+        "cannot run cargo: {cause}; install Rust (https://rustup.rs) or put cargo on your PATH"
     )]
-    CargoMissing {
-        #[source]
-        source: std::io::Error,
-    },
+    CargoMissing { cause: std::io::Error },
     #[error("cannot read the Cargo metadata of {dir} ({status}): {stderr}")]
     Metadata {
         dir: String,
@@ -181,7 +178,7 @@ pub fn library_target(dir: &Path, cargo: &Cargo) -> Result<LibraryTarget, BuildE
         .command(dir)
         .args(["metadata", "--no-deps", "--format-version", "1"])
         .output()
-        .map_err(|source| BuildError::CargoMissing { source })?;
+        .map_err(|cause| BuildError::CargoMissing { cause })?;
     if !output.status.success() {
         return Err(BuildError::Metadata {
             dir: shown,
@@ -277,7 +274,7 @@ pub fn build(
     }
     cmd.stdout(stdout);
     tracing::debug!(?cmd, "running cargo");
-    let missing = |source| BuildError::CargoMissing { source };
+    let missing = |cause| BuildError::CargoMissing { cause };
     let status = match log {
         CargoLog::To(stderr) => {
             cmd.stderr(stderr);

@@ -72,29 +72,25 @@ use super::{printable, shown_path};
 pub enum LoadError {
     /// The package directory's `package.toml` is missing or malformed.
     #[error(
-        "cannot load the package in {dir}: {source}; fix package.toml (see docs/packages.md) and try again"
+        "cannot load the package in {dir}: {cause}; fix package.toml (see docs/packages.md) and try again"
     )]
-    Manifest {
-        dir: String,
-        #[source]
-        source: ManifestError,
-    },
+    Manifest { dir: String, cause: ManifestError },
 
     /// The archive could not be unpacked, or holds no library for this host.
-    #[error("cannot load package archive {archive}: {source}")]
+    #[error("cannot load package archive {archive}: {cause}")]
     Archive {
         archive: String,
-        #[source]
-        source: ArchiveError,
+        cause: ArchiveError,
     },
 
-    /// Reading the library or writing its cached copy failed.
-    #[error("package '{package}': cannot {action} {file}: {message}")]
+    /// Reading the library or writing its cached copy failed. The I/O error is kept typed
+    /// (its text is part of the message).
+    #[error("package '{package}': cannot {action} {file}: {cause}")]
     Io {
         package: String,
         file: String,
         action: &'static str,
-        message: String,
+        cause: std::io::Error,
     },
 
     /// The file is not a shared library for this host's platform.
@@ -131,11 +127,10 @@ pub enum LoadError {
     },
 
     /// The archive's signature side-car is missing (when required), invalid or untrusted.
-    #[error("cannot load package archive {archive}: {source}")]
+    #[error("cannot load package archive {archive}: {cause}")]
     Signature {
         archive: String,
-        #[source]
-        source: SignatureError,
+        cause: SignatureError,
     },
 
     /// The dynamic loader refused the file.
@@ -675,7 +670,7 @@ fn load_as(
         package: package.clone(),
         file: shown_path(path),
         action,
-        message: e.to_string(),
+        cause: e,
     };
     let bytes = std::fs::read(library).map_err(|e| io("read", library, e))?;
     if let Err(found) = check_target(&bytes) {
@@ -879,9 +874,9 @@ pub fn load_dir(
     library: &Path,
     cache_dir: &Path,
 ) -> Result<Arc<LoadedPackage>, LoadError> {
-    let manifest = Manifest::from_dir(package_dir).map_err(|source| LoadError::Manifest {
+    let manifest = Manifest::from_dir(package_dir).map_err(|cause| LoadError::Manifest {
         dir: shown_path(package_dir),
-        source,
+        cause,
     })?;
     load(library, &manifest, cache_dir)
 }
@@ -907,9 +902,9 @@ pub fn load_archive_checked(
 ) -> Result<Arc<LoadedPackage>, LoadError> {
     let verified = policy
         .check(archive_path)
-        .map_err(|source| LoadError::Signature {
+        .map_err(|cause| LoadError::Signature {
             archive: shown_path(archive_path),
-            source,
+            cause,
         })?;
     load_archive_expecting(archive_path, cache_dir, verified.as_ref())
 }
@@ -920,9 +915,9 @@ fn load_archive_expecting(
     verified: Option<&VerifiedSignature>,
 ) -> Result<Arc<LoadedPackage>, LoadError> {
     let shown = shown_path(archive_path);
-    let archive_error = |source| LoadError::Archive {
+    let archive_error = |cause| LoadError::Archive {
         archive: shown.clone(),
-        source,
+        cause,
     };
     let scratch = cache_dir.join("unpack").join(format!(
         "{}-{:016x}",
@@ -937,7 +932,7 @@ fn load_archive_expecting(
             {
                 return Err(LoadError::Signature {
                     archive: shown.clone(),
-                    source: SignatureError::Tampered {
+                    cause: SignatureError::Tampered {
                         archive: shown.clone(),
                         sig: shown_path(&v.signature_path),
                         actual: unpacked.sha256.clone(),

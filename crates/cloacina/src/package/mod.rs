@@ -15,6 +15,8 @@ pub mod loader;
 pub mod manifest;
 pub mod signing;
 
+use crate::error::ErrorCode;
+
 /// Any package failure; each variant's message names the package or file and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum PackageError {
@@ -62,4 +64,117 @@ pub(crate) fn printable_bytes(bytes: &[u8], max: usize) -> String {
 /// folder may be named to drive a terminal), invalid UTF-8 shown lossily.
 pub(crate) fn shown_path(path: &std::path::Path) -> String {
     printable(&path.display().to_string(), 4096)
+}
+
+impl ErrorCode for PackageError {
+    fn code(&self) -> &'static str {
+        match self {
+            PackageError::Manifest(e) => e.code(),
+            PackageError::Archive(e) => e.code(),
+            PackageError::Signature(e) => e.code(),
+            PackageError::Load(e) => e.code(),
+            PackageError::Build(e) => e.code(),
+        }
+    }
+}
+
+impl ErrorCode for build::BuildError {
+    fn code(&self) -> &'static str {
+        use build::BuildError as E;
+        match self {
+            E::NoDirectory { .. } | E::MissingFile { .. } | E::NotADynamicLibrary { .. } => {
+                "package_source_invalid"
+            }
+            E::Manifest(e) => e.code(),
+            E::CargoMissing { .. } => "cargo_unavailable",
+            E::Metadata { .. } | E::MetadataOutput { .. } | E::CargoFailed { .. } => "build_failed",
+            E::NoBuild { .. } => "package_not_built",
+            E::Archive(e) => e.code(),
+            E::Signature(e) => e.code(),
+        }
+    }
+}
+
+impl ErrorCode for manifest::ManifestError {
+    fn code(&self) -> &'static str {
+        use manifest::ManifestError as E;
+        match self {
+            E::Missing { .. } => "manifest_missing",
+            E::Read { .. } | E::Malformed { .. } | E::Invalid { .. } => "manifest_invalid",
+        }
+    }
+}
+
+impl ErrorCode for archive::ArchiveError {
+    fn code(&self) -> &'static str {
+        use archive::ArchiveError as E;
+        match self {
+            E::Manifest(e) | E::InvalidManifest { cause: e, .. } => e.code(),
+            E::MissingSource { .. } | E::UnpackableFile { .. } => "package_source_invalid",
+            E::BadLibrary { .. } => "library_invalid",
+            E::Io { .. } => "io_failed",
+            E::Corrupt { .. } | E::UnsafeEntry { .. } | E::MissingManifest { .. } => {
+                "archive_invalid"
+            }
+            E::RecordTooLarge { .. }
+            | E::TooManyEntries { .. }
+            | E::EntryTooLarge { .. }
+            | E::TooLarge { .. }
+            | E::FileTooLarge { .. } => "archive_too_large",
+            E::DestinationExists { .. } => "destination_exists",
+            E::NoLibraryForTarget { .. } | E::SourceOnly { .. } => "no_library_for_target",
+        }
+    }
+}
+
+impl ErrorCode for signing::SignatureError {
+    fn code(&self) -> &'static str {
+        use signing::SignatureError as E;
+        match self {
+            E::Io { .. } => "io_failed",
+            E::Archive(e) => e.code(),
+            E::Sign { .. } => "signing_failed",
+            E::KeyExists { .. } => "key_exists",
+            E::KeyNotFound { .. }
+            | E::MalformedKey { .. }
+            | E::PrivateKeyGiven { .. }
+            | E::KeyTooOpen { .. }
+            | E::TrustedKey { .. } => "key_invalid",
+            E::ArchiveNotFound { .. } | E::NotAFile { .. } | E::FileTooLarge { .. } => {
+                "file_invalid"
+            }
+            E::Required { .. } => "signature_required",
+            E::RequiredWithoutKeys => "config_invalid",
+            E::Missing { .. }
+            | E::Malformed { .. }
+            | E::UnsupportedAlgorithm { .. }
+            | E::Tampered { .. }
+            | E::BadSignature { .. } => "signature_invalid",
+            E::UntrustedKey { .. } | E::NoTrustedKeys { .. } => "signature_untrusted",
+        }
+    }
+}
+
+impl ErrorCode for loader::LoadError {
+    fn code(&self) -> &'static str {
+        use loader::LoadError as E;
+        match self {
+            E::Manifest { cause, .. } => cause.code(),
+            E::Archive { cause, .. } => cause.code(),
+            E::Signature { cause, .. } => cause.code(),
+            E::Io { .. } => "io_failed",
+            E::WrongTarget { .. } | E::Malformed { .. } | E::Open { .. } => "library_invalid",
+            E::Quarantined { .. } => "library_quarantined",
+            E::NotAPackage { .. } => "not_a_package",
+            E::AbiMismatch { .. } | E::MissingSymbol { .. } => "abi_mismatch",
+            E::Describe { .. } | E::InvalidDescription { .. } | E::ManifestMismatch { .. } => {
+                "package_invalid"
+            }
+            E::Unknown {
+                what: "trigger", ..
+            } => "trigger_not_found",
+            E::Unknown { .. } => "graph_not_found",
+            E::Call { .. } => "package_call_failed",
+        }
+    }
 }

@@ -52,12 +52,22 @@ const SIGN_HINT: &str = "sign with 'cloacinactl package pack --sign KEYFILE'";
 /// Why a key or signature operation failed. Every message names the file and says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum SignatureError {
-    #[error("cannot {action} {path}: {message}")]
+    /// Reading or writing a file failed. The I/O error is kept typed (its text is part of the
+    /// message).
+    #[error("cannot {action} {path}: {cause}")]
     Io {
         action: &'static str,
         path: String,
-        message: String,
+        cause: io::Error,
     },
+
+    /// The archive to sign or verify could not be read (its own message names the file).
+    #[error(transparent)]
+    Archive(Box<super::archive::ArchiveError>),
+
+    /// The archive's digest could not be signed.
+    #[error("cannot sign {archive}: {problem}")]
+    Sign { archive: String, problem: String },
 
     #[error(
         "{path} already exists; refusing to overwrite a key. Choose another file name, or remove the old key first if you really mean to replace it"
@@ -112,8 +122,12 @@ pub enum SignatureError {
     Required { archive: String, sig: String },
 
     /// A key of `daemon.trusted_keys` cannot be used.
-    #[error("cannot use trusted key {path} (daemon.trusted_keys in config.toml): {message}")]
-    TrustedKey { path: String, message: String },
+    #[error("cannot use trusted key {path} (daemon.trusted_keys in config.toml): {cause}")]
+    TrustedKey {
+        path: String,
+        /// Why the key file cannot be used (its text is part of the message).
+        cause: Box<SignatureError>,
+    },
 
     /// `daemon.require_signatures` without any trusted key.
     #[error(
@@ -176,11 +190,11 @@ pub enum SignatureError {
     NoTrustedKeys { archive: String },
 }
 
-fn io_error(action: &'static str, path: &Path, e: &io::Error) -> SignatureError {
+fn io_error(action: &'static str, path: &Path, e: io::Error) -> SignatureError {
     SignatureError::Io {
         action,
         path: shown_path(path),
-        message: e.to_string(),
+        cause: e,
     }
 }
 
@@ -381,12 +395,12 @@ fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SignatureE
                 path: shown_path(path),
             }
         } else {
-            io_error("create", path, &e)
+            io_error("create", path, e)
         }
     })?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
-        .map_err(|e| io_error("write", path, &e))
+        .map_err(|e| io_error("write", path, e))
 }
 
 /// Most bytes of a key file: a key is one line of 92 characters; the rest is room for a
@@ -426,7 +440,7 @@ fn read_small_file(path: &Path, what: &'static str, limit: u64) -> Result<Vec<u8
         if e.kind() == io::ErrorKind::NotFound {
             SmallFileError::NotFound
         } else {
-            SmallFileError::Refused(io_error("read", path, &e))
+            SmallFileError::Refused(io_error("read", path, e))
         }
     };
     let meta = fs::metadata(path).map_err(io_err)?;
@@ -500,7 +514,7 @@ pub fn load_signing_key(path: &Path) -> Result<PrivateKey, SignatureError> {
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(path)
-            .map_err(|e| io_error("read", path, &e))?
+            .map_err(|e| io_error("read", path, e))?
             .permissions()
             .mode()
             & 0o7777;
@@ -540,19 +554,18 @@ pub fn sign_digest(sha256: &str, key: &PrivateKey) -> Result<Sidecar, String> {
 /// (replacing an older one). Returns the side-car's path.
 pub fn sign_archive(archive: &Path, key: &PrivateKey) -> Result<PathBuf, SignatureError> {
     let sha256 = archive_sha256(archive)?;
-    let sidecar = sign_digest(&sha256, key).map_err(|message| SignatureError::Io {
-        action: "sign",
-        path: shown_path(archive),
-        message,
+    let sidecar = sign_digest(&sha256, key).map_err(|problem| SignatureError::Sign {
+        archive: shown_path(archive),
+        problem,
     })?;
     let sig = signature_path(archive);
     let mut tmp = sig.as_os_str().to_os_string();
     tmp.push(format!(".partial-{:016x}", rand::random::<u64>()));
     let tmp = PathBuf::from(tmp);
-    fs::write(&tmp, sidecar.to_text()).map_err(|e| io_error("write", &tmp, &e))?;
+    fs::write(&tmp, sidecar.to_text()).map_err(|e| io_error("write", &tmp, e))?;
     if let Err(e) = fs::rename(&tmp, &sig) {
         let _ = fs::remove_file(&tmp);
-        return Err(io_error("write", &sig, &e));
+        return Err(io_error("write", &sig, e));
     }
     Ok(sig)
 }
@@ -576,13 +589,9 @@ fn archive_sha256(archive: &Path) -> Result<String, SignatureError> {
                 archive: shown_path(archive),
             });
         }
-        Err(e) => return Err(io_error("read", archive, &e)),
+        Err(e) => return Err(io_error("read", archive, e)),
     }
-    sha256_file(archive).map_err(|e| SignatureError::Io {
-        action: "read",
-        path: shown_path(archive),
-        message: e.to_string(),
-    })
+    sha256_file(archive).map_err(|e| SignatureError::Archive(Box::new(e)))
 }
 
 /// The text of side-car `sig`, read with the same bounds as verification (at most
@@ -767,7 +776,7 @@ impl SignaturePolicy {
             let path = base.join(path);
             let key = load_public_key(&path).map_err(|e| SignatureError::TrustedKey {
                 path: shown_path(&path),
-                message: e.to_string(),
+                cause: Box::new(e),
             })?;
             keys.push(key);
         }
@@ -798,7 +807,7 @@ impl SignaturePolicy {
                 }
                 return Ok(None);
             }
-            Err(e) => return Err(io_error("read", &sig, &e)),
+            Err(e) => return Err(io_error("read", &sig, e)),
         }
         let trusted = if self.trusted.is_empty() {
             None

@@ -27,12 +27,15 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::Runner;
+use crate::error::ErrorCode;
 use crate::package::archive;
 use crate::package::loader::{self, LoadedPackage};
 use crate::package::signing::SignaturePolicy;
-use crate::registry::ReactorRegistry;
+use crate::registry::{GuardRefusal, ReactorRegistry};
+use crate::schedule::ScheduleError;
 use crate::schedule::cron::CronScheduler;
 use crate::schedule::trigger::TriggerScheduler;
+pub use steps::StepError;
 use steps::{LOAD_STEPS, LoadStep, Target, UNLOAD_STEPS};
 
 /// The components the pipeline drives.
@@ -122,24 +125,40 @@ pub struct ReconcileReport {
 /// Why an explicit unload did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
-    #[error("{0}")]
-    Refused(String),
+    /// The bound-subscriber guard refused; the message is the guard text verbatim, and
+    /// nothing changed.
+    #[error(transparent)]
+    Refused(GuardRefusal),
     #[error("package {0} is not loaded")]
     NotLoaded(String),
+    /// The message includes the step's error, which is kept typed in `cause`.
     #[error(
-        "unload of package '{package}' ({id}) stopped at step {step} ({step_name}): {message}; rerun the unload to continue"
+        "unload of package '{package}' ({id}) stopped at step {step} ({step_name}): {cause}; rerun the unload to continue"
     )]
     StepFailed {
         id: String,
         package: String,
         step: usize,
         step_name: &'static str,
-        message: String,
+        /// Boxed: the step errors are large, and every unload returns this type.
+        cause: Box<StepError>,
     },
     #[error("cannot read or delete cron schedules: {0}; the next start tries again")]
-    Storage(String),
+    Storage(Box<ScheduleError>),
     #[error("the reconciler is closed (its host is shutting down); nothing was loaded or unloaded")]
     Closed,
+}
+
+impl ErrorCode for ReconcileError {
+    fn code(&self) -> &'static str {
+        match self {
+            ReconcileError::Refused(g) => g.code(),
+            ReconcileError::NotLoaded(_) => "package_not_loaded",
+            ReconcileError::StepFailed { .. } => "unload_step_failed",
+            ReconcileError::Storage(e) => e.code(),
+            ReconcileError::Closed => "shutting_down",
+        }
+    }
 }
 
 /// The unload plan for `package delete --dry-run`.
@@ -586,7 +605,9 @@ impl Reconciler {
                         progress = true;
                         report.unloaded.push(id);
                     }
-                    Err(ReconcileError::Refused(text)) => refused.push((id, text)),
+                    Err(ReconcileError::Refused(refusal)) => {
+                        refused.push((id, refusal.to_string()))
+                    }
                     Err(_) => {}
                 }
             }
@@ -769,7 +790,7 @@ impl Reconciler {
             .cron
             .schedules_list()
             .await
-            .map_err(|e| ReconcileError::Storage(e.to_string()))?;
+            .map_err(|e| ReconcileError::Storage(Box::new(e)))?;
         let known: HashSet<String> = lock(&self.entries).keys().cloned().collect();
         let orphans: std::collections::BTreeSet<String> = rows
             .into_iter()
@@ -781,7 +802,7 @@ impl Reconciler {
                 .cron
                 .schedules_delete(id)
                 .await
-                .map_err(|e| ReconcileError::Storage(e.to_string()))?;
+                .map_err(|e| ReconcileError::Storage(Box::new(e)))?;
             tracing::info!(
                 package_id = %id,
                 package = %"unknown",
@@ -1030,7 +1051,7 @@ impl Reconciler {
             if say_refusal {
                 self.note_refusal(id, &text, false);
             }
-            return Err(ReconcileError::Refused(text));
+            return Err(ReconcileError::Refused(refusal));
         }
         let t = Target {
             id,
@@ -1044,11 +1065,11 @@ impl Reconciler {
             {
                 continue;
             }
-            if let Err(message) = steps::unload_step(n, &self.rt, &t).await {
+            if let Err(cause) = steps::unload_step(n, &self.rt, &t).await {
                 if let Some(e) = lock(&self.entries).get_mut(id) {
                     e.state = PackageState::PartiallyUnloaded;
                     e.last_error = Some(format!(
-                        "unload step {} ({}) failed: {message}",
+                        "unload step {} ({}) failed: {cause}",
                         n + 1,
                         step_name
                     ));
@@ -1057,7 +1078,7 @@ impl Reconciler {
                     package_id = %id,
                     package = %pkg.name(),
                     version = %pkg.version(),
-                    "unload stopped at step {} ({}): {message}",
+                    "unload stopped at step {} ({}): {cause}",
                     n + 1,
                     step_name
                 );
@@ -1066,7 +1087,7 @@ impl Reconciler {
                     package: pkg.name().to_string(),
                     step: n + 1,
                     step_name,
-                    message,
+                    cause: Box::new(cause),
                 });
             }
             if let Some(e) = lock(&self.entries).get_mut(id) {

@@ -18,8 +18,29 @@ use tracing::Instrument;
 use cloacina_workflow::package::GraphDescription;
 
 use super::Runtime;
+use crate::error::ErrorCode;
 use crate::package::loader::LoadedPackage;
-use crate::registry::{BindOutcome, Owner};
+use crate::registry::{BindOutcome, Owner, RegistryError};
+use crate::schedule::ScheduleError;
+
+/// Why a load or unload step failed: the error of the scheduler or registry the step drives,
+/// with its message and code unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+impl ErrorCode for StepError {
+    fn code(&self) -> &'static str {
+        match self {
+            StepError::Schedule(e) => e.code(),
+            StepError::Registry(e) => e.code(),
+        }
+    }
+}
 
 /// The package a step acts on.
 pub(crate) struct Target<'a> {
@@ -78,18 +99,17 @@ pub(crate) enum LoadStep {
 pub(crate) async fn load_1_write_cron_schedules(
     rt: &Runtime,
     t: &Target<'_>,
-) -> Result<LoadStep, String> {
+) -> Result<LoadStep, StepError> {
     rt.cron
         .schedules_write(t.id, t.tenant, &t.package.description().cron)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(LoadStep::Done)
 }
 
 pub(crate) async fn load_2_register_triggers(
     rt: &Runtime,
     t: &Target<'_>,
-) -> Result<LoadStep, String> {
+) -> Result<LoadStep, StepError> {
     rt.triggers
         .triggers_register(
             t.id,
@@ -97,39 +117,35 @@ pub(crate) async fn load_2_register_triggers(
             t.package.clone(),
             &t.package.description().triggers,
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(LoadStep::Done)
 }
 
 pub(crate) async fn load_3_start_reactors(
     rt: &Runtime,
     t: &Target<'_>,
-) -> Result<LoadStep, String> {
+) -> Result<LoadStep, StepError> {
     rt.reactors
-        .reactors_start(t.tenant, &t.owner(), &t.package.description().reactors)
-        .map_err(|e| e.to_string())?;
+        .reactors_start(t.tenant, &t.owner(), &t.package.description().reactors)?;
     Ok(LoadStep::Done)
 }
 
 pub(crate) async fn load_4_register_trigger_less_graphs(
     rt: &Runtime,
     t: &Target<'_>,
-) -> Result<LoadStep, String> {
+) -> Result<LoadStep, StepError> {
     rt.reactors
-        .graphs_register(t.tenant, &t.owner(), t.package.clone(), &t.graphs(false))
-        .map_err(|e| e.to_string())?;
+        .graphs_register(t.tenant, &t.owner(), t.package.clone(), &t.graphs(false))?;
     Ok(LoadStep::Done)
 }
 
 pub(crate) async fn load_5_bind_reactor_graphs(
     rt: &Runtime,
     t: &Target<'_>,
-) -> Result<LoadStep, String> {
+) -> Result<LoadStep, StepError> {
     match rt
         .reactors
-        .graphs_bind(t.tenant, &t.owner(), t.package.clone(), &t.graphs(true))
-        .map_err(|e| e.to_string())?
+        .graphs_bind(t.tenant, &t.owner(), t.package.clone(), &t.graphs(true))?
     {
         BindOutcome::Bound => Ok(LoadStep::Done),
         BindOutcome::Waiting { reason } => Ok(LoadStep::Waiting(reason)),
@@ -139,7 +155,7 @@ pub(crate) async fn load_5_bind_reactor_graphs(
 pub(crate) async fn load_6_register_workflows(
     rt: &Runtime,
     t: &Target<'_>,
-) -> Result<LoadStep, String> {
+) -> Result<LoadStep, StepError> {
     for workflow in t.package.workflows() {
         rt.runner.register_packaged(workflow, t.id);
     }
@@ -151,7 +167,7 @@ pub(crate) async fn load_6_register_workflows(
 pub(crate) async fn unload_1_unregister_workflows(
     rt: &Runtime,
     t: &Target<'_>,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     // Only the names this package still serves: after an upgrade the new version keeps its own.
     rt.runner.unregister_package(t.id);
     Ok(())
@@ -160,35 +176,32 @@ pub(crate) async fn unload_1_unregister_workflows(
 pub(crate) async fn unload_2_unbind_reactor_graphs(
     rt: &Runtime,
     t: &Target<'_>,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     rt.reactors
         .graphs_unbind(t.tenant, t.id)
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(StepError::from)
 }
 
 pub(crate) async fn unload_3_unregister_trigger_less_graphs(
     rt: &Runtime,
     t: &Target<'_>,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     rt.reactors
         .graphs_unregister(t.tenant, t.id)
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(StepError::from)
 }
 
 pub(crate) async fn unload_4_tear_down_reactors(
     rt: &Runtime,
     t: &Target<'_>,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     if t.package.description().reactors.is_empty() {
         return Ok(());
     }
     // A reactor already gone (or taken over by a newer version) is a no-op with a warning.
-    let warnings = rt
-        .reactors
-        .reactors_stop(t.tenant, t.id)
-        .map_err(|e| e.to_string())?;
+    let warnings = rt.reactors.reactors_stop(t.tenant, t.id)?;
     for w in warnings {
         // The step's span carries the package's fields.
         tracing::info!("{w}");
@@ -199,23 +212,23 @@ pub(crate) async fn unload_4_tear_down_reactors(
 pub(crate) async fn unload_5_unregister_triggers(
     rt: &Runtime,
     t: &Target<'_>,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     rt.triggers
         .triggers_unregister(t.id)
         .await
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(StepError::from)
 }
 
 pub(crate) async fn unload_6_delete_cron_schedules(
     rt: &Runtime,
     t: &Target<'_>,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     rt.cron
         .schedules_delete(t.id)
         .await
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(StepError::from)
 }
 
 /// The span every step runs in: the lines the registries and schedulers write during a step
@@ -231,7 +244,11 @@ fn step_span(t: &Target<'_>) -> tracing::Span {
 }
 
 /// Runs load step `n` (0-based).
-pub(crate) async fn load_step(n: usize, rt: &Runtime, t: &Target<'_>) -> Result<LoadStep, String> {
+pub(crate) async fn load_step(
+    n: usize,
+    rt: &Runtime,
+    t: &Target<'_>,
+) -> Result<LoadStep, StepError> {
     let step = async {
         match n {
             0 => load_1_write_cron_schedules(rt, t).await,
@@ -246,7 +263,7 @@ pub(crate) async fn load_step(n: usize, rt: &Runtime, t: &Target<'_>) -> Result<
 }
 
 /// Runs unload step `n` (0-based).
-pub(crate) async fn unload_step(n: usize, rt: &Runtime, t: &Target<'_>) -> Result<(), String> {
+pub(crate) async fn unload_step(n: usize, rt: &Runtime, t: &Target<'_>) -> Result<(), StepError> {
     let step = async {
         match n {
             0 => unload_1_unregister_workflows(rt, t).await,

@@ -43,11 +43,17 @@ impl std::fmt::Display for BoundSubscribers {
 }
 
 /// The guard's refusal. Its text is the exact wire format; with several reactors refused,
-/// their sentences are joined with `"; "`, in reactor-name order.
+/// their sentences are joined with `"; "`, in reactor-name order. Code `guard_refused`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[error("{}", .refusals.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
-pub struct GuardError {
+pub struct GuardRefusal {
     pub refusals: Vec<BoundSubscribers>,
+}
+
+impl crate::error::ErrorCode for GuardRefusal {
+    fn code(&self) -> &'static str {
+        "guard_refused"
+    }
 }
 
 /// The graphs bound to `reactor` that belong to another package than its owner, in binding
@@ -71,7 +77,7 @@ pub(crate) fn check(
     graphs: &BTreeMap<Key, GraphEntry>,
     tenant: &str,
     package_id: &str,
-) -> Result<(), GuardError> {
+) -> Result<(), GuardRefusal> {
     let refusals: Vec<BoundSubscribers> = reactors
         .values()
         .filter(|r| r.tenant == tenant && r.owner.package_id == package_id)
@@ -87,7 +93,7 @@ pub(crate) fn check(
     if refusals.is_empty() {
         Ok(())
     } else {
-        Err(GuardError { refusals })
+        Err(GuardRefusal { refusals })
     }
 }
 
@@ -97,7 +103,7 @@ mod tests {
 
     #[test]
     fn exact_text() {
-        let e = GuardError {
+        let e = GuardRefusal {
             refusals: vec![BoundSubscribers {
                 tenant: "public".into(),
                 reactor: "price_reactor".into(),

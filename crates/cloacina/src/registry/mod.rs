@@ -55,7 +55,7 @@ use accumulator::PushEffect;
 use graph::{GraphEntry, graph_result, qualified};
 use reactor::{Key, ReactorState};
 
-pub use guard::{BoundSubscribers, GuardError};
+pub use guard::{BoundSubscribers, GuardRefusal};
 pub use info::{
     AccumulatorInfo, BindOutcome, FireReport, GraphInfo, GraphRun, GraphStatus, Health,
     PushOutcome, ReactorInfo, StartOutcome, WorkflowStart,
@@ -130,7 +130,7 @@ enum Starter {
 pub enum RegistryError {
     /// The bound-subscriber guard refused; the text is the exact wire format.
     #[error(transparent)]
-    Guard(#[from] GuardError),
+    Guard(#[from] GuardRefusal),
 
     #[error(
         "reactor '{reactor}' in tenant '{tenant}' is owned by package '{owner}' (id {owner_id}); package '{package}' cannot start a reactor with the same name — rename one of them, or unload '{owner}' first"
@@ -216,6 +216,25 @@ pub enum RegistryError {
         version: String,
         message: String,
     },
+}
+
+impl crate::error::ErrorCode for RegistryError {
+    fn code(&self) -> &'static str {
+        match self {
+            RegistryError::Guard(g) => crate::error::ErrorCode::code(g),
+            RegistryError::ReactorConflict { .. } | RegistryError::GraphConflict { .. } => {
+                "reactor_conflict"
+            }
+            RegistryError::InvalidReactor { .. } => "reactor_invalid",
+            RegistryError::UnknownReactor { .. } | RegistryError::UnknownAccumulator { .. } => {
+                "reactor_not_found"
+            }
+            RegistryError::UnknownGraph { .. } => "graph_not_found",
+            RegistryError::NotTriggerLess { .. } => "graph_not_trigger_less",
+            RegistryError::GraphFailed { .. } => "graph_failed",
+            RegistryError::Stopped => "shutting_down",
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -438,7 +457,7 @@ impl ReactorRegistry {
     /// a reactor owned by `package_id` in `tenant` has graphs of other packages bound, with
     /// the exact text `reactor 'price_reactor' has 2 bound subscriber(s): ['analyzer_v1',
     /// 'aggregator']; unbind them first`.
-    pub fn guard_check(&self, tenant: &str, package_id: &str) -> Result<(), GuardError> {
+    pub fn guard_check(&self, tenant: &str, package_id: &str) -> Result<(), GuardRefusal> {
         let st = self.lock();
         guard::check(&st.reactors, &st.graphs, tenant, package_id)
     }

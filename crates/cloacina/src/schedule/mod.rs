@@ -52,6 +52,21 @@ pub enum ScheduleError {
     Engine(#[from] EngineError),
 }
 
+impl crate::error::ErrorCode for ScheduleError {
+    fn code(&self) -> &'static str {
+        match self {
+            ScheduleError::InvalidSchedule { .. } | ScheduleError::DuplicateName { .. } => {
+                "schedule_invalid"
+            }
+            ScheduleError::UnknownTrigger { .. } | ScheduleError::TriggerNotRegistered { .. } => {
+                "trigger_not_found"
+            }
+            ScheduleError::Store(e) => e.code(),
+            ScheduleError::Engine(e) => e.code(),
+        }
+    }
+}
+
 impl ScheduleError {
     /// True when retrying later may succeed (the database was unreachable, say).
     pub fn is_transient(&self) -> bool {

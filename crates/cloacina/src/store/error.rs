@@ -23,7 +23,7 @@ pub enum StoreError {
     )]
     InvalidSchema(String),
     #[error("database error: {0}")]
-    Query(#[from] diesel::result::Error),
+    Query(DbError),
     #[error("database connection pool error: {0}")]
     Pool(String),
     #[error("execution {0} not found")]
@@ -68,13 +68,68 @@ pub enum StoreError {
     /// A failure of the database itself, naming which database it happened in: a user with
     /// several databases (tenants, test files) must be able to tell which one is full, locked
     /// or damaged.
-    #[error("{database}: {source}")]
+    ///
+    /// The message includes the inner error's, so it is not also the `source()` (see
+    /// [`crate::error`]); match on [`StoreError::inner`].
+    #[error("{database}: {cause}")]
     InDatabase {
         /// `SQLite database /abs/path.db` or `PostgreSQL database postgres://user:***@host/db`.
         database: String,
-        #[source]
-        source: Box<StoreError>,
+        cause: Box<StoreError>,
     },
+}
+
+/// A database driver's error, kept opaque so that no driver type is part of the public API.
+/// Its message is the driver's.
+#[derive(Debug)]
+pub struct DbError(diesel::result::Error);
+
+impl DbError {
+    /// The driver's error, for classification inside the crate.
+    pub(crate) fn as_diesel(&self) -> &diesel::result::Error {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for DbError {}
+
+/// Crate-internal: lets `?` turn a driver error into a [`StoreError::Query`].
+#[doc(hidden)]
+impl From<diesel::result::Error> for StoreError {
+    fn from(e: diesel::result::Error) -> Self {
+        StoreError::Query(DbError(e))
+    }
+}
+
+impl crate::error::ErrorCode for StoreError {
+    fn code(&self) -> &'static str {
+        match self {
+            StoreError::InvalidUrl { .. } => "invalid_database_url",
+            StoreError::InvalidSchema(_) => "invalid_schema",
+            StoreError::InvalidRequest(_) => "invalid_request",
+            StoreError::Connect { .. } | StoreError::Pool(_) | StoreError::WriterGone => {
+                "store_unavailable"
+            }
+            StoreError::Query(_) if self.is_transient() => "store_unavailable",
+            StoreError::Query(_) => "store_error",
+            StoreError::Closed => "store_closed",
+            StoreError::Commit(_) => "commit_failed",
+            StoreError::Migration(_) => "migration_failed",
+            StoreError::Corrupt(_) => "store_corrupt",
+            StoreError::ExecutionNotFound(_) => "execution_not_found",
+            StoreError::ExecutionExists { .. } => "execution_exists",
+            StoreError::InvalidTransition { .. } => "invalid_transition",
+            StoreError::DuplicateExecution { .. } => "duplicate_execution",
+            StoreError::CronInstantTaken { .. } => "cron_instant_taken",
+            StoreError::InDatabase { cause, .. } => cause.code(),
+        }
+    }
 }
 
 impl StoreError {
@@ -82,7 +137,7 @@ impl StoreError {
     /// on this rather than on the error when the variant matters.
     pub fn inner(&self) -> &StoreError {
         match self {
-            StoreError::InDatabase { source, .. } => source.inner(),
+            StoreError::InDatabase { cause, .. } => cause.inner(),
             other => other,
         }
     }
@@ -98,7 +153,7 @@ impl StoreError {
             | StoreError::Commit(_)
             | StoreError::WriterGone => true,
             StoreError::Query(e) => matches!(
-                e,
+                e.as_diesel(),
                 diesel::result::Error::DatabaseError(
                     K::Unknown
                         | K::ClosedConnection
@@ -122,7 +177,7 @@ impl StoreError {
             | StoreError::Migration(_)
             | StoreError::Corrupt(_) => StoreError::InDatabase {
                 database: database.to_string(),
-                source: Box::new(self),
+                cause: Box::new(self),
             },
             other => other,
         }
@@ -140,7 +195,7 @@ impl StoreError {
             // A failed batch carries its cause's text: a lost connection is worth retrying, a
             // full disk or a constraint checked at commit is not.
             StoreError::Commit(message) => transient_message(message),
-            StoreError::Query(e) => match e {
+            StoreError::Query(e) => match e.as_diesel() {
                 diesel::result::Error::DatabaseError(
                     K::ClosedConnection | K::UnableToSendCommand | K::SerializationFailure,
                     _,

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-pub use error::StoreError;
+pub use error::{DbError, StoreError};
 pub use hold::WriterHold;
 pub use sqlite::{SqliteTarget, Synchronous};
 pub use types::*;

@@ -35,11 +35,9 @@ async fn on_sqlite_writer(store: &Store, sql: &'static str) {
     let Backend::Sqlite(s) = &store.inner.backend else {
         panic!("a SQLite store");
     };
-    s.write(move |c| {
-        Box::pin(async move { c.batch_execute(sql).await.map_err(StoreError::Query) })
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    s.write(move |c| Box::pin(async move { c.batch_execute(sql).await.map_err(StoreError::from) }))
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 /// Runs `sql` on a PostgreSQL pool connection (pinned to the store's schema).
@@ -47,7 +45,7 @@ async fn on_postgres_pool(store: &Store, sql: &'static str) {
     let Backend::Postgres(p) = &store.inner.backend else {
         panic!("a PostgreSQL store");
     };
-    p.read(move |c| Box::pin(async move { c.batch_execute(sql).await.map_err(StoreError::Query) }))
+    p.read(move |c| Box::pin(async move { c.batch_execute(sql).await.map_err(StoreError::from) }))
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }

@@ -483,7 +483,7 @@ async fn after_savepoint<C: SimpleAsyncConnection + Send>(
         (false, true) => "ROLLBACK TO SAVEPOINT job",
         (false, false) => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job",
     };
-    conn.batch_execute(sql).await.map_err(StoreError::Query)
+    conn.batch_execute(sql).await.map_err(StoreError::from)
 }
 
 type Answer<M, C> = (
@@ -530,7 +530,7 @@ async fn run_batch<C: SimpleAsyncConnection + Send, M: Merge<C>>(
             && i == 0
             && let Err(e) = conn.batch_execute("SAVEPOINT job").await
         {
-            let err = StoreError::Query(e);
+            let err = StoreError::from(e);
             (job.fail)(&err);
             failure = Some(err);
             continue;
@@ -601,12 +601,12 @@ async fn run_batch<C: SimpleAsyncConnection + Send, M: Merge<C>>(
         None if lone_failed => conn
             .batch_execute("ROLLBACK")
             .await
-            .map_err(StoreError::Query),
+            .map_err(StoreError::from),
         None => conn.batch_execute("COMMIT").await.map_err(|e| {
             // The acknowledgement of a COMMIT that was sent may be what got lost: the writes
             // may have been applied. Fenced and status-checked writes are safe to retry (a
             // retry finds them done); see the storage documentation.
-            let e = StoreError::Query(e);
+            let e = StoreError::from(e);
             if e.is_transient() {
                 StoreError::Commit(format!(
                     "{e} (during the commit: the writes may or may not have been applied)"
@@ -654,7 +654,7 @@ async fn begin_retrying<C: SimpleAsyncConnection + Send>(
     loop {
         let err = match conn.batch_execute(begin).await {
             Ok(()) => return Ok(()),
-            Err(e) => StoreError::Query(e),
+            Err(e) => StoreError::from(e),
         };
         if !err.is_transient() || started.elapsed() + delay > BEGIN_RETRY_FOR {
             return Err(if tries > 0 {
