@@ -1,14 +1,16 @@
 //! What every end-to-end test shares: where the real binaries are, the example packages
-//! (built once per test run), temporary homes with a daemon in them, and waits on a condition
-//! instead of fixed sleeps.
+//! (built once per test run), temporary homes with a daemon in them, waits on a condition
+//! instead of fixed sleeps, a factory for rows in a given state, and fault injection.
 //!
 //! The binaries are not built from inside a test: `scripts/test.sh` runs
 //! `cargo build --workspace --all-targets` first. Run alone, build them the same way before
 //! `cargo test -p cloacina-e2e`; a missing binary fails the test with that instruction.
 
 pub mod bins;
+pub mod faults;
 pub mod home;
 pub mod packages;
+pub mod rows;
 pub mod wait;
 
 pub use home::Home;

@@ -4,7 +4,7 @@ use std::process::Command;
 
 use cloacina::store::ExecutionStatus;
 use cloacina_e2e::home::{Home, pack_example, pack_to, package_line, package_names};
-use cloacina_e2e::{bins, packages};
+use cloacina_e2e::{bins, faults, packages};
 
 #[test]
 fn lifecycle_start_health_status_stop_and_stale_pid() {
@@ -309,27 +309,8 @@ fn health_is_degraded_while_commits_fail_and_recovers() {
             .any(|e| e.status == ExecutionStatus::Completed)
     });
     let db = home.path().join("cloacina.db");
-    // Another process takes the write lock (readers go on: WAL) and holds it until killed.
-    let mut locker = Command::new("python3")
-        .args([
-            "-c",
-            "import sqlite3, sys, time\n\
-             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
-             c.execute('BEGIN EXCLUSIVE')\n\
-             print('locked', flush=True)\n\
-             time.sleep(120)",
-        ])
-        .arg(&db)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 holds the database's write lock");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(locker.stdout.take().expect("stdout")),
-        &mut line,
-    )
-    .expect("read");
-    assert_eq!(line.trim(), "locked");
+    // Another process takes the write lock (readers go on: WAL) and holds it until dropped.
+    let lock = faults::SqliteLock::hold(&db);
     home.wait_for("health degraded with the database named", |h| {
         let s = h.status();
         s["health"] == "degraded"
@@ -343,8 +324,7 @@ fn health_is_degraded_while_commits_fail_and_recovers() {
         "{}",
         home.context(&table)
     );
-    let _ = locker.kill();
-    let _ = locker.wait();
+    drop(lock);
     home.wait_for("healthy again once commits succeed", |h| {
         let s = h.status();
         s["health"] == "healthy" && s["write_failure"].is_null()
