@@ -1,41 +1,45 @@
-// Every storage operation, written once. This file is `include!`d by `sqlite.rs` and
-// `postgres.rs`, each of which defines `Conn` (its connection type), `claim_rows` (the claim
-// statement, whose locking differs), `start_executions` (an execution's first claim),
-// `bump_many` (counter updates of several executions) and `insert_tasks`/`insert_events`
-// (multi-row inserts); PostgreSQL writes many rows per statement in these, SQLite loops (its
-// statements cost microseconds, not round trips).
-//
-// Statuses in filters are written as literals (`Lit`), not bound: the partial indexes over
-// `Ready` and `Running` rows only serve queries whose text names the status.
-//
-// Each function runs inside a transaction opened by its caller; none commits.
-//
-// This is the per-write path: on SQLite every write of a group commit runs through it, each in
-// a savepoint of its own. On PostgreSQL terminal finishes, claims and creations (without a cron
-// claim) are merged per group commit into the set-based statements of `pg_batch.rs`, which must
-// give the answers and rows these functions give (`tests/completion.rs` holds both to it); these
-// functions remain PostgreSQL's path for every other write, and its fallback, one write at a
-// time, when a merged write fails.
+//! Every storage operation, written once. This file is a module of both `sqlite.rs` and
+//! `postgres.rs` (`#[path]`), each of which defines `Conn` (its connection type), `claim_rows`
+//! (the claim statement, whose locking differs), `start_executions` (an execution's first claim),
+//! `bump_many` (counter updates of several executions) and `insert_tasks`/`insert_events`
+//! (multi-row inserts); PostgreSQL writes many rows per statement in these, SQLite loops (its
+//! statements cost microseconds, not round trips).
+//!
+//! Statuses in filters are written as literals (`Lit`), not bound: the partial indexes over
+//! `Ready` and `Running` rows only serve queries whose text names the status.
+//!
+//! Each function runs inside a transaction opened by its caller; none commits.
+//!
+//! This is the per-write path: on SQLite every write of a group commit runs through it, each in
+//! a savepoint of its own. On PostgreSQL terminal finishes, claims and creations (without a cron
+//! claim) are merged per group commit into the set-based statements of `pg_batch.rs`, which must
+//! give the answers and rows these functions give (`tests/completion.rs` holds both to it); these
+//! functions remain PostgreSQL's path for every other write, and its fallback, one write at a
+//! time, when a merged write fails.
 
 use std::collections::BTreeMap;
 
 use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
 use diesel_async::RunQueryDsl;
+
+use super::{Conn, bump_many, claim_rows, insert_events, insert_tasks, start_executions};
 use uuid::Uuid;
 
 use crate::store::error::StoreError;
-use crate::store::stmt::Lit;
 use crate::store::rows::{
-    ContextRow, CronFireRow, CronScheduleRow, EventRow, ExecutionRow, PendingEvent, TaskRow, encode_catch_up, encode_list,
-    parse_list, parse_uuid,
+    ContextRow, CronFireRow, CronScheduleRow, EventRow, ExecutionRow, PendingEvent, TaskRow,
+    encode_catch_up, encode_list, parse_list, parse_uuid,
 };
 use crate::store::schema::{
-    contexts, cron_fires as cf, cron_schedules as cs, execution_events, task_executions as te, workflow_executions as we,
+    contexts, cron_fires as cf, cron_schedules as cs, execution_events, task_executions as te,
+    workflow_executions as we,
 };
+use crate::store::stmt::Lit;
 use crate::store::types::{
-    AttemptOutcome, ClaimRequest, ClaimedTask, CronClaim, CronFireRecord, CronScheduleFilter, CronScheduleRecord, EventRecord,
-    ExecutionFilter, ExecutionRecord, ExecutionStatus, FINAL_CONTEXT, FinishResult, INPUT_CONTEXT, Millis, NewCronSchedule,
-    NewExecution, RecoveryResult, TaskFinish, TaskRecord, TaskStatus, event_kind,
+    AttemptOutcome, ClaimRequest, ClaimedTask, CronClaim, CronFireRecord, CronScheduleFilter,
+    CronScheduleRecord, EventRecord, ExecutionFilter, ExecutionRecord, ExecutionStatus,
+    FINAL_CONTEXT, FinishResult, INPUT_CONTEXT, Millis, NewCronSchedule, NewExecution,
+    RecoveryResult, TaskFinish, TaskRecord, TaskStatus, event_kind,
 };
 use crate::workflow::Context;
 
@@ -110,7 +114,11 @@ pub(crate) async fn bump(
             .get_result::<(i64, i32, i32, String, String, String)>(conn)
             .await
             .optional()?
-            .ok_or_else(|| StoreError::ExecutionNotFound(crate::store::rows::parse_uuid(execution).unwrap_or_default()))?;
+            .ok_or_else(|| {
+                StoreError::ExecutionNotFound(
+                    crate::store::rows::parse_uuid(execution).unwrap_or_default(),
+                )
+            })?;
     if n > 0 {
         let first = event_seq - n + 1;
         let rows: Vec<EventRow> = events
@@ -130,7 +138,12 @@ pub(crate) async fn bump(
     })
 }
 
-async fn append_events(conn: &mut Conn, execution: &str, events: Vec<PendingEvent>, now: Millis) -> Result<Counters, StoreError> {
+async fn append_events(
+    conn: &mut Conn,
+    execution: &str,
+    events: Vec<PendingEvent>,
+    now: Millis,
+) -> Result<Counters, StoreError> {
     bump(conn, execution, events, 0, 0, now).await
 }
 
@@ -147,7 +160,11 @@ pub(crate) fn execution_rows(new: NewExecution, now: Millis) -> NewRows {
     let id = new.id.to_string();
     let mut events = vec![PendingEvent::execution(
         event_kind::EXECUTION_CREATED,
-        Some(format!("workflow '{}' version {}", new.workflow_name, &new.workflow_version[..new.workflow_version.len().min(12)])),
+        Some(format!(
+            "workflow '{}' version {}",
+            new.workflow_name,
+            &new.workflow_version[..new.workflow_version.len().min(12)]
+        )),
     )];
     let tasks: Vec<TaskRow> = new
         .tasks
@@ -155,7 +172,12 @@ pub(crate) fn execution_rows(new: NewExecution, now: Millis) -> NewRows {
         .map(|t| {
             let ready = t.dependencies == 0;
             if ready {
-                events.push(PendingEvent::task(event_kind::TASK_READY, &t.task_id, None, None));
+                events.push(PendingEvent::task(
+                    event_kind::TASK_READY,
+                    &t.task_id,
+                    None,
+                    None,
+                ));
             }
             TaskRow {
                 execution_id: id.clone(),
@@ -207,12 +229,21 @@ pub(crate) fn execution_rows(new: NewExecution, now: Millis) -> NewRows {
         .enumerate()
         .map(|(i, e)| e.into_row(&id, i as i64 + 1, now))
         .collect();
-    NewRows { execution, tasks, input, events }
+    NewRows {
+        execution,
+        tasks,
+        input,
+        events,
+    }
 }
 
 /// Why a new execution's row was not inserted: its de-duplication key is held by an unfinished
 /// run, or its id is taken.
-pub(crate) async fn creation_conflict(conn: &mut Conn, id: Uuid, dedup_key: Option<String>) -> StoreError {
+pub(crate) async fn creation_conflict(
+    conn: &mut Conn,
+    id: Uuid,
+    dedup_key: Option<String>,
+) -> StoreError {
     if let Some(key) = dedup_key {
         let existing: Result<Option<String>, _> = we::table
             .filter(we::dedup_key.eq(&key))
@@ -224,7 +255,10 @@ pub(crate) async fn creation_conflict(conn: &mut Conn, id: Uuid, dedup_key: Opti
         match existing {
             Ok(Some(existing)) => {
                 return match parse_uuid(&existing) {
-                    Ok(existing) => StoreError::DuplicateExecution { dedup_key: key, existing: Some(existing) },
+                    Ok(existing) => StoreError::DuplicateExecution {
+                        dedup_key: key,
+                        existing: Some(existing),
+                    },
                     Err(e) => e,
                 };
             }
@@ -235,17 +269,33 @@ pub(crate) async fn creation_conflict(conn: &mut Conn, id: Uuid, dedup_key: Opti
     StoreError::ExecutionExists { id }
 }
 
-pub(crate) async fn execution_create(conn: &mut Conn, new: NewExecution, now: Millis) -> Result<ExecutionRecord, StoreError> {
+pub(crate) async fn execution_create(
+    conn: &mut Conn,
+    new: NewExecution,
+    now: Millis,
+) -> Result<ExecutionRecord, StoreError> {
     let id = new.id.to_string();
     if let Some(claim) = &new.cron {
         cron_claim(conn, claim, &id, now).await?;
     }
     let (new_id, dedup_key) = (new.id, new.dedup_key.clone());
-    let NewRows { execution: row, tasks, input, events } = execution_rows(new, now);
+    let NewRows {
+        execution: row,
+        tasks,
+        input,
+        events,
+    } = execution_rows(new, now);
     // DO NOTHING rather than failing: a conflict (the id, or the de-duplication key of an
     // unfinished run) must not abort a PostgreSQL transaction that may hold a cron claim.
-    let inserted = match diesel::insert_into(we::table).values(&row).on_conflict_do_nothing().execute(conn).await {
-        Err(e) if is_unique_violation(&e) => return Err(StoreError::ExecutionExists { id: new_id }),
+    let inserted = match diesel::insert_into(we::table)
+        .values(&row)
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await
+    {
+        Err(e) if is_unique_violation(&e) => {
+            return Err(StoreError::ExecutionExists { id: new_id });
+        }
         other => other?,
     };
     if inserted == 0 {
@@ -254,12 +304,18 @@ pub(crate) async fn execution_create(conn: &mut Conn, new: NewExecution, now: Mi
     if !tasks.is_empty() {
         insert_tasks(conn, tasks).await?;
     }
-    diesel::insert_into(contexts::table).values(&input).execute(conn).await?;
+    diesel::insert_into(contexts::table)
+        .values(&input)
+        .execute(conn)
+        .await?;
     insert_events(conn, events).await?;
     row.try_into()
 }
 
-pub(crate) async fn execution_get(conn: &mut Conn, id: Uuid) -> Result<Option<ExecutionRecord>, StoreError> {
+pub(crate) async fn execution_get(
+    conn: &mut Conn,
+    id: Uuid,
+) -> Result<Option<ExecutionRecord>, StoreError> {
     we::table
         .find(id.to_string())
         .select(ExecutionRow::as_select())
@@ -270,7 +326,10 @@ pub(crate) async fn execution_get(conn: &mut Conn, id: Uuid) -> Result<Option<Ex
         .transpose()
 }
 
-pub(crate) async fn execution_list(conn: &mut Conn, filter: ExecutionFilter) -> Result<Vec<ExecutionRecord>, StoreError> {
+pub(crate) async fn execution_list(
+    conn: &mut Conn,
+    filter: ExecutionFilter,
+) -> Result<Vec<ExecutionRecord>, StoreError> {
     let mut q = we::table.select(ExecutionRow::as_select()).into_boxed();
     if let Some(w) = filter.workflow {
         q = q.filter(we::workflow_name.eq(w));
@@ -290,24 +349,59 @@ pub(crate) async fn execution_list(conn: &mut Conn, filter: ExecutionFilter) -> 
     rows.into_iter().map(TryInto::try_into).collect()
 }
 
-pub(crate) async fn execution_count(conn: &mut Conn, statuses: Vec<ExecutionStatus>) -> Result<i64, StoreError> {
+pub(crate) async fn execution_count(
+    conn: &mut Conn,
+    statuses: Vec<ExecutionStatus>,
+) -> Result<i64, StoreError> {
     let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
-    Ok(we::table.filter(we::status.eq_any(names)).count().get_result(conn).await?)
+    Ok(we::table
+        .filter(we::status.eq_any(names))
+        .count()
+        .get_result(conn)
+        .await?)
 }
 
-pub(crate) async fn execution_pause(conn: &mut Conn, id: Uuid, now: Millis) -> Result<ExecutionRecord, StoreError> {
-    transition(conn, id, "pause", &ACTIVE, ExecutionStatus::Paused, event_kind::EXECUTION_PAUSED, now).await
+pub(crate) async fn execution_pause(
+    conn: &mut Conn,
+    id: Uuid,
+    now: Millis,
+) -> Result<ExecutionRecord, StoreError> {
+    transition(
+        conn,
+        id,
+        "pause",
+        &ACTIVE,
+        ExecutionStatus::Paused,
+        event_kind::EXECUTION_PAUSED,
+        now,
+    )
+    .await
 }
 
-pub(crate) async fn execution_resume(conn: &mut Conn, id: Uuid, now: Millis) -> Result<ExecutionRecord, StoreError> {
-    let current = execution_get(conn, id).await?.ok_or(StoreError::ExecutionNotFound(id))?;
+pub(crate) async fn execution_resume(
+    conn: &mut Conn,
+    id: Uuid,
+    now: Millis,
+) -> Result<ExecutionRecord, StoreError> {
+    let current = execution_get(conn, id)
+        .await?
+        .ok_or(StoreError::ExecutionNotFound(id))?;
     // A run that never started goes back to Pending, so "started" keeps its meaning.
     let to = if current.started_at.is_some() {
         ExecutionStatus::Running
     } else {
         ExecutionStatus::Pending
     };
-    transition(conn, id, "resume", &["Paused"], to, event_kind::EXECUTION_RESUMED, now).await
+    transition(
+        conn,
+        id,
+        "resume",
+        &["Paused"],
+        to,
+        event_kind::EXECUTION_RESUMED,
+        now,
+    )
+    .await
 }
 
 async fn transition(
@@ -325,7 +419,9 @@ async fn transition(
         .execute(conn)
         .await?;
     if n == 0 {
-        let current = execution_get(conn, id).await?.ok_or(StoreError::ExecutionNotFound(id))?;
+        let current = execution_get(conn, id)
+            .await?
+            .ok_or(StoreError::ExecutionNotFound(id))?;
         return Err(StoreError::InvalidTransition {
             id,
             action,
@@ -333,12 +429,19 @@ async fn transition(
         });
     }
     append_events(conn, &e, vec![PendingEvent::execution(kind, None)], now).await?;
-    execution_get(conn, id).await?.ok_or(StoreError::ExecutionNotFound(id))
+    execution_get(conn, id)
+        .await?
+        .ok_or(StoreError::ExecutionNotFound(id))
 }
 
 /// Cancels a run: tasks not yet started are skipped; running ones finish (their results are
 /// still recorded) but the run stays Cancelled.
-pub(crate) async fn execution_cancel(conn: &mut Conn, id: Uuid, reason: Option<String>, now: Millis) -> Result<ExecutionRecord, StoreError> {
+pub(crate) async fn execution_cancel(
+    conn: &mut Conn,
+    id: Uuid,
+    reason: Option<String>,
+    now: Millis,
+) -> Result<ExecutionRecord, StoreError> {
     let e = id.to_string();
     let message = reason.unwrap_or_else(|| "cancelled by request".to_string());
     let n = diesel::update(we::table.find(&e).filter(we::status.ne_all(TERMINAL)))
@@ -351,35 +454,49 @@ pub(crate) async fn execution_cancel(conn: &mut Conn, id: Uuid, reason: Option<S
         .execute(conn)
         .await?;
     if n == 0 {
-        let current = execution_get(conn, id).await?.ok_or(StoreError::ExecutionNotFound(id))?;
+        let current = execution_get(conn, id)
+            .await?
+            .ok_or(StoreError::ExecutionNotFound(id))?;
         return Err(StoreError::InvalidTransition {
             id,
             action: "cancel",
             status: current.status,
         });
     }
-    let skipped = diesel::update(te::table.filter(te::execution_id.eq(&e)).filter(te::status.eq_any(["NotStarted", "Ready"])))
-        .set((
-            te::status.eq(TaskStatus::Skipped.as_str()),
-            te::error.eq(Some("execution cancelled".to_string())),
-            te::completed_at.eq(Some(now)),
-            te::updated_at.eq(now),
-        ))
-        .execute(conn)
-        .await?;
+    let skipped = diesel::update(
+        te::table
+            .filter(te::execution_id.eq(&e))
+            .filter(te::status.eq_any(["NotStarted", "Ready"])),
+    )
+    .set((
+        te::status.eq(TaskStatus::Skipped.as_str()),
+        te::error.eq(Some("execution cancelled".to_string())),
+        te::completed_at.eq(Some(now)),
+        te::updated_at.eq(now),
+    ))
+    .execute(conn)
+    .await?;
     bump(
         conn,
         &e,
-        vec![PendingEvent::execution(event_kind::EXECUTION_CANCELLED, Some(message))],
+        vec![PendingEvent::execution(
+            event_kind::EXECUTION_CANCELLED,
+            Some(message),
+        )],
         -(skipped as i32),
         0,
         now,
     )
     .await?;
-    execution_get(conn, id).await?.ok_or(StoreError::ExecutionNotFound(id))
+    execution_get(conn, id)
+        .await?
+        .ok_or(StoreError::ExecutionNotFound(id))
 }
 
-pub(crate) async fn task_list(conn: &mut Conn, execution: Uuid) -> Result<Vec<TaskRecord>, StoreError> {
+pub(crate) async fn task_list(
+    conn: &mut Conn,
+    execution: Uuid,
+) -> Result<Vec<TaskRecord>, StoreError> {
     let rows: Vec<TaskRow> = te::table
         .filter(te::execution_id.eq(execution.to_string()))
         .order(te::position.asc())
@@ -389,7 +506,11 @@ pub(crate) async fn task_list(conn: &mut Conn, execution: Uuid) -> Result<Vec<Ta
     rows.into_iter().map(TryInto::try_into).collect()
 }
 
-pub(crate) async fn task_statuses(conn: &mut Conn, execution: Uuid, tasks: Vec<String>) -> Result<Vec<(String, TaskStatus)>, StoreError> {
+pub(crate) async fn task_statuses(
+    conn: &mut Conn,
+    execution: Uuid,
+    tasks: Vec<String>,
+) -> Result<Vec<(String, TaskStatus)>, StoreError> {
     let rows: Vec<(String, String)> = te::table
         .filter(te::execution_id.eq(execution.to_string()))
         .filter(te::task_id.eq_any(&tasks))
@@ -404,7 +525,11 @@ pub(crate) async fn task_statuses(conn: &mut Conn, execution: Uuid, tasks: Vec<S
 /// Claims ready tasks: each is a single status-checked update that bumps the attempt (the
 /// fencing token) and records the lease (the backend's `claim_rows`: one statement for all of
 /// them on PostgreSQL); executions that are paused or cancelled are never claimed from.
-pub(crate) async fn task_claim(conn: &mut Conn, req: ClaimRequest, now: Millis) -> Result<Vec<ClaimedTask>, StoreError> {
+pub(crate) async fn task_claim(
+    conn: &mut Conn,
+    req: ClaimRequest,
+    now: Millis,
+) -> Result<Vec<ClaimedTask>, StoreError> {
     let expires = now + req.lease_ms;
     let rows = claim_rows(conn, &req, now).await?;
     if rows.is_empty() {
@@ -453,7 +578,9 @@ pub(crate) async fn task_claim(conn: &mut Conn, req: ClaimRequest, now: Millis) 
     let mut out = Vec::new();
     for (e, c) in order.iter().zip(counters) {
         let id = crate::store::rows::parse_uuid(e)?;
-        for (task_id, attempt, recoveries, failed_deps) in per_execution.remove(e).unwrap_or_default() {
+        for (task_id, attempt, recoveries, failed_deps) in
+            per_execution.remove(e).unwrap_or_default()
+        {
             out.push(ClaimedTask {
                 execution_id: id,
                 task_id,
@@ -472,15 +599,24 @@ pub(crate) async fn task_claim(conn: &mut Conn, req: ClaimRequest, now: Millis) 
 /// Records how an attempt ended, fenced by its attempt number. A terminal outcome commits the
 /// task's output, its status, its dependents' readiness, the execution's counters (and final
 /// status when it was the last task) and the events, all in the caller's one transaction.
-pub(crate) async fn task_finish(conn: &mut Conn, f: TaskFinish, now: Millis) -> Result<FinishResult, StoreError> {
+pub(crate) async fn task_finish(
+    conn: &mut Conn,
+    f: TaskFinish,
+    now: Millis,
+) -> Result<FinishResult, StoreError> {
     let e = f.execution_id.to_string();
     let (status, message, output) = match f.outcome {
-        AttemptOutcome::Retry { error, retry_at } => return schedule_retry(conn, &e, &f.task_id, f.attempt, error, retry_at, now).await,
+        AttemptOutcome::Retry { error, retry_at } => {
+            return schedule_retry(conn, &e, &f.task_id, f.attempt, error, retry_at, now).await;
+        }
         AttemptOutcome::Completed { output } => (TaskStatus::Completed, None, Some(output)),
         AttemptOutcome::Failed { error } => (TaskStatus::Failed, Some(error), None),
         AttemptOutcome::Skipped { reason } => (TaskStatus::Skipped, Some(reason), None),
     };
-    let mut result = finish_terminal(conn, &e, &f.task_id, f.attempt, status, message, output, now).await?;
+    let mut result = finish_terminal(
+        conn, &e, &f.task_id, f.attempt, status, message, output, now,
+    )
+    .await?;
     let Some(h) = f.handoff.filter(|h| h.limit > 0 && !result.fenced) else {
         return Ok(result);
     };
@@ -549,7 +685,10 @@ async fn schedule_retry(
         event_kind::TASK_RETRY_SCHEDULED,
         task,
         Some(attempt),
-        Some(format!("attempt {attempt} failed: {error}; next attempt in {} ms", (retry_at - now).max(0))),
+        Some(format!(
+            "attempt {attempt} failed: {error}; next attempt in {} ms",
+            (retry_at - now).max(0)
+        )),
     );
     append_events(conn, e, vec![event], now).await?;
     Ok(FinishResult::default())
@@ -610,13 +749,17 @@ async fn finish_terminal(
     let mut newly_ready = Vec::new();
     if !dependents.is_empty() {
         let failed_dep = i32::from(status != TaskStatus::Completed);
-        diesel::update(te::table.filter(te::execution_id.eq(e)).filter(te::task_id.eq_any(&dependents)))
-            .set((
-                te::remaining_deps.eq(te::remaining_deps - 1),
-                te::failed_deps.eq(te::failed_deps + failed_dep),
-            ))
-            .execute(conn)
-            .await?;
+        diesel::update(
+            te::table
+                .filter(te::execution_id.eq(e))
+                .filter(te::task_id.eq_any(&dependents)),
+        )
+        .set((
+            te::remaining_deps.eq(te::remaining_deps - 1),
+            te::failed_deps.eq(te::failed_deps + failed_dep),
+        ))
+        .execute(conn)
+        .await?;
         newly_ready = diesel::update(
             te::table
                 .filter(te::execution_id.eq(e))
@@ -633,7 +776,11 @@ async fn finish_terminal(
         .load::<String>(conn)
         .await?;
         newly_ready.sort_by_key(|r| dependents.iter().position(|d| d == r));
-        events.extend(newly_ready.iter().map(|r| PendingEvent::task(event_kind::TASK_READY, r, None, None)));
+        events.extend(
+            newly_ready
+                .iter()
+                .map(|r| PendingEvent::task(event_kind::TASK_READY, r, None, None)),
+        );
     }
     let failed = i32::from(status == TaskStatus::Failed);
     let c = bump(conn, e, events, -1, failed, now).await?;
@@ -653,7 +800,12 @@ async fn finish_terminal(
 
 /// Ends an execution whose tasks are all terminal: final context = input merged with the leaf
 /// outputs in topological order; Failed if any task failed.
-pub(crate) async fn finalize(conn: &mut Conn, e: &str, failed_tasks: i32, now: Millis) -> Result<ExecutionStatus, StoreError> {
+pub(crate) async fn finalize(
+    conn: &mut Conn,
+    e: &str,
+    failed_tasks: i32,
+    now: Millis,
+) -> Result<ExecutionStatus, StoreError> {
     let leaves: Vec<String> = te::table
         .filter(te::execution_id.eq(e))
         .filter(te::dependents.eq("[]"))
@@ -671,7 +823,12 @@ pub(crate) async fn finalize(conn: &mut Conn, e: &str, failed_tasks: i32, now: M
         .await?
         .into_iter()
         .collect();
-    let final_ctx = final_context(e, owners.iter().filter_map(|o| docs.get(o).map(|d| (o.as_str(), d.as_str()))))?;
+    let final_ctx = final_context(
+        e,
+        owners
+            .iter()
+            .filter_map(|o| docs.get(o).map(|d| (o.as_str(), d.as_str()))),
+    )?;
     diesel::insert_into(contexts::table)
         .values(&ContextRow {
             execution_id: e.to_string(),
@@ -691,9 +848,17 @@ pub(crate) async fn finalize(conn: &mut Conn, e: &str, failed_tasks: i32, now: M
             .select((te::task_id, te::error))
             .load(conn)
             .await?;
-        (ExecutionStatus::Failed, Some(failure_summary(&failed)), event_kind::EXECUTION_FAILED)
+        (
+            ExecutionStatus::Failed,
+            Some(failure_summary(&failed)),
+            event_kind::EXECUTION_FAILED,
+        )
     } else {
-        (ExecutionStatus::Completed, None, event_kind::EXECUTION_COMPLETED)
+        (
+            ExecutionStatus::Completed,
+            None,
+            event_kind::EXECUTION_COMPLETED,
+        )
     };
     diesel::update(we::table.find(e))
         .set((
@@ -710,10 +875,15 @@ pub(crate) async fn finalize(conn: &mut Conn, e: &str, failed_tasks: i32, now: M
 
 /// The final context: the input, then each leaf's output in topological order, merged.
 /// `docs` yields (owner, JSON) in that order.
-pub(crate) fn final_context<'a>(e: &str, docs: impl Iterator<Item = (&'a str, &'a str)>) -> Result<Context, StoreError> {
+pub(crate) fn final_context<'a>(
+    e: &str,
+    docs: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<Context, StoreError> {
     let mut final_ctx = Context::new();
     for (owner, doc) in docs {
-        let part = Context::from_json(doc).map_err(|err| crate::store::error::corrupt(format!("context '{owner}' of {e}: {err}")))?;
+        let part = Context::from_json(doc).map_err(|err| {
+            crate::store::error::corrupt(format!("context '{owner}' of {e}: {err}"))
+        })?;
         final_ctx.merge(&part);
     }
     Ok(final_ctx)
@@ -723,25 +893,41 @@ pub(crate) fn final_context<'a>(e: &str, docs: impl Iterator<Item = (&'a str, &'
 pub(crate) fn failure_summary(failed: &[(String, Option<String>)]) -> String {
     failed
         .iter()
-        .map(|(t, err)| format!("task '{t}' failed: {}", err.as_deref().unwrap_or("no error recorded")))
+        .map(|(t, err)| {
+            format!(
+                "task '{t}' failed: {}",
+                err.as_deref().unwrap_or("no error recorded")
+            )
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
 
 /// Extends every lease held by `owner` (one statement per heartbeat, whatever the count).
-pub(crate) async fn lease_renew(conn: &mut Conn, owner: String, until: Millis, now: Millis) -> Result<usize, StoreError> {
-    Ok(
-        diesel::update(te::table.filter(te::status.eq(Lit("Running"))).filter(te::lease_owner.eq(owner)))
-            .set((te::lease_expires_at.eq(Some(until)), te::updated_at.eq(now)))
-            .execute(conn)
-            .await?,
+pub(crate) async fn lease_renew(
+    conn: &mut Conn,
+    owner: String,
+    until: Millis,
+    now: Millis,
+) -> Result<usize, StoreError> {
+    Ok(diesel::update(
+        te::table
+            .filter(te::status.eq(Lit("Running")))
+            .filter(te::lease_owner.eq(owner)),
     )
+    .set((te::lease_expires_at.eq(Some(until)), te::updated_at.eq(now)))
+    .execute(conn)
+    .await?)
 }
 
 /// Hands back every task `owner` still runs (graceful shutdown past its drain timeout): they go
 /// back to `Ready` at once, without waiting for the lease to expire and without counting as a
 /// recovery.
-pub(crate) async fn lease_release(conn: &mut Conn, owner: String, now: Millis) -> Result<Vec<(Uuid, String)>, StoreError> {
+pub(crate) async fn lease_release(
+    conn: &mut Conn,
+    owner: String,
+    now: Millis,
+) -> Result<Vec<(Uuid, String)>, StoreError> {
     let held: Vec<(String, String, i32)> = te::table
         .filter(te::status.eq(Lit("Running")))
         .filter(te::lease_owner.eq(&owner))
@@ -760,11 +946,25 @@ pub(crate) async fn lease_release(conn: &mut Conn, owner: String, now: Millis) -
 
 /// Hands one claimed attempt back before it ran: `Ready` again, lease cleared, not counted as
 /// a recovery. False when the attempt no longer holds the task (fenced).
-pub(crate) async fn task_release(conn: &mut Conn, execution: Uuid, task: String, attempt: i32, reason: String, now: Millis) -> Result<bool, StoreError> {
+pub(crate) async fn task_release(
+    conn: &mut Conn,
+    execution: Uuid,
+    task: String,
+    attempt: i32,
+    reason: String,
+    now: Millis,
+) -> Result<bool, StoreError> {
     release(conn, &execution.to_string(), &task, attempt, &reason, now).await
 }
 
-async fn release(conn: &mut Conn, e: &str, t: &str, attempt: i32, message: &str, now: Millis) -> Result<bool, StoreError> {
+async fn release(
+    conn: &mut Conn,
+    e: &str,
+    t: &str,
+    attempt: i32,
+    message: &str,
+    now: Millis,
+) -> Result<bool, StoreError> {
     let n = diesel::update(fenced!(e, t, attempt))
         .set((
             te::status.eq(TaskStatus::Ready.as_str()),
@@ -776,7 +976,12 @@ async fn release(conn: &mut Conn, e: &str, t: &str, attempt: i32, message: &str,
         .execute(conn)
         .await?;
     if n == 1 {
-        let event = PendingEvent::task(event_kind::TASK_RECOVERED, t, Some(attempt), Some(message.to_string()));
+        let event = PendingEvent::task(
+            event_kind::TASK_RECOVERED,
+            t,
+            Some(attempt),
+            Some(message.to_string()),
+        );
         append_events(conn, e, vec![event], now).await?;
     }
     Ok(n == 1)
@@ -784,13 +989,23 @@ async fn release(conn: &mut Conn, e: &str, t: &str, attempt: i32, message: &str,
 
 /// Returns tasks whose lease expired to `Ready` (counted, with an event), or fails them once
 /// they have been recovered `max_recoveries` times.
-pub(crate) async fn lease_recover_expired(conn: &mut Conn, max_recoveries: i32, now: Millis) -> Result<RecoveryResult, StoreError> {
+pub(crate) async fn lease_recover_expired(
+    conn: &mut Conn,
+    max_recoveries: i32,
+    now: Millis,
+) -> Result<RecoveryResult, StoreError> {
     let expired: Vec<(String, String, i32, i32, Option<String>)> = te::table
         .filter(te::status.eq(Lit("Running")))
         .filter(te::lease_expires_at.lt(now))
         .order(te::lease_expires_at.asc())
         .limit(500)
-        .select((te::execution_id, te::task_id, te::attempt, te::recoveries, te::lease_owner))
+        .select((
+            te::execution_id,
+            te::task_id,
+            te::attempt,
+            te::recoveries,
+            te::lease_owner,
+        ))
         .load(conn)
         .await?;
     let mut result = RecoveryResult::default();
@@ -801,7 +1016,17 @@ pub(crate) async fn lease_recover_expired(conn: &mut Conn, max_recoveries: i32, 
             let reason = format!(
                 "lease of attempt {attempt} (held by {holder}) expired after {recoveries} earlier recoveries; giving up (max_recoveries = {max_recoveries})"
             );
-            let r = finish_terminal(conn, &e, &t, attempt, TaskStatus::Failed, Some(reason), None, now).await?;
+            let r = finish_terminal(
+                conn,
+                &e,
+                &t,
+                attempt,
+                TaskStatus::Failed,
+                Some(reason),
+                None,
+                now,
+            )
+            .await?;
             if !r.fenced {
                 result.failed.push((id, t));
                 if r.execution_finished.is_some() {
@@ -826,7 +1051,10 @@ pub(crate) async fn lease_recover_expired(conn: &mut Conn, max_recoveries: i32, 
                 event_kind::TASK_RECOVERED,
                 &t,
                 Some(attempt),
-                Some(format!("lease held by {holder} expired; recovery {} of {max_recoveries}", recoveries + 1)),
+                Some(format!(
+                    "lease held by {holder} expired; recovery {} of {max_recoveries}",
+                    recoveries + 1
+                )),
             );
             append_events(conn, &e, vec![event], now).await?;
             result.requeued.push((id, t));
@@ -835,7 +1063,12 @@ pub(crate) async fn lease_recover_expired(conn: &mut Conn, max_recoveries: i32, 
     Ok(result)
 }
 
-pub(crate) async fn event_list(conn: &mut Conn, execution: Uuid, after_seq: i64, limit: i64) -> Result<Vec<EventRecord>, StoreError> {
+pub(crate) async fn event_list(
+    conn: &mut Conn,
+    execution: Uuid,
+    after_seq: i64,
+    limit: i64,
+) -> Result<Vec<EventRecord>, StoreError> {
     let rows: Vec<EventRow> = execution_events::table
         .filter(execution_events::execution_id.eq(execution.to_string()))
         .filter(execution_events::seq.gt(after_seq))
@@ -848,7 +1081,11 @@ pub(crate) async fn event_list(conn: &mut Conn, execution: Uuid, after_seq: i64,
 }
 
 /// Deletes (or with `dry_run`, counts) events older than `before`.
-pub(crate) async fn event_cleanup(conn: &mut Conn, before: Millis, dry_run: bool) -> Result<i64, StoreError> {
+pub(crate) async fn event_cleanup(
+    conn: &mut Conn,
+    before: Millis,
+    dry_run: bool,
+) -> Result<i64, StoreError> {
     if dry_run {
         return Ok(execution_events::table
             .filter(execution_events::created_at.lt(before))
@@ -856,24 +1093,38 @@ pub(crate) async fn event_cleanup(conn: &mut Conn, before: Millis, dry_run: bool
             .get_result(conn)
             .await?);
     }
-    Ok(diesel::delete(execution_events::table.filter(execution_events::created_at.lt(before)))
-        .execute(conn)
-        .await? as i64)
+    Ok(
+        diesel::delete(execution_events::table.filter(execution_events::created_at.lt(before)))
+            .execute(conn)
+            .await? as i64,
+    )
 }
 
-pub(crate) async fn context_get(conn: &mut Conn, execution: Uuid, owner: String) -> Result<Option<Context>, StoreError> {
+pub(crate) async fn context_get(
+    conn: &mut Conn,
+    execution: Uuid,
+    owner: String,
+) -> Result<Option<Context>, StoreError> {
     let doc: Option<String> = contexts::table
         .find((execution.to_string(), &owner))
         .select(contexts::data)
         .first(conn)
         .await
         .optional()?;
-    doc.map(|d| Context::from_json(&d).map_err(|err| crate::store::error::corrupt(format!("context '{owner}' of {execution}: {err}"))))
-        .transpose()
+    doc.map(|d| {
+        Context::from_json(&d).map_err(|err| {
+            crate::store::error::corrupt(format!("context '{owner}' of {execution}: {err}"))
+        })
+    })
+    .transpose()
 }
 
 /// The documents of `owners` that exist, keyed by owner.
-pub(crate) async fn contexts_get(conn: &mut Conn, execution: Uuid, owners: Vec<String>) -> Result<BTreeMap<String, Context>, StoreError> {
+pub(crate) async fn contexts_get(
+    conn: &mut Conn,
+    execution: Uuid,
+    owners: Vec<String>,
+) -> Result<BTreeMap<String, Context>, StoreError> {
     let rows: Vec<(String, String)> = contexts::table
         .filter(contexts::execution_id.eq(execution.to_string()))
         .filter(contexts::owner.eq_any(&owners))
@@ -882,7 +1133,9 @@ pub(crate) async fn contexts_get(conn: &mut Conn, execution: Uuid, owners: Vec<S
         .await?;
     rows.into_iter()
         .map(|(owner, d)| {
-            let ctx = Context::from_json(&d).map_err(|err| crate::store::error::corrupt(format!("context '{owner}' of {execution}: {err}")))?;
+            let ctx = Context::from_json(&d).map_err(|err| {
+                crate::store::error::corrupt(format!("context '{owner}' of {execution}: {err}"))
+            })?;
             Ok((owner, ctx))
         })
         .collect()
@@ -894,7 +1147,12 @@ pub(crate) async fn contexts_get(conn: &mut Conn, execution: Uuid, owners: Vec<S
 /// before the instant to `claim.next_run_at` and records the fire. An instant whose cursor has
 /// already passed it (fired or skipped by anyone) or that is already recorded is refused, and
 /// nothing is written; the caller's transaction then creates no execution either.
-async fn cron_claim(conn: &mut Conn, claim: &CronClaim, execution: &str, now: Millis) -> Result<(), StoreError> {
+async fn cron_claim(
+    conn: &mut Conn,
+    claim: &CronClaim,
+    execution: &str,
+    now: Millis,
+) -> Result<(), StoreError> {
     if claim.next_run_at <= claim.instant {
         return Err(StoreError::InvalidRequest(format!(
             "a cron claim must move the cursor past its instant ({} is not after {})",
@@ -902,15 +1160,19 @@ async fn cron_claim(conn: &mut Conn, claim: &CronClaim, execution: &str, now: Mi
         )));
     }
     let sid = claim.schedule_id.to_string();
-    let moved = diesel::update(cs::table.find(&sid).filter(cs::next_run_at.le(claim.instant)))
-        .set((
-            cs::next_run_at.eq(claim.next_run_at),
-            cs::last_run_at.eq(Some(claim.instant)),
-            cs::missed_count.eq(cs::missed_count + claim.missed.max(0)),
-            cs::updated_at.eq(now),
-        ))
-        .execute(conn)
-        .await?;
+    let moved = diesel::update(
+        cs::table
+            .find(&sid)
+            .filter(cs::next_run_at.le(claim.instant)),
+    )
+    .set((
+        cs::next_run_at.eq(claim.next_run_at),
+        cs::last_run_at.eq(Some(claim.instant)),
+        cs::missed_count.eq(cs::missed_count + claim.missed.max(0)),
+        cs::updated_at.eq(now),
+    ))
+    .execute(conn)
+    .await?;
     let inserted = if moved == 0 {
         0
     } else {
@@ -974,7 +1236,11 @@ pub(crate) async fn cron_schedule_write(
                 if !changed {
                     continue;
                 }
-                let next = if timing { spec.next_run_at } else { row.next_run_at };
+                let next = if timing {
+                    spec.next_run_at
+                } else {
+                    row.next_run_at
+                };
                 diesel::update(cs::table.find(&row.id))
                     .set((
                         cs::tenant.eq(&tenant),
@@ -1016,9 +1282,13 @@ pub(crate) async fn cron_schedule_write(
             }
         }
     }
-    diesel::delete(cs::table.filter(cs::package_id.eq(&package_id)).filter(cs::name.ne_all(&names)))
-        .execute(conn)
-        .await?;
+    diesel::delete(
+        cs::table
+            .filter(cs::package_id.eq(&package_id))
+            .filter(cs::name.ne_all(&names)),
+    )
+    .execute(conn)
+    .await?;
     let rows: Vec<CronScheduleRow> = cs::table
         .filter(cs::package_id.eq(&package_id))
         .order(cs::name.asc())
@@ -1029,12 +1299,22 @@ pub(crate) async fn cron_schedule_write(
 }
 
 /// Deletes a package's schedules (and, with them, their fire history). Returns how many.
-pub(crate) async fn cron_schedule_delete(conn: &mut Conn, package_id: String) -> Result<usize, StoreError> {
-    Ok(diesel::delete(cs::table.filter(cs::package_id.eq(package_id))).execute(conn).await?)
+pub(crate) async fn cron_schedule_delete(
+    conn: &mut Conn,
+    package_id: String,
+) -> Result<usize, StoreError> {
+    Ok(
+        diesel::delete(cs::table.filter(cs::package_id.eq(package_id)))
+            .execute(conn)
+            .await?,
+    )
 }
 
 /// Schedules by cursor (earliest first), then package and name.
-pub(crate) async fn cron_schedule_list(conn: &mut Conn, filter: CronScheduleFilter) -> Result<Vec<CronScheduleRecord>, StoreError> {
+pub(crate) async fn cron_schedule_list(
+    conn: &mut Conn,
+    filter: CronScheduleFilter,
+) -> Result<Vec<CronScheduleRecord>, StoreError> {
     let mut q = cs::table.select(CronScheduleRow::as_select()).into_boxed();
     if let Some(p) = filter.package_id {
         q = q.filter(cs::package_id.eq(p));
@@ -1052,7 +1332,10 @@ pub(crate) async fn cron_schedule_list(conn: &mut Conn, filter: CronScheduleFilt
 
 /// The earliest cursor of any schedule: when the scheduler next has something to do.
 pub(crate) async fn cron_schedule_next(conn: &mut Conn) -> Result<Option<Millis>, StoreError> {
-    Ok(cs::table.select(diesel::dsl::min(cs::next_run_at)).first::<Option<i64>>(conn).await?)
+    Ok(cs::table
+        .select(diesel::dsl::min(cs::next_run_at))
+        .first::<Option<i64>>(conn)
+        .await?)
 }
 
 /// Moves a schedule's cursor from exactly `from` to the later `to` without firing, counting
@@ -1069,19 +1352,27 @@ pub(crate) async fn cron_schedule_advance(
     if to <= from {
         return Ok(false);
     }
-    let n = diesel::update(cs::table.find(id.to_string()).filter(cs::next_run_at.eq(from)))
-        .set((
-            cs::next_run_at.eq(to),
-            cs::missed_count.eq(cs::missed_count + missed.max(0)),
-            cs::updated_at.eq(now),
-        ))
-        .execute(conn)
-        .await?;
+    let n = diesel::update(
+        cs::table
+            .find(id.to_string())
+            .filter(cs::next_run_at.eq(from)),
+    )
+    .set((
+        cs::next_run_at.eq(to),
+        cs::missed_count.eq(cs::missed_count + missed.max(0)),
+        cs::updated_at.eq(now),
+    ))
+    .execute(conn)
+    .await?;
     Ok(n == 1)
 }
 
 /// Fired instants, newest first: of one schedule, or of all.
-pub(crate) async fn cron_fire_list(conn: &mut Conn, schedule: Option<Uuid>, limit: i64) -> Result<Vec<CronFireRecord>, StoreError> {
+pub(crate) async fn cron_fire_list(
+    conn: &mut Conn,
+    schedule: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<CronFireRecord>, StoreError> {
     let mut q = cf::table.select(CronFireRow::as_select()).into_boxed();
     if let Some(s) = schedule {
         q = q.filter(cf::schedule_id.eq(s.to_string()));
@@ -1109,9 +1400,13 @@ pub(crate) async fn cron_fire_prune(conn: &mut Conn, keep: i64) -> Result<usize,
             .await
             .optional()?;
         if let Some(cutoff) = cutoff {
-            deleted += diesel::delete(cf::table.filter(cf::schedule_id.eq(&sid)).filter(cf::instant.le(cutoff)))
-                .execute(conn)
-                .await?;
+            deleted += diesel::delete(
+                cf::table
+                    .filter(cf::schedule_id.eq(&sid))
+                    .filter(cf::instant.le(cutoff)),
+            )
+            .execute(conn)
+            .await?;
         }
     }
     Ok(deleted)

@@ -28,11 +28,10 @@ pub(crate) type Conn = AsyncPgConnection;
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 
+// The per-write operations, written once for both backends (see ops.rs).
 #[allow(clippy::duplicate_mod)]
-pub(crate) mod ops {
-    use super::{Conn, bump_many, claim_rows, insert_events, insert_tasks, start_executions};
-    include!("ops.rs");
-}
+#[path = "ops.rs"]
+pub(crate) mod ops;
 
 pub(crate) struct PgStore {
     pool: Pool<Conn>,

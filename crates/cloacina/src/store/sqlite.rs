@@ -52,11 +52,10 @@ const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlit
 /// How long a connection waits for another process's write lock before failing.
 const BUSY_TIMEOUT_MS: u32 = 15_000;
 
+// The per-write operations, written once for both backends (see ops.rs).
 #[allow(clippy::duplicate_mod)]
-pub(crate) mod ops {
-    use super::{Conn, bump_many, claim_rows, insert_events, insert_tasks, start_executions};
-    include!("ops.rs");
-}
+#[path = "ops.rs"]
+pub(crate) mod ops;
 
 /// Where the database lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
