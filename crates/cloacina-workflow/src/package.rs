@@ -728,7 +728,10 @@ impl PackageDescription {
                 let parts: Vec<&str> = r.split('/').collect();
                 let ok = match parts.as_slice() {
                     [name] | [_, name] => {
-                        parts.iter().all(|s| name_reason(s).is_none()) && !name.is_empty()
+                        parts
+                            .iter()
+                            .all(|s| crate::names::name_problem(s).is_none())
+                            && !name.is_empty()
                     }
                     _ => false,
                 };
@@ -754,22 +757,8 @@ impl PackageDescription {
     }
 }
 
-fn name_reason(name: &str) -> Option<&'static str> {
-    if name.is_empty() {
-        Some("it is empty")
-    } else if name.len() > 200 {
-        Some("it is longer than 200 characters")
-    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        Some("it contains whitespace or control characters")
-    } else if name.contains('/') {
-        Some("it contains '/'")
-    } else {
-        None
-    }
-}
-
 fn name_problem(p: &mut Vec<String>, what: &str, name: &str) {
-    if let Some(reason) = name_reason(name) {
+    if let Some(reason) = crate::names::name_problem(name) {
         p.push(format!("invalid {what} name '{name}': {reason}"));
     }
 }
