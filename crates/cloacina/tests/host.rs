@@ -110,18 +110,21 @@ async fn shutdown_stops_everything_in_order(db: &TestDb) {
         .expect("push a spot price");
     assert!(fired.fired, "{fired:?}");
 
-    wait_until("a beat task running", || {
+    // A task is `Running` in the store from its claim, a moment before its body starts. One
+    // claimed 250-900 ms ago (of its 1.5 s) has started and is still running, so the drain
+    // must wait for it rather than hand it back.
+    wait_until("a beat task running for 250 ms", || {
         let store = store.clone();
         async move {
+            let now = cloacina::store::now_ms();
             for e in executions(&store).await {
                 if e.workflow_name == "beat"
                     && e.status == ExecutionStatus::Running
-                    && store
-                        .task_list(e.id)
-                        .await
-                        .expect("tasks")
-                        .iter()
-                        .any(|t| t.status == TaskStatus::Running)
+                    && store.task_list(e.id).await.expect("tasks").iter().any(|t| {
+                        t.status == TaskStatus::Running
+                            && t.started_at
+                                .is_some_and(|at| (250..900).contains(&(now - at)))
+                    })
                 {
                     return true;
                 }
