@@ -323,79 +323,18 @@ fn watch(
     Ok(debouncer)
 }
 
-/// The log filter, and what fixes it when `daemon.log_level` cannot change it.
-struct LogControl {
-    handle: tracing_subscriber::reload::Handle<
-        tracing_subscriber::EnvFilter,
-        tracing_subscriber::Registry,
-    >,
-    /// `-v` or `RUST_LOG` set the filter at start; a reload leaves it alone.
-    fixed_by: Option<&'static str>,
-}
-
-impl LogControl {
-    /// Applies `level` (a reload); returns what overrides it instead, if anything does.
-    fn set_level(&self, level: &str) -> Option<&'static str> {
-        if let Some(by) = self.fixed_by {
-            return Some(by);
-        }
-        let filter = tracing_subscriber::EnvFilter::new(level.to_lowercase());
-        if let Err(e) = self.handle.reload(filter) {
-            tracing::error!("cannot change the log level: {e}");
-        }
-        None
-    }
-}
-
-/// Human-readable logs on stderr (coloured only on a terminal, never with `--no-color` or
-/// NO_COLOR), JSON lines in `<home>/logs/cloacina.log` (rotated daily); one filter for both,
-/// behind a reload handle so SIGHUP can change `log_level`.
-fn init_logging(home: &Home, config: &Config, args: &Args) -> anyhow::Result<LogControl> {
-    use std::io::IsTerminal;
-    use tracing_subscriber::prelude::*;
-    use tracing_subscriber::{EnvFilter, fmt, reload};
-    let (filter, fixed_by) = if args.verbose {
-        (EnvFilter::new("debug"), Some("log_level (-v given)"))
-    } else {
-        match EnvFilter::try_from_default_env() {
-            Ok(f) => (f, Some("log_level (RUST_LOG set)")),
-            Err(_) => (EnvFilter::new(config.daemon.log_level.to_lowercase()), None),
-        }
-    };
-    let (filter, handle) = reload::Layer::new(filter);
-    let color = cloacina::daemon::stderr_color(
-        args.no_color,
-        std::env::var_os("NO_COLOR").as_deref(),
-        std::io::stderr().is_terminal(),
-    );
-    let file = file_rotate::FileRotate::new(
-        home.logs().join("cloacina.log"),
-        file_rotate::suffix::AppendTimestamp::default(file_rotate::suffix::FileLimit::MaxFiles(14)),
-        file_rotate::ContentLimit::Time(file_rotate::TimeFrequency::Daily),
-        file_rotate::compression::Compression::None,
-        None,
-    );
-    let file = Arc::new(Mutex::new(file));
-    let writer = move || LockedWriter(file.clone());
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt::layer().with_ansi(color).with_writer(std::io::stderr))
-        .with(fmt::layer().json().with_ansi(false).with_writer(writer))
-        .try_init()
-        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))?;
-    Ok(LogControl { handle, fixed_by })
-}
-
-/// A `Write` that locks the shared rotating file for each write.
-struct LockedWriter(Arc<Mutex<file_rotate::FileRotate<file_rotate::suffix::AppendTimestamp>>>);
-
-impl std::io::Write for LockedWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        lock(&self.0).write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        lock(&self.0).flush()
-    }
+/// Logging per the home and `[daemon] log_level` (see `cloacina_service::init`).
+fn init_logging(
+    home: &Home,
+    config: &Config,
+    args: &Args,
+) -> anyhow::Result<cloacina_service::LogControl> {
+    Ok(cloacina_service::init(&cloacina_service::LogSettings {
+        file: &home.logs().join("cloacina.log"),
+        level: &config.daemon.log_level,
+        verbose: args.verbose,
+        no_color: args.no_color,
+    })?)
 }
 
 use cloacina::sync::lock;
