@@ -205,7 +205,7 @@ pub(crate) async fn tenant_get(
 pub(crate) async fn tenant_list(conn: &mut Conn) -> Result<Vec<TenantRecord>, StoreError> {
     let rows: Vec<TenantRow> = tn::table
         .select(TenantRow::as_select())
-        .order(tn::name.asc())
+        .order((tn::name_lower.asc(), tn::name.asc()))
         .load(conn)
         .await?;
     Ok(rows.into_iter().map(Into::into).collect())

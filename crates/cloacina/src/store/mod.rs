@@ -922,7 +922,7 @@ impl Store {
         dispatch!(read self, [name], |c| control_ops::tenant_get(c, name))
     }
 
-    /// Every tenant, by name.
+    /// Every tenant, by name (case-insensitively).
     pub async fn tenant_list(&self) -> Result<Vec<TenantRecord>, StoreError> {
         dispatch!(read self, |c| control_ops::tenant_list(c))
     }
