@@ -269,7 +269,7 @@ mod tests {
             format!("Bearer\t{key}"),
             format!("Basic {key}"),
             format!("Bearer {key} "),
-            format!("{key}"),
+            key.clone(),
             "Bearer".to_string(),
             "Bearer ".to_string(),
             "Bearer clk_short".to_string(),
