@@ -134,7 +134,7 @@ const fn c(code: &'static str, kind: ErrorKind, meaning: &'static str) -> CodeIn
     }
 }
 
-use ErrorKind::{Conflict, Internal, Invalid, NotFound, Unavailable};
+use ErrorKind::{Conflict, Forbidden, Internal, Invalid, NotFound, Unauthorized, Unavailable};
 
 /// Every code the library's errors answer, with its kind and meaning. `docs/errors.md`
 /// shows the same table.
@@ -410,6 +410,59 @@ pub const CODES: &[CodeInfo] = &[
         "unload_step_failed",
         Internal,
         "an unload stopped part-way; rerunning it continues where it stopped",
+    ),
+    // keys, roles and tenants (the server's control plane)
+    c(
+        "missing_api_key",
+        Unauthorized,
+        "the request carries no API key (send 'Authorization: Bearer <key>')",
+    ),
+    c(
+        "malformed_api_key",
+        Unauthorized,
+        "the Authorization header is not exactly 'Bearer <key>', or the key is not a well-formed clk_ key",
+    ),
+    c(
+        "invalid_api_key",
+        Unauthorized,
+        "no stored API key matches the key sent",
+    ),
+    c("revoked_api_key", Unauthorized, "the API key was revoked"),
+    c(
+        "invalid_role",
+        Invalid,
+        "a role is not read, write or admin",
+    ),
+    c(
+        "insufficient_role",
+        Forbidden,
+        "the API key's role does not allow this action",
+    ),
+    c(
+        "tenant_forbidden",
+        Forbidden,
+        "the API key may not act in this tenant",
+    ),
+    c(
+        "invalid_tenant_name",
+        Invalid,
+        "a tenant name is not 1-63 ASCII letters, digits and underscores starting with a letter or underscore",
+    ),
+    c(
+        "reserved_tenant_name",
+        Invalid,
+        "the tenant name is reserved ('public', or starting with 'pg_')",
+    ),
+    c("tenant_not_found", NotFound, "no tenant has this name"),
+    c(
+        "tenant_exists",
+        Conflict,
+        "a tenant of this name (in any case) already exists",
+    ),
+    c(
+        "package_exists",
+        Conflict,
+        "the tenant already has a package of this name and version",
     ),
     // configuration and the daemon
     c(

@@ -5,6 +5,7 @@
 //! `cloacina-workflow`), [`store`] (storage on both backends), [`engine`] (the durable runner).
 //! Every public error has a stable machine code: see [`error`].
 
+pub mod auth;
 pub mod config;
 pub mod daemon;
 pub mod engine;
@@ -16,6 +17,7 @@ pub mod registry;
 pub mod schedule;
 pub mod store;
 pub mod sync;
+pub mod tenant;
 
 /// The authoring types (`Context`, `Task`, `Workflow`, ...), shared with packages.
 pub mod workflow {

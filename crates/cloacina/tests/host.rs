@@ -45,6 +45,7 @@ async fn host(db: &TestDb, cache: &std::path::Path) -> Host {
     };
     config.triggers = TriggerConfig {
         base_interval: Duration::from_millis(100),
+        ..TriggerConfig::default()
     };
     Host::start(db.open().await, config).await.expect("host")
 }
@@ -221,6 +222,7 @@ async fn apply_changes_the_running_settings(db: &TestDb) {
     };
     let triggers = TriggerConfig {
         base_interval: Duration::from_millis(1500),
+        ..TriggerConfig::default()
     };
     host.apply(HostSettings {
         cron: cron.clone(),

@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use cloacina::package::loader::{self, LoadedPackage};
-use cloacina::schedule::ScheduleError;
 use cloacina::schedule::trigger::{
     FireOutcome, TriggerConfig, TriggerInfo, TriggerScheduler, TriggerSource,
 };
+use cloacina::schedule::{ManualClock, ScheduleError};
 use cloacina::store::{ExecutionFilter, ExecutionStatus, Store};
 use cloacina::workflow::package::TriggerDescription;
 use cloacina::workflow::{Context, FnTask, PollOutcome, Task, TaskError, TaskSpec, Workflow};
@@ -111,6 +111,7 @@ fn scheduler(store: &Store, runner: &Runner) -> TriggerScheduler {
         runner.clone(),
         TriggerConfig {
             base_interval: Duration::from_millis(20),
+            ..TriggerConfig::default()
         },
     )
 }
@@ -673,6 +674,7 @@ async fn a_new_base_interval_applies_to_registered_triggers(db: &TestDb) {
     assert_eq!(info(&t, "rebased").interval, Duration::from_millis(20));
     t.set_config(TriggerConfig {
         base_interval: Duration::from_secs(60),
+        ..TriggerConfig::default()
     });
     assert_eq!(t.config().base_interval, Duration::from_secs(60));
     assert_eq!(info(&t, "rebased").interval, Duration::from_secs(60));
@@ -685,7 +687,65 @@ async fn a_new_base_interval_applies_to_registered_triggers(db: &TestDb) {
     r.shutdown().await.expect("shutdown");
 }
 
+/// With `claim_polls`, processes sharing a database poll a trigger once per slot between them:
+/// with the clock held still, two schedulers (two stores) keep trying the same slot and only
+/// one poll happens; one interval later, exactly one more.
+async fn claimed_polls_happen_once_per_slot_across_processes(db: &TestDb) {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let store = db.open().await;
+        let r = runner(&store, None).await;
+        let t = TriggerScheduler::with_clock(
+            store.clone(),
+            r.clone(),
+            TriggerConfig {
+                base_interval: Duration::from_millis(20),
+                claim_polls: true,
+            },
+            clock.clone(),
+        );
+        let fake = Fake::firing(Value::Null);
+        t.triggers_register_source(
+            "p",
+            "public",
+            fake.clone(),
+            &[desc("claimed", "gated", 20, false)],
+        )
+        .await
+        .expect("register");
+        nodes.push((store, r, t, fake));
+    }
+    let polls = |nodes: &[(Store, Runner, TriggerScheduler, Arc<Fake>)]| -> u64 {
+        nodes.iter().map(|n| n.3.polls()).sum()
+    };
+    wait_until("the first poll", || polls(&nodes) >= 1).await;
+    // Each scheduler retries the slot every few ms; none may poll it again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(polls(&nodes), 1, "one poll for the slot across both");
+    clock.advance(Duration::from_millis(20));
+    wait_until("the next slot's poll", || polls(&nodes) >= 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(polls(&nodes), 2, "one poll for the next slot across both");
+    for (_, _, t, _) in &nodes {
+        assert_eq!(info(t, "claimed").errors, 0, "{:?}", info(t, "claimed"));
+    }
+    // Without claims, each process polls on its own.
+    for (_, _, t, _) in &nodes {
+        t.set_config(TriggerConfig {
+            base_interval: Duration::from_millis(20),
+            claim_polls: false,
+        });
+    }
+    wait_until("both poll", || nodes.iter().all(|n| n.3.polls() >= 3)).await;
+    for (_, r, t, _) in nodes {
+        t.stop().await;
+        r.shutdown().await.expect("shutdown");
+    }
+}
+
 conformance!(
+    claimed_polls_happen_once_per_slot_across_processes,
     package_trigger_fires_its_workflow,
     a_new_base_interval_applies_to_registered_triggers,
     duplicate_context_is_deduplicated_while_the_first_run_is_in_flight,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::*;
+use crate::auth::{AuthError, Role};
 use crate::config::{ConfigError, SettingError};
 use crate::daemon::DaemonError;
 use crate::engine::EngineError;
@@ -21,6 +22,7 @@ use crate::reconciler::{ReconcileError, StepError};
 use crate::registry::{BoundSubscribers, GuardRefusal, RegistryError};
 use crate::schedule::ScheduleError;
 use crate::store::{ExecutionStatus, StoreError};
+use crate::tenant::TenantError;
 use cloacina_workflow::abi::ErrorDoc;
 use cloacina_workflow::{ContextError, GraphError, RetryPolicyError, TaskError, WorkflowError};
 
@@ -155,6 +157,12 @@ fn store_errors() -> Vec<StoreError> {
             schedule_id: Uuid::nil(),
             instant: 0,
             existing: None,
+        },
+        StoreError::TenantExists(s()),
+        StoreError::PackageExists {
+            tenant: s(),
+            name: s(),
+            version: s(),
         },
         StoreError::InvalidRequest(s()),
         StoreError::Corrupt(s()),
@@ -737,6 +745,31 @@ fn every_error() -> Vec<(String, &'static str)> {
     out.extend(all(vec![
         StepError::Schedule(ScheduleError::Store(StoreError::WriterGone)),
         StepError::Registry(RegistryError::Guard(guard())),
+    ]));
+    out.extend(all(vec![
+        AuthError::MissingKey,
+        AuthError::MalformedKey,
+        AuthError::UnknownKey,
+        AuthError::RevokedKey,
+        AuthError::InvalidRole(s()),
+        AuthError::Forbidden {
+            needed: Role::Admin,
+            have: Role::Read,
+        },
+        AuthError::WrongTenant { tenant: s() },
+    ]));
+    out.extend(all(vec![
+        TenantError::InvalidName {
+            name: s(),
+            reason: s(),
+        },
+        TenantError::Reserved(s()),
+        TenantError::NotFound(s()),
+        TenantError::Io {
+            path: s(),
+            cause: std::io::Error::other("x"),
+        },
+        TenantError::Store(StoreError::TenantExists(s())),
     ]));
     out.extend(all(vec![
         ConfigError::Read {

@@ -12,12 +12,18 @@
 //! and the trigger backs off (interval × 2ⁿ, at most 5 min or the interval if longer); the
 //! log gets one line when the error first appears or changes, and one when polling recovers.
 //!
+//! **Replicas.** With [`TriggerConfig::claim_polls`] (the server turns it on), every poll is
+//! first claimed in the store: slot `now_ms / interval_ms` of `(tenant, "<workflow>:<trigger>")`
+//! goes to exactly one process sharing the database, the others skip that slot, and each
+//! process sleeps to the next slot's start. So N replicas poll a trigger once per interval, not
+//! N times. Claims older than an hour are pruned now and then.
+//!
 //! **Waiting.** A trigger whose workflow is not registered on the runner yet (the reconciler
 //! registers workflows after triggers) is not polled: a fire it could not start would be lost.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -38,6 +44,10 @@ use crate::workflow::{Context, PollOutcome};
 
 /// Longest back-off after repeated poll errors (unless the interval itself is longer).
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Poll claims (see [`TriggerConfig::claim_polls`]) older than this are pruned.
+const CLAIM_KEEP_MS: Millis = 60 * 60 * 1000;
+/// How often, at most, one scheduler prunes old poll claims.
+const CLAIM_PRUNE_EVERY_MS: Millis = 10 * 60 * 1000;
 /// How long `triggers_unregister`/`stop` wait for a trigger task to notice it must stop.
 const STOP_WAIT: Duration = Duration::from_secs(5);
 
@@ -69,12 +79,17 @@ pub struct TriggerConfig {
     /// The shortest poll interval: a trigger's own interval is used, but never faster than
     /// this (the daemon's `trigger_poll_interval_ms`). Default 1000 ms.
     pub base_interval: Duration,
+    /// Claim each poll in the store first (`Store::trigger_poll_claim`), so that processes
+    /// sharing a database (server replicas) poll each trigger once per interval between them.
+    /// Default false (one daemon per database has nobody to share with).
+    pub claim_polls: bool,
 }
 
 impl Default for TriggerConfig {
     fn default() -> Self {
         Self {
             base_interval: Duration::from_millis(1000),
+            claim_polls: false,
         }
     }
 }
@@ -84,6 +99,7 @@ impl TriggerConfig {
     pub fn from_daemon(d: &crate::config::DaemonConfig) -> Self {
         Self {
             base_interval: d.trigger_poll_interval(),
+            ..Self::default()
         }
     }
 }
@@ -203,6 +219,8 @@ struct TriggerInner {
     packages: std::sync::Mutex<BTreeMap<String, Vec<Registered>>>,
     /// Serializes register/unregister so a replace never interleaves with another.
     changes: tokio::sync::Mutex<()>,
+    /// When this scheduler last pruned old poll claims (clock ms; 0 = never).
+    last_prune: AtomicI64,
 }
 
 impl TriggerInner {
@@ -292,6 +310,7 @@ impl TriggerScheduler {
                 clock,
                 packages: std::sync::Mutex::new(BTreeMap::new()),
                 changes: tokio::sync::Mutex::new(()),
+                last_prune: AtomicI64::new(0),
             }),
         }
     }
@@ -558,6 +577,21 @@ async fn poll_loop(
             continue;
         }
         lock(&state.mutable).waiting = None;
+        let claim_polls = inner.config().claim_polls;
+        if claim_polls {
+            match claim_poll(&inner, &state).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Another process polls this slot; try the next one.
+                    delay = until_next_slot(&inner, &state);
+                    continue;
+                }
+                Err(e) => {
+                    delay = poll_failed(&state, format!("claiming the poll failed: {e}"));
+                    continue;
+                }
+            }
+        }
         let started = tokio::time::Instant::now();
         let polled = tokio::select! {
             r = source.poll(&name) => r,
@@ -587,33 +621,86 @@ async fn poll_loop(
                 if recovered > 0 {
                     tracing::info!(trigger = %name, package_id = %state.package_id, after_errors = recovered, "custom-poll trigger polls again");
                 }
-                delay = state.interval().saturating_sub(started.elapsed());
+                delay = if claim_polls {
+                    until_next_slot(&inner, &state)
+                } else {
+                    state.interval().saturating_sub(started.elapsed())
+                };
                 if delay.is_zero() {
                     // A poll slower than its interval: the next one starts at once, but yield
                     // so a trigger that is always late cannot starve the runtime.
                     tokio::task::yield_now().await;
                 }
             }
-            Err(message) => {
-                state.errors.fetch_add(1, Ordering::Relaxed);
-                let (consecutive, changed) = {
-                    let mut m = lock(&state.mutable);
-                    m.consecutive_errors = m.consecutive_errors.saturating_add(1);
-                    let changed = m.last_error.as_deref() != Some(message.as_str());
-                    m.last_error = Some(message.clone());
-                    (m.consecutive_errors, changed)
-                };
-                delay = backoff(state.interval(), consecutive);
-                if consecutive == 1 || changed {
-                    tracing::warn!(
-                        trigger = %name, package_id = %state.package_id, error = %message,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "custom-poll trigger failed; backing off (repeats of this error are not logged)"
-                    );
-                }
+            Err(message) => delay = poll_failed(&state, message),
+        }
+    }
+}
+
+/// Counts a failed poll (or start, or claim), logs it when new, and returns the back-off.
+fn poll_failed(state: &TriggerState, message: String) -> Duration {
+    state.errors.fetch_add(1, Ordering::Relaxed);
+    let (consecutive, changed) = {
+        let mut m = lock(&state.mutable);
+        m.consecutive_errors = m.consecutive_errors.saturating_add(1);
+        let changed = m.last_error.as_deref() != Some(message.as_str());
+        m.last_error = Some(message.clone());
+        (m.consecutive_errors, changed)
+    };
+    let delay = backoff(state.interval(), consecutive);
+    if consecutive == 1 || changed {
+        tracing::warn!(
+            trigger = %state.desc.name, package_id = %state.package_id, error = %message,
+            retry_in_ms = delay.as_millis() as u64,
+            "custom-poll trigger failed; backing off (repeats of this error are not logged)"
+        );
+    }
+    delay
+}
+
+/// The trigger's interval in ms (at least 1), the length of its poll slots.
+fn slot_ms(state: &TriggerState) -> Millis {
+    (state.interval().as_millis().min(i64::MAX as u128) as Millis).max(1)
+}
+
+/// The name a trigger's polls are claimed under: `<workflow>:<trigger>`, so two versions of
+/// one package share their slots while unrelated triggers of the same name do not.
+pub fn poll_claim_name(workflow: &str, trigger: &str) -> String {
+    format!("{workflow}:{trigger}")
+}
+
+/// Claims the current poll slot of the trigger; prunes old claims now and then.
+async fn claim_poll(inner: &TriggerInner, state: &TriggerState) -> Result<bool, ScheduleError> {
+    let now = inner.clock.now_ms();
+    let slot = now / slot_ms(state);
+    let name = poll_claim_name(&state.desc.workflow, &state.desc.name);
+    let claimed = inner
+        .store
+        .trigger_poll_claim(&state.tenant, &name, slot)
+        .await?;
+    let last = inner.last_prune.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= CLAIM_PRUNE_EVERY_MS
+        && inner
+            .last_prune
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        match inner.store.trigger_poll_prune(now - CLAIM_KEEP_MS).await {
+            Ok(n) => tracing::debug!(pruned = n, "old trigger poll claims pruned"),
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning old trigger poll claims failed; will retry later")
             }
         }
     }
+    Ok(claimed)
+}
+
+/// How long until the trigger's next poll slot starts (at most one interval, at least 1 ms).
+fn until_next_slot(inner: &TriggerInner, state: &TriggerState) -> Duration {
+    let len = slot_ms(state);
+    let now = inner.clock.now_ms();
+    let next = (now / len + 1).saturating_mul(len);
+    Duration::from_millis(next.saturating_sub(now).clamp(1, len) as u64)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ pub enum StoreError {
     #[error("applying database migrations failed: {0}")]
     Migration(String),
     #[error(
-        "invalid schema name '{0}': use 1-48 lowercase letters, digits and underscores, starting with a letter"
+        "invalid schema name '{0}': use 1-63 lowercase ASCII letters, digits and underscores, starting with a letter or an underscore and not with 'pg_'"
     )]
     InvalidSchema(String),
     #[error("database error: {0}")]
@@ -52,6 +52,16 @@ pub enum StoreError {
         schedule_id: Uuid,
         instant: Millis,
         existing: Option<Uuid>,
+    },
+    #[error("tenant '{0}' already exists (tenant names are unique regardless of case)")]
+    TenantExists(String),
+    #[error(
+        "package {name} {version} already exists in tenant '{tenant}'; upload it with a new version, or delete the existing one first"
+    )]
+    PackageExists {
+        tenant: String,
+        name: String,
+        version: String,
     },
     #[error("invalid storage request: {0}")]
     InvalidRequest(String),
@@ -127,6 +137,8 @@ impl crate::error::ErrorCode for StoreError {
             StoreError::InvalidTransition { .. } => "invalid_transition",
             StoreError::DuplicateExecution { .. } => "duplicate_execution",
             StoreError::CronInstantTaken { .. } => "cron_instant_taken",
+            StoreError::TenantExists(_) => "tenant_exists",
+            StoreError::PackageExists { .. } => "package_exists",
             StoreError::InDatabase { cause, .. } => cause.code(),
         }
     }

@@ -9,6 +9,8 @@
 //! execution also raise a [`StoreSignal`], in process at once and, on PostgreSQL, to other
 //! processes through `LISTEN/NOTIFY`.
 
+mod control_rows;
+mod control_types;
 mod error;
 mod hold;
 mod pg_batch;
@@ -30,6 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+pub use control_types::*;
 pub use error::{DbError, StoreError};
 pub use hold::WriterHold;
 pub use sqlite::{SqliteTarget, Synchronous};
@@ -155,6 +158,20 @@ pub fn redact_url(url: &str) -> String {
     format!("{head}{main}{query}")
 }
 
+/// True for a PostgreSQL schema name the store accepts: `^[a-z_][a-z0-9_]{0,62}$`, not
+/// starting with `pg_` (PostgreSQL's own). Such a name is safe to splice into SQL in quotes and
+/// is what [`crate::tenant::tenant_schema`] makes of every valid tenant name.
+pub fn schema_name_valid(schema: &str) -> bool {
+    let bytes = schema.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && (bytes[0].is_ascii_lowercase() || bytes[0] == b'_')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+        && !schema.starts_with("pg_")
+}
+
 /// Database work done through a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StoreStats {
@@ -253,7 +270,8 @@ macro_rules! dispatch {
         let result = match &$self.inner.backend {
             Backend::Sqlite(s) => {
                 s.write(move |$c| {
-                    use sqlite::ops;
+                    #[allow(unused_imports)]
+                        use sqlite::{control_ops, ops};
                     Box::pin(async move { $body.await })
                 })
                 .await
@@ -261,7 +279,8 @@ macro_rules! dispatch {
             Backend::Postgres(p) => {
                 p.write(
                     move |$c| {
-                        use postgres::ops;
+                        #[allow(unused_imports)]
+                        use postgres::{control_ops, ops};
                         Box::pin(async move { $body.await })
                     },
                     $signals,
@@ -291,14 +310,16 @@ macro_rules! dispatch {
             let result = match &$self.inner.backend {
                 Backend::Sqlite(s) => {
                     s.read(move |$c| {
-                        use sqlite::ops;
+                        #[allow(unused_imports)]
+                        use sqlite::{control_ops, ops};
                         Box::pin(async move { $body.await })
                     })
                     .await
                 }
                 Backend::Postgres(p) => {
                     p.read(move |$c| {
-                        use postgres::ops;
+                        #[allow(unused_imports)]
+                        use postgres::{control_ops, ops};
                         Box::pin(async move { $body.await })
                     })
                     .await
@@ -831,5 +852,178 @@ impl Store {
         owners: Vec<String>,
     ) -> Result<BTreeMap<String, Context>, StoreError> {
         dispatch!(read self, [owners], |c| ops::contexts_get(c, execution, owners))
+    }
+    // ---- control plane: API keys ------------------------------------------------------
+    // Keys, tenants, packages and the audit log live in the admin tenant's store (`public`).
+
+    /// Stores a key (its hash only).
+    pub async fn api_key_create(&self, new: NewApiKey) -> Result<ApiKeyRecord, StoreError> {
+        let now = now_ms();
+        dispatch!(write self, no_signals, |c| control_ops::api_key_create(c, new, now))
+    }
+
+    /// The key with this hash, revoked ones too (the caller tells "revoked" from "unknown").
+    pub async fn api_key_find(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let hash = hash.to_string();
+        dispatch!(read self, [hash], |c| control_ops::api_key_find(c, hash))
+    }
+
+    /// Keys of one tenant (`None`: every key), oldest first.
+    pub async fn api_key_list(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let tenant = tenant.map(str::to_string);
+        dispatch!(read self, [tenant], |c| control_ops::api_key_list(c, tenant))
+    }
+
+    /// Revokes key `id`, only if it belongs to `tenant` when one is given. `None` when there is
+    /// no such key (in that tenant); revoking twice keeps the first `revoked_at`.
+    pub async fn api_key_revoke(
+        &self,
+        id: Uuid,
+        tenant: Option<&str>,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let tenant = tenant.map(str::to_string);
+        let now = now_ms();
+        dispatch!(write self, no_signals, |c| control_ops::api_key_revoke(c, id, tenant, now))
+    }
+
+    /// Revokes every unrevoked key of `tenant` (tenant deletion); returns how many.
+    pub async fn api_key_revoke_tenant(&self, tenant: &str) -> Result<usize, StoreError> {
+        let tenant = tenant.to_string();
+        let now = now_ms();
+        dispatch!(write self, no_signals, |c| control_ops::api_key_revoke_tenant(c, tenant, now))
+    }
+
+    /// How many keys are not revoked (the server bootstraps an admin key when there are none).
+    pub async fn api_key_count(&self) -> Result<i64, StoreError> {
+        dispatch!(read self, |c| control_ops::api_key_count(c))
+    }
+
+    // ---- control plane: tenants -------------------------------------------------------
+
+    /// Records a tenant. [`StoreError::TenantExists`] (naming the existing tenant) when a
+    /// tenant of the same name in any case exists. Check the name with
+    /// [`crate::tenant::tenant_name_check`] first.
+    pub async fn tenant_create(
+        &self,
+        name: &str,
+        description: Option<&str>,
+    ) -> Result<TenantRecord, StoreError> {
+        let (name, description) = (name.to_string(), description.map(str::to_string));
+        let now = now_ms();
+        dispatch!(write self, no_signals, |c| control_ops::tenant_create(c, name, description, now))
+    }
+
+    /// The tenant named `name`, in any case (the record carries the name as created).
+    pub async fn tenant_get(&self, name: &str) -> Result<Option<TenantRecord>, StoreError> {
+        let name = name.to_string();
+        dispatch!(read self, [name], |c| control_ops::tenant_get(c, name))
+    }
+
+    /// Every tenant, by name (case-insensitively).
+    pub async fn tenant_list(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        dispatch!(read self, |c| control_ops::tenant_list(c))
+    }
+
+    /// Forgets the tenant named `name` (in any case); false when there is none. Its keys,
+    /// packages and store are the caller's to remove.
+    pub async fn tenant_delete(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_string();
+        dispatch!(write self, no_signals, |c| control_ops::tenant_delete(c, name))
+    }
+
+    // ---- control plane: packages ------------------------------------------------------
+
+    /// Stores an uploaded package (computing its SHA-256 and size) and bumps the package
+    /// generation. [`StoreError::PackageExists`] when the tenant has this name and version.
+    pub async fn package_create(&self, new: NewPackage) -> Result<PackageRecord, StoreError> {
+        let now = now_ms();
+        dispatch!(write self, no_signals, |c| control_ops::package_create(c, new, now))
+    }
+
+    pub async fn package_get(&self, id: Uuid) -> Result<Option<PackageRecord>, StoreError> {
+        dispatch!(read self, |c| control_ops::package_get(c, id))
+    }
+
+    /// Packages of one tenant (`None`: all), by tenant, name, then upload time.
+    pub async fn package_list(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<PackageRecord>, StoreError> {
+        let tenant = tenant.map(str::to_string);
+        dispatch!(read self, [tenant], |c| control_ops::package_list(c, tenant))
+    }
+
+    /// A package's archive and signature bytes.
+    pub async fn package_archive(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(Vec<u8>, Option<Vec<u8>>)>, StoreError> {
+        dispatch!(read self, |c| control_ops::package_archive(c, id))
+    }
+
+    /// Deletes a package (bumping the generation); false when there is none.
+    pub async fn package_delete(&self, id: Uuid) -> Result<bool, StoreError> {
+        dispatch!(write self, no_signals, |c| control_ops::package_delete(c, id))
+    }
+
+    /// Deletes every package of `tenant` (bumping the generation if any); returns how many.
+    pub async fn package_delete_tenant(&self, tenant: &str) -> Result<usize, StoreError> {
+        let tenant = tenant.to_string();
+        dispatch!(write self, no_signals, |c| control_ops::package_delete_tenant(c, tenant))
+    }
+
+    /// Records a build's outcome (bumping the generation); with `archive`, the built archive
+    /// replaces the stored one (with its digest and size). False when there is no such package.
+    pub async fn package_set_build(
+        &self,
+        id: Uuid,
+        status: BuildStatus,
+        error: Option<&str>,
+        archive: Option<Vec<u8>>,
+    ) -> Result<bool, StoreError> {
+        let error = error.map(str::to_string);
+        let now = now_ms();
+        dispatch!(write self, no_signals, |c| control_ops::package_set_build(c, id, status, error, archive, now))
+    }
+
+    /// A counter bumped in the same transaction as every package create, delete and build
+    /// update, so replicas notice a change with one cheap read.
+    pub async fn package_generation(&self) -> Result<i64, StoreError> {
+        dispatch!(read self, |c| control_ops::package_generation(c))
+    }
+
+    // ---- control plane: audit log -----------------------------------------------------
+
+    pub async fn audit_append(&self, entry: NewAuditEntry) -> Result<(), StoreError> {
+        let now = now_ms();
+        dispatch!(write self, no_signals, |c| control_ops::audit_append(c, entry, now))
+    }
+
+    /// The newest `limit` entries (1-100000), newest first.
+    pub async fn audit_list(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        dispatch!(read self, |c| control_ops::audit_list(c, limit))
+    }
+
+    // ---- trigger polls across replicas ------------------------------------------------
+
+    /// Trigger polls across replicas: true for exactly one caller per (tenant, trigger, slot),
+    /// in any process sharing the database.
+    pub async fn trigger_poll_claim(
+        &self,
+        tenant: &str,
+        trigger: &str,
+        slot: i64,
+    ) -> Result<bool, StoreError> {
+        let (tenant, trigger) = (tenant.to_string(), trigger.to_string());
+        let now = now_ms();
+        dispatch!(write self, no_signals, |c| control_ops::trigger_poll_claim(c, tenant, trigger, slot, now))
+    }
+
+    /// Deletes poll claims made before `before`; returns how many.
+    pub async fn trigger_poll_prune(&self, before: Millis) -> Result<usize, StoreError> {
+        dispatch!(write self, no_signals, |c| control_ops::trigger_poll_prune(c, before))
     }
 }

@@ -33,6 +33,11 @@ const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postg
 #[path = "ops.rs"]
 pub(crate) mod ops;
 
+// The control plane's operations, written once for both backends (see control_ops.rs).
+#[allow(clippy::duplicate_mod)]
+#[path = "control_ops.rs"]
+pub(crate) mod control_ops;
+
 pub(crate) struct PgStore {
     pool: Pool<Conn>,
     writer: Writer<Conn, Finishes>,
@@ -46,15 +51,9 @@ impl Drop for PgStore {
     }
 }
 
-/// A schema name we are willing to interpolate into SQL: lowercase identifier, bounded length.
+/// A schema name we are willing to interpolate into SQL (see [`super::schema_name_valid`]).
 pub(crate) fn validate_schema(schema: &str) -> Result<(), StoreError> {
-    let ok = !schema.is_empty()
-        && schema.len() <= 48
-        && schema.starts_with(|c: char| c.is_ascii_lowercase())
-        && schema
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if ok {
+    if super::schema_name_valid(schema) {
         Ok(())
     } else {
         Err(StoreError::InvalidSchema(schema.to_string()))
@@ -69,6 +68,18 @@ fn lock_key(schema: &str) -> i64 {
         h = h.wrapping_mul(0x100000001b3);
     }
     (h >> 1) as i64
+}
+
+/// The schema's `LISTEN/NOTIFY` channel: `cloacina_<schema>`, or, when that is longer than
+/// PostgreSQL's 63-byte identifier limit (`pg_notify` rejects such a channel, `LISTEN` would
+/// truncate it), `cloacina_` and a hash of the schema.
+fn channel_name(schema: &str) -> String {
+    let channel = format!("cloacina_{schema}");
+    if channel.len() <= 63 {
+        channel
+    } else {
+        format!("cloacina_{:016x}", lock_key(schema))
+    }
 }
 
 /// A connect failure naming the server (password hidden) and the whole cause.
@@ -160,7 +171,7 @@ impl PgStore {
                 })
             }
         };
-        let channel = format!("cloacina_{schema}");
+        let channel = channel_name(schema);
         let counts = Arc::new(MergeCounts::default());
         let finishes = Finishes {
             channel: channel.clone(),

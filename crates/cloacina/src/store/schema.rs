@@ -92,11 +92,85 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    api_keys (id) {
+        id -> Text,
+        name -> Text,
+        key_hash -> Text,
+        role -> Text,
+        tenant_id -> Nullable<Text>,
+        is_admin -> Bool,
+        created_at -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    tenants (name) {
+        name -> Text,
+        name_lower -> Text,
+        description -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    packages (id) {
+        id -> Text,
+        tenant -> Text,
+        name -> Text,
+        version -> Text,
+        sha256 -> Text,
+        size -> BigInt,
+        archive -> Binary,
+        signature -> Nullable<Binary>,
+        signed -> Bool,
+        has_library -> Bool,
+        build_status -> Text,
+        build_error -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    package_generation (id) {
+        id -> Integer,
+        generation -> BigInt,
+    }
+}
+
+diesel::table! {
+    audit_log (id) {
+        id -> BigInt,
+        at -> BigInt,
+        actor -> Text,
+        action -> Text,
+        target -> Text,
+        detail -> Text,
+    }
+}
+
+diesel::table! {
+    trigger_polls (tenant, trigger_name, slot) {
+        tenant -> Text,
+        trigger_name -> Text,
+        slot -> BigInt,
+        claimed_at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     workflow_executions,
     task_executions,
     contexts,
     execution_events,
     cron_schedules,
-    cron_fires
+    cron_fires,
+    api_keys,
+    tenants,
+    packages,
+    package_generation,
+    audit_log,
+    trigger_polls
 );

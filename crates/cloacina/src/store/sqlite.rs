@@ -57,6 +57,11 @@ const BUSY_TIMEOUT_MS: u32 = 15_000;
 #[path = "ops.rs"]
 pub(crate) mod ops;
 
+// The control plane's operations, written once for both backends (see control_ops.rs).
+#[allow(clippy::duplicate_mod)]
+#[path = "control_ops.rs"]
+pub(crate) mod control_ops;
+
 /// Where the database lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SqliteTarget {

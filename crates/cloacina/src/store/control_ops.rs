@@ -1,0 +1,483 @@
+//! The control plane's storage operations (API keys, tenants, packages, audit log, trigger poll
+//! claims), written once. Like `ops.rs`, this file is a module of both `sqlite.rs` and
+//! `postgres.rs` (`#[path]`), which define `Conn`. Every write runs through the writer's
+//! ordinary per-write path (one savepoint each); none is merged.
+//!
+//! Each function runs inside a transaction opened by its caller; none commits.
+
+use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
+use diesel_async::RunQueryDsl;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::Conn;
+use crate::store::control_rows::{
+    ApiKeyRow, AuditRow, NewAuditRow, NewPackageRow, PackageRow, TenantRow,
+};
+use crate::store::control_types::{
+    ApiKeyRecord, AuditRecord, BuildStatus, NewApiKey, NewAuditEntry, NewPackage, PackageRecord,
+    TenantRecord,
+};
+use crate::store::error::StoreError;
+use crate::store::schema::{
+    api_keys as ak, audit_log as al, package_generation as pg, packages as pk, tenants as tn,
+    trigger_polls as tp,
+};
+use crate::store::types::Millis;
+
+fn is_unique_violation(e: &diesel::result::Error) -> bool {
+    matches!(
+        e,
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
+// ---- API keys ---------------------------------------------------------------------------
+
+pub(crate) async fn api_key_create(
+    conn: &mut Conn,
+    new: NewApiKey,
+    now: Millis,
+) -> Result<ApiKeyRecord, StoreError> {
+    let row = ApiKeyRow {
+        id: Uuid::now_v7().to_string(),
+        name: new.name,
+        key_hash: new.hash,
+        role: new.role.as_str().to_string(),
+        tenant_id: new.tenant_id,
+        is_admin: new.is_admin,
+        created_at: now,
+        revoked_at: None,
+    };
+    diesel::insert_into(ak::table)
+        .values(&row)
+        .execute(conn)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::InvalidRequest(
+                    "an API key with this hash is already stored; generate a new key".to_string(),
+                )
+            } else {
+                e.into()
+            }
+        })?;
+    row.try_into()
+}
+
+pub(crate) async fn api_key_find(
+    conn: &mut Conn,
+    hash: String,
+) -> Result<Option<ApiKeyRecord>, StoreError> {
+    ak::table
+        .filter(ak::key_hash.eq(hash))
+        .select(ApiKeyRow::as_select())
+        .first(conn)
+        .await
+        .optional()?
+        .map(TryInto::try_into)
+        .transpose()
+}
+
+/// Keys of one tenant (`None`: of every tenant), oldest first.
+pub(crate) async fn api_key_list(
+    conn: &mut Conn,
+    tenant: Option<String>,
+) -> Result<Vec<ApiKeyRecord>, StoreError> {
+    let mut q = ak::table.select(ApiKeyRow::as_select()).into_boxed();
+    if let Some(t) = tenant {
+        q = q.filter(ak::tenant_id.eq(t));
+    }
+    let rows: Vec<ApiKeyRow> = q
+        .order((ak::created_at.asc(), ak::id.asc()))
+        .load(conn)
+        .await?;
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
+/// Revokes key `id` (of `tenant`, when given). Revoking a revoked key changes nothing and
+/// answers it as it is. `None` when there is no such key (in that tenant).
+pub(crate) async fn api_key_revoke(
+    conn: &mut Conn,
+    id: Uuid,
+    tenant: Option<String>,
+    now: Millis,
+) -> Result<Option<ApiKeyRecord>, StoreError> {
+    let mut q = ak::table
+        .find(id.to_string())
+        .select(ApiKeyRow::as_select())
+        .into_boxed();
+    if let Some(t) = tenant {
+        q = q.filter(ak::tenant_id.eq(t));
+    }
+    let Some(mut row) = q.first(conn).await.optional()? else {
+        return Ok(None);
+    };
+    if row.revoked_at.is_none() {
+        diesel::update(ak::table.find(&row.id).filter(ak::revoked_at.is_null()))
+            .set(ak::revoked_at.eq(now))
+            .execute(conn)
+            .await?;
+        row.revoked_at = Some(now);
+    }
+    row.try_into().map(Some)
+}
+
+/// Revokes every unrevoked key of `tenant`; returns how many.
+pub(crate) async fn api_key_revoke_tenant(
+    conn: &mut Conn,
+    tenant: String,
+    now: Millis,
+) -> Result<usize, StoreError> {
+    Ok(diesel::update(
+        ak::table
+            .filter(ak::tenant_id.eq(tenant))
+            .filter(ak::revoked_at.is_null()),
+    )
+    .set(ak::revoked_at.eq(now))
+    .execute(conn)
+    .await?)
+}
+
+pub(crate) async fn api_key_count(conn: &mut Conn) -> Result<i64, StoreError> {
+    Ok(ak::table
+        .filter(ak::revoked_at.is_null())
+        .count()
+        .get_result(conn)
+        .await?)
+}
+
+// ---- tenants ----------------------------------------------------------------------------
+
+/// Creates a tenant; [`StoreError::TenantExists`] (naming the existing tenant) when one of the
+/// same name in any case exists.
+pub(crate) async fn tenant_create(
+    conn: &mut Conn,
+    name: String,
+    description: Option<String>,
+    now: Millis,
+) -> Result<TenantRecord, StoreError> {
+    let lower = name.to_ascii_lowercase();
+    // Checked first: after a failed insert PostgreSQL answers nothing more in the transaction.
+    let existing: Option<String> = tn::table
+        .filter(tn::name_lower.eq(&lower))
+        .select(tn::name)
+        .first(conn)
+        .await
+        .optional()?;
+    if let Some(existing) = existing {
+        return Err(StoreError::TenantExists(existing));
+    }
+    let row = TenantRow {
+        name,
+        name_lower: lower,
+        description,
+        created_at: now,
+    };
+    diesel::insert_into(tn::table)
+        .values(&row)
+        .execute(conn)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::TenantExists(row.name.clone())
+            } else {
+                e.into()
+            }
+        })?;
+    Ok(row.into())
+}
+
+/// The tenant named `name` in any case.
+pub(crate) async fn tenant_get(
+    conn: &mut Conn,
+    name: String,
+) -> Result<Option<TenantRecord>, StoreError> {
+    Ok(tn::table
+        .filter(tn::name_lower.eq(name.to_ascii_lowercase()))
+        .select(TenantRow::as_select())
+        .first(conn)
+        .await
+        .optional()?
+        .map(Into::into))
+}
+
+pub(crate) async fn tenant_list(conn: &mut Conn) -> Result<Vec<TenantRecord>, StoreError> {
+    let rows: Vec<TenantRow> = tn::table
+        .select(TenantRow::as_select())
+        .order((tn::name_lower.asc(), tn::name.asc()))
+        .load(conn)
+        .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// Deletes the tenant named `name` in any case; false when there is none.
+pub(crate) async fn tenant_delete(conn: &mut Conn, name: String) -> Result<bool, StoreError> {
+    let n = diesel::delete(tn::table.filter(tn::name_lower.eq(name.to_ascii_lowercase())))
+        .execute(conn)
+        .await?;
+    Ok(n > 0)
+}
+
+// ---- packages ---------------------------------------------------------------------------
+
+/// Bumps the package generation; every change to `packages` calls it in its transaction.
+async fn bump_generation(conn: &mut Conn) -> Result<(), StoreError> {
+    let n = diesel::update(pg::table.find(1))
+        .set(pg::generation.eq(pg::generation + 1))
+        .execute(conn)
+        .await?;
+    if n == 1 {
+        return Ok(());
+    }
+    // The migration inserts the row; recreate it if it was deleted by hand.
+    diesel::insert_into(pg::table)
+        .values((pg::id.eq(1), pg::generation.eq(1i64)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+pub(crate) async fn package_create(
+    conn: &mut Conn,
+    new: NewPackage,
+    now: Millis,
+) -> Result<PackageRecord, StoreError> {
+    let row = NewPackageRow {
+        id: Uuid::now_v7().to_string(),
+        sha256: digest(&new.archive),
+        size: new.archive.len() as i64,
+        signed: new.signature.is_some(),
+        tenant: new.tenant,
+        name: new.name,
+        version: new.version,
+        archive: new.archive,
+        signature: new.signature,
+        has_library: new.has_library,
+        build_status: new.build_status.as_str().to_string(),
+        build_error: None,
+        created_at: now,
+        updated_at: now,
+    };
+    diesel::insert_into(pk::table)
+        .values(&row)
+        .execute(conn)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::PackageExists {
+                    tenant: row.tenant.clone(),
+                    name: row.name.clone(),
+                    version: row.version.clone(),
+                }
+            } else {
+                e.into()
+            }
+        })?;
+    bump_generation(conn).await?;
+    PackageRow {
+        id: row.id,
+        tenant: row.tenant,
+        name: row.name,
+        version: row.version,
+        sha256: row.sha256,
+        size: row.size,
+        signed: row.signed,
+        has_library: row.has_library,
+        build_status: row.build_status,
+        build_error: row.build_error,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    }
+    .try_into()
+}
+
+pub(crate) async fn package_get(
+    conn: &mut Conn,
+    id: Uuid,
+) -> Result<Option<PackageRecord>, StoreError> {
+    pk::table
+        .find(id.to_string())
+        .select(PackageRow::as_select())
+        .first(conn)
+        .await
+        .optional()?
+        .map(TryInto::try_into)
+        .transpose()
+}
+
+/// Packages of one tenant (`None`: of all), by tenant, name, then upload time.
+pub(crate) async fn package_list(
+    conn: &mut Conn,
+    tenant: Option<String>,
+) -> Result<Vec<PackageRecord>, StoreError> {
+    let mut q = pk::table.select(PackageRow::as_select()).into_boxed();
+    if let Some(t) = tenant {
+        q = q.filter(pk::tenant.eq(t));
+    }
+    let rows: Vec<PackageRow> = q
+        .order((
+            pk::tenant.asc(),
+            pk::name.asc(),
+            pk::created_at.asc(),
+            pk::id.asc(),
+        ))
+        .load(conn)
+        .await?;
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
+pub(crate) async fn package_archive(
+    conn: &mut Conn,
+    id: Uuid,
+) -> Result<Option<(Vec<u8>, Option<Vec<u8>>)>, StoreError> {
+    Ok(pk::table
+        .find(id.to_string())
+        .select((pk::archive, pk::signature))
+        .first::<(Vec<u8>, Option<Vec<u8>>)>(conn)
+        .await
+        .optional()?)
+}
+
+pub(crate) async fn package_delete(conn: &mut Conn, id: Uuid) -> Result<bool, StoreError> {
+    let n = diesel::delete(pk::table.find(id.to_string()))
+        .execute(conn)
+        .await?;
+    if n > 0 {
+        bump_generation(conn).await?;
+    }
+    Ok(n > 0)
+}
+
+pub(crate) async fn package_delete_tenant(
+    conn: &mut Conn,
+    tenant: String,
+) -> Result<usize, StoreError> {
+    let n = diesel::delete(pk::table.filter(pk::tenant.eq(tenant)))
+        .execute(conn)
+        .await?;
+    if n > 0 {
+        bump_generation(conn).await?;
+    }
+    Ok(n)
+}
+
+/// Records a build's status and error; with `archive`, replaces the stored archive (and its
+/// digest and size) with the built one. False when there is no such package.
+pub(crate) async fn package_set_build(
+    conn: &mut Conn,
+    id: Uuid,
+    status: BuildStatus,
+    error: Option<String>,
+    archive: Option<Vec<u8>>,
+    now: Millis,
+) -> Result<bool, StoreError> {
+    let target = pk::table.find(id.to_string());
+    let set = (
+        pk::build_status.eq(status.as_str()),
+        pk::build_error.eq(error),
+        pk::updated_at.eq(now),
+    );
+    let n = match archive {
+        Some(archive) => {
+            diesel::update(target)
+                .set((
+                    set,
+                    pk::sha256.eq(digest(&archive)),
+                    pk::size.eq(archive.len() as i64),
+                    pk::archive.eq(archive),
+                ))
+                .execute(conn)
+                .await?
+        }
+        None => diesel::update(target).set(set).execute(conn).await?,
+    };
+    if n > 0 {
+        bump_generation(conn).await?;
+    }
+    Ok(n > 0)
+}
+
+pub(crate) async fn package_generation(conn: &mut Conn) -> Result<i64, StoreError> {
+    Ok(pg::table
+        .find(1)
+        .select(pg::generation)
+        .first::<i64>(conn)
+        .await
+        .optional()?
+        .unwrap_or(0))
+}
+
+// ---- audit log --------------------------------------------------------------------------
+
+pub(crate) async fn audit_append(
+    conn: &mut Conn,
+    entry: NewAuditEntry,
+    now: Millis,
+) -> Result<(), StoreError> {
+    diesel::insert_into(al::table)
+        .values(&NewAuditRow {
+            at: now,
+            actor: entry.actor,
+            action: entry.action,
+            target: entry.target,
+            detail: entry.detail.to_string(),
+        })
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The newest `limit` entries, newest first.
+pub(crate) async fn audit_list(
+    conn: &mut Conn,
+    limit: i64,
+) -> Result<Vec<AuditRecord>, StoreError> {
+    let rows: Vec<AuditRow> = al::table
+        .select(AuditRow::as_select())
+        .order(al::id.desc())
+        .limit(limit.clamp(1, 100_000))
+        .load(conn)
+        .await?;
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
+// ---- trigger poll claims ----------------------------------------------------------------
+
+/// Claims poll `slot` of a trigger: true for the first caller, false for every later one (in
+/// any process). Concurrent inserts of one key wait for each other (PostgreSQL's unique index,
+/// SQLite's single writer), so exactly one sees its row inserted.
+pub(crate) async fn trigger_poll_claim(
+    conn: &mut Conn,
+    tenant: String,
+    trigger: String,
+    slot: i64,
+    now: Millis,
+) -> Result<bool, StoreError> {
+    let n = diesel::insert_into(tp::table)
+        .values((
+            tp::tenant.eq(tenant),
+            tp::trigger_name.eq(trigger),
+            tp::slot.eq(slot),
+            tp::claimed_at.eq(now),
+        ))
+        .on_conflict((tp::tenant, tp::trigger_name, tp::slot))
+        .do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(n == 1)
+}
+
+/// Deletes claims made before `before`; returns how many.
+pub(crate) async fn trigger_poll_prune(
+    conn: &mut Conn,
+    before: Millis,
+) -> Result<usize, StoreError> {
+    Ok(diesel::delete(tp::table.filter(tp::claimed_at.lt(before)))
+        .execute(conn)
+        .await?)
+}
