@@ -209,6 +209,16 @@ pub const CODES: &[CodeInfo] = &[
         "no workflow of this name is registered",
     ),
     c(
+        "workflow_paused",
+        Conflict,
+        "the workflow is paused: no new runs start until it is resumed",
+    ),
+    c(
+        "invalid_duration",
+        Invalid,
+        "a duration is not days, hours, minutes and seconds (e.g. 7d12h) greater than zero",
+    ),
+    c(
         "workflow_invalid",
         Invalid,
         "a workflow's definition is not valid (no tasks, a cycle, a missing dependency, a bad name or retry policy)",

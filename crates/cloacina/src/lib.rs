@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod config;
 pub mod daemon;
+pub mod duration;
 pub mod engine;
 pub mod error;
 pub mod host;

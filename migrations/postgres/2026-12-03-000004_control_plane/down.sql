@@ -1,3 +1,4 @@
+DROP TABLE workflow_pauses;
 DROP TABLE trigger_polls;
 DROP TABLE audit_log;
 DROP TABLE package_generation;

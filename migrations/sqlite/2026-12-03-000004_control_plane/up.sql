@@ -77,3 +77,11 @@ CREATE TABLE trigger_polls (
     PRIMARY KEY (tenant, trigger_name, slot)
 ) WITHOUT ROWID;
 CREATE INDEX trigger_polls_by_time ON trigger_polls (claimed_at);
+
+-- Workflows paused through the API: new runs refused on every replica until resumed.
+CREATE TABLE workflow_pauses (
+    tenant    TEXT NOT NULL,
+    workflow  TEXT NOT NULL,
+    paused_at BIGINT NOT NULL,
+    PRIMARY KEY (tenant, workflow)
+);

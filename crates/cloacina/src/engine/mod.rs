@@ -59,6 +59,8 @@ pub enum EngineError {
     ShuttingDown,
     #[error("invalid runner configuration: {0}")]
     Config(String),
+    #[error("workflow '{0}' is paused: no new runs start until it is resumed")]
+    WorkflowPaused(String),
 }
 
 impl crate::error::ErrorCode for EngineError {
@@ -71,6 +73,7 @@ impl crate::error::ErrorCode for EngineError {
             EngineError::WaitTimeout(..) => "wait_timeout",
             EngineError::ShuttingDown => "shutting_down",
             EngineError::Config(_) => "config_invalid",
+            EngineError::WorkflowPaused(_) => "workflow_paused",
         }
     }
 }
@@ -111,6 +114,26 @@ pub struct RunnerStats {
     pub recovered: AtomicU64,
     /// Held tasks handed back before they started (execution paused, runner stopping).
     pub handed_back: AtomicU64,
+    /// Durations (seconds) of attempts that ended since the last [`RunnerStats::task_durations`],
+    /// for a metrics histogram; at most [`DURATION_SAMPLES`] are kept between two reads.
+    durations: Mutex<Vec<f64>>,
+}
+
+/// Most attempt durations kept between two reads of [`RunnerStats::task_durations`].
+pub const DURATION_SAMPLES: usize = 65_536;
+
+impl RunnerStats {
+    /// Takes the attempt durations (seconds) recorded since the last call.
+    pub fn task_durations(&self) -> Vec<f64> {
+        std::mem::take(&mut *lock(&self.durations))
+    }
+
+    fn record_duration(&self, seconds: f64) {
+        let mut d = lock(&self.durations);
+        if d.len() < DURATION_SAMPLES {
+            d.push(seconds);
+        }
+    }
 }
 
 /// Registered workflows: the current version per name, and every version seen, so runs keep
@@ -153,6 +176,8 @@ struct Shared {
     /// Tracked executions last seen paused: their held tasks that have not started yet are
     /// handed back instead of run.
     paused: Mutex<HashSet<Uuid>>,
+    /// Workflow names whose new runs are refused (a paused workflow).
+    paused_workflows: RwLock<HashSet<String>>,
     /// Spawned task runners by slot id, so shutdown can count and abort them.
     tasks: Mutex<HashMap<u64, tokio::task::AbortHandle>>,
     next_slot: AtomicU64,
@@ -209,6 +234,7 @@ impl Runner {
             wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
             paused: Mutex::new(HashSet::new()),
+            paused_workflows: RwLock::new(HashSet::new()),
             tasks: Mutex::new(HashMap::new()),
             next_slot: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
@@ -330,11 +356,35 @@ impl Runner {
             .map(|s| s.workflow.clone())
     }
 
+    /// Pauses workflow `name`: new runs (submitted, scheduled or triggered) are refused with
+    /// [`EngineError::WorkflowPaused`] until [`Runner::workflow_resume`]; runs already started go
+    /// on. `false` when it was paused already.
+    pub fn workflow_pause(&self, name: &str) -> bool {
+        write_lock(&self.shared.paused_workflows).insert(name.to_string())
+    }
+
+    /// Lets new runs of `name` start again. `false` when it was not paused.
+    pub fn workflow_resume(&self, name: &str) -> bool {
+        write_lock(&self.shared.paused_workflows).remove(name)
+    }
+
+    pub fn workflow_paused(&self, name: &str) -> bool {
+        read_lock(&self.shared.paused_workflows).contains(name)
+    }
+
+    fn refuse_paused(&self, name: &str) -> Result<(), EngineError> {
+        if self.workflow_paused(name) {
+            return Err(EngineError::WorkflowPaused(name.to_string()));
+        }
+        Ok(())
+    }
+
     /// Starts a run of the current version of `name`; returns its id at once.
     pub async fn submit(&self, name: &str, input: Context) -> Result<Uuid, EngineError> {
         if self.shared.stopping.load(Ordering::SeqCst) {
             return Err(EngineError::ShuttingDown);
         }
+        self.refuse_paused(name)?;
         let served = read_lock(&self.shared.catalog).current.get(name).cloned();
         let served = served.ok_or_else(|| {
             let cat = read_lock(&self.shared.catalog);
@@ -389,6 +439,7 @@ impl Runner {
         if self.shared.stopping.load(Ordering::SeqCst) {
             return Err(EngineError::ShuttingDown);
         }
+        self.refuse_paused(name)?;
         let served = read_lock(&self.shared.catalog).current.get(name).cloned();
         let Some(served) = served else {
             let cat = read_lock(&self.shared.catalog);
@@ -850,6 +901,7 @@ async fn run_task(
         }
         return Vec::new();
     }
+    let started = std::time::Instant::now();
     let outcome = match &workflow {
         Some(wf) => executor::attempt(&shared.store, &shared.contexts, wf, &task, cancel).await,
         None => Ok(AttemptOutcome::Failed {
@@ -860,6 +912,9 @@ async fn run_task(
         }),
     };
     drop(body);
+    shared
+        .stats
+        .record_duration(started.elapsed().as_secs_f64());
     shared.untrack(task.execution_id);
     let mut handed = Vec::new();
     match outcome {

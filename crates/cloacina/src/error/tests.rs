@@ -642,6 +642,7 @@ fn engine_errors() -> Vec<EngineError> {
         EngineError::WaitTimeout(Duration::from_secs(1), Uuid::nil()),
         EngineError::ShuttingDown,
         EngineError::Config(s()),
+        EngineError::WorkflowPaused(s()),
     ]
 }
 
@@ -771,6 +772,7 @@ fn every_error() -> Vec<(String, &'static str)> {
         },
         TenantError::Store(StoreError::TenantExists(s())),
     ]));
+    out.extend(all(vec![crate::duration::parse("").expect_err("empty")]));
     out.extend(all(vec![
         ConfigError::Read {
             path: s(),

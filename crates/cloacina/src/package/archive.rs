@@ -1288,6 +1288,32 @@ pub const MAX_ARCHIVE_BYTES: u64 = 512 * 1024 * 1024;
 /// [`MAX_ARCHIVE_BYTES`] or not starting with the gzip magic bytes; the decompressed bytes it
 /// reads are bounded by the default [`UnpackLimits`].
 pub fn read_manifest(path: &Path) -> Result<Manifest, ArchiveError> {
+    scan(path, false).map(|s| s.manifest)
+}
+
+/// What an archive declares, read without unpacking it or opening a library.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveSummary {
+    pub manifest: Manifest,
+    /// Target triples of the libraries it holds, sorted (empty for a source-only archive).
+    pub targets: Vec<String>,
+}
+
+impl ArchiveSummary {
+    /// Whether it holds a library this host can load ([`HOST_TARGET`]).
+    pub fn has_host_library(&self) -> bool {
+        self.targets.iter().any(|t| t == HOST_TARGET)
+    }
+}
+
+/// [`read_manifest`], plus the targets of the libraries the archive holds (every entry is
+/// listed, within the same bounds): how a server decides whether an upload can be loaded at
+/// once or waits for the compiler.
+pub fn read_summary(path: &Path) -> Result<ArchiveSummary, ArchiveError> {
+    scan(path, true)
+}
+
+fn scan(path: &Path, all_entries: bool) -> Result<ArchiveSummary, ArchiveError> {
     const MANIFEST_MAX_BYTES: u64 = 64 * 1024;
     let shown = path.display().to_string();
     let mut file = fs::File::open(path).map_err(|e| io_error("read", path, e))?;
@@ -1317,6 +1343,8 @@ pub fn read_manifest(path: &Path) -> Result<Manifest, ArchiveError> {
     let entries = tar
         .entries()
         .map_err(|e| corrupt(printable(&e.to_string(), 120)))?;
+    let mut manifest = None;
+    let mut targets = std::collections::BTreeSet::new();
     for (n, entry) in entries.enumerate() {
         if n >= limits.max_entries {
             break;
@@ -1324,7 +1352,18 @@ pub fn read_manifest(path: &Path) -> Result<Manifest, ArchiveError> {
         let mut entry = entry.map_err(|e| corrupt(printable(&e.to_string(), 120)))?;
         let raw = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw);
-        if name.trim_start_matches("./") != "package.toml" {
+        let name = name.trim_start_matches("./");
+        if let Some(rest) = name.strip_prefix("lib/") {
+            if let Some((target, file)) = rest.split_once('/')
+                && is_valid_target(target)
+                && !file.is_empty()
+                && !file.contains('/')
+            {
+                targets.insert(target.to_string());
+            }
+            continue;
+        }
+        if name != "package.toml" || manifest.is_some() {
             continue;
         }
         if entry.size() > MANIFEST_MAX_BYTES {
@@ -1339,14 +1378,28 @@ pub fn read_manifest(path: &Path) -> Result<Manifest, ArchiveError> {
             .take(MANIFEST_MAX_BYTES)
             .read_to_string(&mut text)
             .map_err(|e| corrupt(printable(&e.to_string(), 120)))?;
-        return Manifest::parse(&text, &format!("{shown} (package.toml)")).map_err(|cause| {
-            ArchiveError::InvalidManifest {
-                archive: shown,
-                cause,
-            }
-        });
+        let parsed =
+            Manifest::parse(&text, &format!("{shown} (package.toml)")).map_err(|cause| {
+                ArchiveError::InvalidManifest {
+                    archive: shown.clone(),
+                    cause,
+                }
+            })?;
+        if !all_entries {
+            return Ok(ArchiveSummary {
+                manifest: parsed,
+                targets: Vec::new(),
+            });
+        }
+        manifest = Some(parsed);
     }
-    Err(ArchiveError::MissingManifest { archive: shown })
+    match manifest {
+        Some(manifest) => Ok(ArchiveSummary {
+            manifest,
+            targets: targets.into_iter().collect(),
+        }),
+        None => Err(ArchiveError::MissingManifest { archive: shown }),
+    }
 }
 
 #[cfg(test)]

@@ -762,11 +762,23 @@ impl CronScheduler {
                     missed: f.missed,
                 }),
             };
-            match inner
+            let submitted = inner
                 .runner
                 .submit_with(&s.workflow, context, options)
-                .await?
-            {
+                .await;
+            if let Err(crate::engine::EngineError::WorkflowPaused(_)) = submitted {
+                // A paused workflow's instants are skipped, not queued: its cursor moves on.
+                if inner
+                    .store
+                    .cron_schedule_advance(s.id, f.instant, f.next, 1)
+                    .await?
+                {
+                    self.count_missed(s, 1, report);
+                    tracing::debug!(schedule = %s.name, %instant, "cron instant skipped: the workflow is paused");
+                }
+                continue;
+            }
+            match submitted? {
                 SubmitOutcome::Started(id) => {
                     inner.stats.fired.fetch_add(1, Ordering::Relaxed);
                     self.count_missed(s, f.missed, report);

@@ -21,7 +21,7 @@ use crate::store::control_types::{
 use crate::store::error::StoreError;
 use crate::store::schema::{
     api_keys as ak, audit_log as al, package_generation as pg, packages as pk, tenants as tn,
-    trigger_polls as tp,
+    trigger_polls as tp, workflow_pauses as wp,
 };
 use crate::store::types::Millis;
 
@@ -478,6 +478,66 @@ pub(crate) async fn trigger_poll_prune(
     before: Millis,
 ) -> Result<usize, StoreError> {
     Ok(diesel::delete(tp::table.filter(tp::claimed_at.lt(before)))
+        .execute(conn)
+        .await?)
+}
+
+// ---- paused workflows -------------------------------------------------------------------
+
+/// Records `workflow` of `tenant` as paused (or not); bumps the package generation so other
+/// replicas apply it on their next check. Returns whether anything changed.
+pub(crate) async fn workflow_pause_set(
+    conn: &mut Conn,
+    tenant: String,
+    workflow: String,
+    paused: bool,
+    now: Millis,
+) -> Result<bool, StoreError> {
+    let n = if paused {
+        diesel::insert_into(wp::table)
+            .values((
+                wp::tenant.eq(&tenant),
+                wp::workflow.eq(&workflow),
+                wp::paused_at.eq(now),
+            ))
+            .on_conflict((wp::tenant, wp::workflow))
+            .do_nothing()
+            .execute(conn)
+            .await?
+    } else {
+        diesel::delete(
+            wp::table
+                .filter(wp::tenant.eq(&tenant))
+                .filter(wp::workflow.eq(&workflow)),
+        )
+        .execute(conn)
+        .await?
+    };
+    if n > 0 {
+        bump_generation(conn).await?;
+    }
+    Ok(n > 0)
+}
+
+/// The paused workflows of `tenant`, by name.
+pub(crate) async fn workflow_pause_list(
+    conn: &mut Conn,
+    tenant: String,
+) -> Result<Vec<String>, StoreError> {
+    Ok(wp::table
+        .filter(wp::tenant.eq(tenant))
+        .select(wp::workflow)
+        .order(wp::workflow.asc())
+        .load(conn)
+        .await?)
+}
+
+/// Deletes `tenant`'s paused-workflow records.
+pub(crate) async fn workflow_pause_delete_tenant(
+    conn: &mut Conn,
+    tenant: String,
+) -> Result<usize, StoreError> {
+    Ok(diesel::delete(wp::table.filter(wp::tenant.eq(tenant)))
         .execute(conn)
         .await?)
 }

@@ -606,6 +606,17 @@ impl Store {
         dispatch!(read self, [filter], |c| ops::execution_list(c, filter))
     }
 
+    /// How many executions match `filter` (its `limit` and `offset` ignored).
+    pub async fn execution_total(&self, filter: &ExecutionFilter) -> Result<i64, StoreError> {
+        let filter = filter.clone();
+        dispatch!(read self, [filter], |c| ops::execution_total(c, filter))
+    }
+
+    /// Tasks per status over every execution (statuses with none are absent).
+    pub async fn task_count_by_status(&self) -> Result<Vec<(TaskStatus, i64)>, StoreError> {
+        dispatch!(read self, |c| ops::task_count_by_status(c))
+    }
+
     /// How many executions have one of `statuses` (one indexed count, whatever the number).
     pub async fn execution_count(&self, statuses: &[ExecutionStatus]) -> Result<i64, StoreError> {
         let statuses = statuses.to_vec();
@@ -1025,5 +1036,32 @@ impl Store {
     /// Deletes poll claims made before `before`; returns how many.
     pub async fn trigger_poll_prune(&self, before: Millis) -> Result<usize, StoreError> {
         dispatch!(write self, no_signals, |c| control_ops::trigger_poll_prune(c, before))
+    }
+
+    // ---- control plane: paused workflows ----------------------------------------------
+
+    /// Records `workflow` of `tenant` as paused (`true`) or not; `false` when it already was.
+    /// Bumps the package generation when something changed, so other replicas follow.
+    pub async fn workflow_pause_set(
+        &self,
+        tenant: &str,
+        workflow: &str,
+        paused: bool,
+    ) -> Result<bool, StoreError> {
+        let (tenant, workflow) = (tenant.to_string(), workflow.to_string());
+        let now = now_ms();
+        dispatch!(write self, no_signals, |c| control_ops::workflow_pause_set(c, tenant, workflow, paused, now))
+    }
+
+    /// The paused workflows of `tenant`, by name.
+    pub async fn workflow_pause_list(&self, tenant: &str) -> Result<Vec<String>, StoreError> {
+        let tenant = tenant.to_string();
+        dispatch!(read self, [tenant], |c| control_ops::workflow_pause_list(c, tenant))
+    }
+
+    /// Forgets `tenant`'s paused workflows (a tenant removal); returns how many.
+    pub async fn workflow_pause_delete_tenant(&self, tenant: &str) -> Result<usize, StoreError> {
+        let tenant = tenant.to_string();
+        dispatch!(write self, no_signals, |c| control_ops::workflow_pause_delete_tenant(c, tenant))
     }
 }

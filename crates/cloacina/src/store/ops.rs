@@ -344,9 +344,47 @@ pub(crate) async fn execution_list(
     let rows: Vec<ExecutionRow> = q
         .order(we::id.desc())
         .limit(filter.limit.unwrap_or(50).clamp(1, 10_000))
+        .offset(filter.offset.unwrap_or(0).max(0))
         .load(conn)
         .await?;
     rows.into_iter().map(TryInto::try_into).collect()
+}
+
+/// How many executions match `filter`'s workflow, status and `before` (its limit and offset
+/// ignored): the `total` of a paged list.
+pub(crate) async fn execution_total(
+    conn: &mut Conn,
+    filter: ExecutionFilter,
+) -> Result<i64, StoreError> {
+    let mut q = we::table.into_boxed();
+    if let Some(w) = filter.workflow {
+        q = q.filter(we::workflow_name.eq(w));
+    }
+    if let Some(s) = filter.status {
+        q = q.filter(we::status.eq(s.as_str()));
+    }
+    if let Some(before) = filter.before {
+        q = q.filter(we::id.lt(before.to_string()));
+    }
+    Ok(q.count().get_result(conn).await?)
+}
+
+/// Tasks per status, over every execution (statuses with none are absent).
+pub(crate) async fn task_count_by_status(
+    conn: &mut Conn,
+) -> Result<Vec<(TaskStatus, i64)>, StoreError> {
+    let rows: Vec<(String, i64)> = te::table
+        .group_by(te::status)
+        .select((te::status, diesel::dsl::count_star()))
+        .load(conn)
+        .await?;
+    rows.into_iter()
+        .map(|(s, n)| {
+            s.parse::<TaskStatus>()
+                .map(|s| (s, n))
+                .map_err(StoreError::Corrupt)
+        })
+        .collect()
 }
 
 pub(crate) async fn execution_count(

@@ -160,6 +160,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    workflow_pauses (tenant, workflow) {
+        tenant -> Text,
+        workflow -> Text,
+        paused_at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     workflow_executions,
     task_executions,
@@ -172,5 +180,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     packages,
     package_generation,
     audit_log,
-    trigger_polls
+    trigger_polls,
+    workflow_pauses
 );

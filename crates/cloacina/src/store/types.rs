@@ -322,6 +322,8 @@ pub struct ExecutionFilter {
     pub limit: Option<i64>,
     /// Only executions created strictly before this one (keyset pagination).
     pub before: Option<Uuid>,
+    /// Rows to skip (offset pagination, newest first).
+    pub offset: Option<i64>,
 }
 
 /// Ask for up to `limit` ready tasks, leased to `owner` until `now + lease_ms`.

@@ -1,0 +1,56 @@
+//! The server's settings, as `cloacina-server`'s flags and environment give them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything [`crate::Server::start`] needs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub bind: SocketAddr,
+    /// `postgres://…` or `sqlite://…`: the `public` tenant's (and the control plane's) database.
+    pub database_url: String,
+    /// The home directory: PID file, bootstrap key, logs, caches, SQLite tenant files.
+    pub home: PathBuf,
+    /// A pre-supplied bootstrap admin key (used only while the database has no keys).
+    pub bootstrap_key: Option<String>,
+    pub require_signatures: bool,
+    /// Public key files whose signatures are trusted.
+    pub trusted_keys: Vec<PathBuf>,
+    /// The safety-net pass of the package reconciler; changes made through this replica apply
+    /// at once, other replicas' within this interval.
+    pub reconcile_interval: Duration,
+    /// Largest package upload accepted.
+    pub max_upload_bytes: usize,
+    /// How long a stop waits for running tasks.
+    pub shutdown_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// Defaults for everything but the database and home.
+    pub fn new(database_url: impl Into<String>, home: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: database_url.into(),
+            home: home.into(),
+            bootstrap_key: None,
+            require_signatures: false,
+            trusted_keys: Vec::new(),
+            reconcile_interval: Duration::from_secs(5),
+            max_upload_bytes: 64 * 1024 * 1024,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.home.join("server-cache")
+    }
+
+    pub fn bootstrap_key_file(&self) -> PathBuf {
+        self.home.join("bootstrap-key")
+    }
+
+    pub fn pid_file(&self) -> PathBuf {
+        self.home.join("server.pid")
+    }
+}

@@ -1,0 +1,143 @@
+//! `cloacina-server`: parses flags, sets up logging and the PID file, starts the server and
+//! turns SIGINT/SIGTERM into a graceful stop. Everything else is in the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use cloacina::config::Home;
+use cloacina::daemon::pidfile::PidFile;
+use cloacina_server::{Server, ServerConfig};
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cloacina-server",
+    about = "Cloacina's multi-tenant HTTP server",
+    version
+)]
+struct Args {
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    bind: SocketAddr,
+    /// Database URL: postgres://USER@HOST/DB or sqlite:///ABSOLUTE/PATH.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Admin key to create on first start (else one is generated into <home>/bootstrap-key).
+    #[arg(long, env = "CLOACINA_BOOTSTRAP_KEY", hide_env_values = true)]
+    bootstrap_key: Option<String>,
+    /// Refuse package uploads without a valid signature by a trusted key.
+    #[arg(long, env = "CLOACINA_REQUIRE_SIGNATURES", num_args = 0..=1, default_missing_value = "true")]
+    require_signatures: Option<bool>,
+    /// A trusted public key file (repeatable); required with --require-signatures.
+    #[arg(long = "trusted-key")]
+    trusted_keys: Vec<PathBuf>,
+    /// The Cloacina home directory (default ~/.cloacina).
+    #[arg(long)]
+    home: Option<PathBuf>,
+    /// Seconds between safety-net reconciliation passes (changes through this replica apply
+    /// at once, other replicas' within a second).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    reconcile_interval_s: u64,
+    /// Largest package upload, in MiB.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=512))]
+    max_upload_mb: u64,
+    /// Seconds a stop waits for running tasks before handing them back.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86400))]
+    shutdown_timeout_s: u64,
+    /// Debug-level logging.
+    #[arg(short, long)]
+    verbose: bool,
+    /// No ANSI colours on stderr.
+    #[arg(long)]
+    no_color: bool,
+}
+
+fn main() {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
+    let code = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => match rt.block_on(run(args)) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("Error: {e:#}");
+                1
+            }
+        },
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    // Handlers first: a stop asked for while the tenants start is a graceful stop.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let database_url = args.database_url.clone().context(
+        "no database URL: pass --database-url or set DATABASE_URL (sqlite:///ABSOLUTE/PATH or postgres://USER@HOST/DB)",
+    )?;
+    let home = Home::resolve(args.home.as_deref())?;
+    for dir in [home.root().to_path_buf(), home.logs()] {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut config = ServerConfig::new(database_url, home.root());
+    config.bind = args.bind;
+    config.bootstrap_key = args.bootstrap_key.clone().filter(|k| !k.trim().is_empty());
+    config.require_signatures = args.require_signatures.unwrap_or(false);
+    config.trusted_keys = args.trusted_keys.clone();
+    config.reconcile_interval = Duration::from_secs(args.reconcile_interval_s);
+    config.max_upload_bytes = (args.max_upload_mb * 1024 * 1024) as usize;
+    config.shutdown_timeout = Duration::from_secs(args.shutdown_timeout_s);
+    // Held (locked) until we exit: one server per home.
+    let _pid = PidFile::acquire(&config.pid_file())?;
+    let _log = cloacina_service::init(&cloacina_service::LogSettings {
+        file: &home.logs().join("cloacina-server.log"),
+        level: "info",
+        verbose: args.verbose,
+        no_color: args.no_color,
+    })?;
+
+    let server = Server::start(config).await?;
+    let addr = server.local_addr()?;
+    match server.bootstrap {
+        cloacina_server::bootstrap::Bootstrap::Generated => tracing::info!(
+            file = %home.root().join("bootstrap-key").display(),
+            "no API keys existed: a bootstrap admin key was generated; read it from the file (mode 0600)"
+        ),
+        cloacina_server::bootstrap::Bootstrap::Given => {
+            tracing::info!("no API keys existed: the bootstrap key given was recorded")
+        }
+        cloacina_server::bootstrap::Bootstrap::KeysExist => {}
+    }
+    tracing::info!(%addr, pid = std::process::id(), backend = server.state().control.backend_name(), "server listening");
+    let stop = async move {
+        tokio::select! {
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+        }
+        tracing::info!("stopping: no new connections; finishing requests and draining runs");
+        // A second SIGINT exits at once.
+        tokio::spawn(async move {
+            if sigint.recv().await.is_some() {
+                eprintln!("second interrupt: exiting now");
+                std::process::exit(1);
+            }
+        });
+    };
+    server.serve(stop).await?;
+    tracing::info!("server stopped");
+    Ok(())
+}

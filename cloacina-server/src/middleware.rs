@@ -1,0 +1,114 @@
+//! What wraps every request: a request id (the caller's own when it sent a valid one),
+//! metrics by route template, and the one error shape for answers produced outside the
+//! handlers (unknown routes, wrong methods, body limits, extractor rejections).
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ApiError;
+use crate::state::SharedState;
+
+/// Largest JSON (non-upload) body.
+pub const JSON_BODY_LIMIT: usize = 1024 * 1024;
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// A request id sent by a client is kept when it is short printable ASCII.
+fn valid_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
+}
+
+pub async fn observe(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().as_str().to_string();
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .filter(|v| valid_request_id(v))
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                .unwrap_or(HeaderValue::from_static("unknown"))
+        });
+    let mut response = next.run(req).await;
+    if response.status().is_client_error() || response.status().is_server_error() {
+        response = json_error_shape(response).await;
+    }
+    response.headers_mut().insert(REQUEST_ID, request_id);
+    let status = response.status().as_u16();
+    state
+        .metrics
+        .http_request(&route, &method, status, started.elapsed().as_secs_f64());
+    response
+}
+
+/// Rewrites an error answer that is not already JSON (axum's own rejections, the 405 of a
+/// wrong method, a body limit) into `{"error", "code"}`.
+async fn json_error_shape(response: Response) -> Response {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let status = response.status();
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let (code, fallback) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this path does not take this method; see /v1/openapi.json",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "body_too_large",
+            "the request body is larger than the limit",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "the body's content type is not one this route takes",
+        ),
+        StatusCode::NOT_FOUND => ("route_not_found", "no such route; see /v1/openapi.json"),
+        s if s.is_server_error() => ("internal_error", "internal error; see the server's log"),
+        _ => ("invalid_request", "the request is not valid"),
+    };
+    let message = if text.is_empty() {
+        fallback.to_string()
+    } else {
+        format!("{fallback}: {text}")
+    };
+    let mut fresh = ApiError::new(status, code, message).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name == header::ALLOW {
+            fresh.headers_mut().insert(name, value.clone());
+        }
+    }
+    fresh
+}
+
+/// Answer for paths no route has.
+pub async fn route_not_found(req: Request<Body>) -> ApiError {
+    ApiError::not_found(
+        "route_not_found",
+        format!(
+            "no route for {} {}; see /v1/openapi.json for the routes",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+}
