@@ -77,14 +77,14 @@ pub struct Client {
 /// `url` with `http://` added when it has no scheme, and no trailing `/`. `https://` and other
 /// schemes are refused.
 pub fn normalize_base(url: &str) -> Result<String, HttpError> {
-    let trimmed = url.trim().trim_end_matches('/');
+    let trimmed = url.trim();
     let bad = |reason: &str| HttpError::BadUrl {
         url: url.to_string(),
         reason: reason.to_string(),
     };
-    let with_scheme = match trimmed.split_once("://") {
-        None => format!("http://{trimmed}"),
-        Some(("http", _)) => trimmed.to_string(),
+    let rest = match trimmed.split_once("://") {
+        None => trimmed,
+        Some(("http", rest)) => rest,
         Some(("https", _)) => {
             return Err(bad(
                 "https is not supported by cloacinactl yet (it is built without TLS); use an http:// URL, e.g. through a local TLS-terminating proxy",
@@ -96,10 +96,11 @@ pub fn normalize_base(url: &str) -> Result<String, HttpError> {
             )));
         }
     };
-    if with_scheme.len() <= "http://".len() {
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.starts_with('/') {
         return Err(bad("no host; use http://HOST:PORT"));
     }
-    Ok(with_scheme)
+    Ok(format!("http://{rest}"))
 }
 
 impl Client {
