@@ -107,6 +107,48 @@ pub enum Command {
     /// Run and probe the workstation daemon.
     #[command(subcommand)]
     Daemon(DaemonCommand),
+    /// Run and probe the HTTP API server.
+    #[command(subcommand)]
+    Server(ServerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// Run the server in the foreground (execs cloacina-server).
+    Start(ServerStartArgs),
+    /// Stop the server recorded in <home>/server.pid (SIGTERM, or SIGKILL with --force).
+    Stop(DaemonStopArgs),
+    /// Print the server's status (GET /v1/health/status; needs an API key).
+    Status(DaemonStatusArgs),
+    /// Exit 0 if the server answers GET /health with 200, 2 otherwise; prints nothing.
+    Health,
+}
+
+/// Secrets (the database URL, the bootstrap key) reach the server through its environment,
+/// never its command line, where any local user could read them.
+#[derive(Debug, Args)]
+pub struct ServerStartArgs {
+    /// Listen address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// Database connection URL (sqlite:///path/to/cloacina.db or postgres://...)
+    /// [env: DATABASE_URL; else database_url in config.toml].
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Admin key for the first start; generated (and written to <home>/bootstrap-key) when
+    /// absent and no key exists [env: CLOACINA_BOOTSTRAP_KEY].
+    #[arg(long, value_name = "KEY")]
+    pub bootstrap_key: Option<String>,
+    /// Refuse package uploads without a valid signature by a trusted key
+    /// [env: CLOACINA_REQUIRE_SIGNATURES].
+    #[arg(long)]
+    pub require_signatures: bool,
+    /// A trusted public key file (KEYFILE.pub) for signature verification. Repeatable.
+    #[arg(long = "trusted-key", value_name = "PUBFILE")]
+    pub trusted_keys: Vec<PathBuf>,
+    /// Reconciler pass interval in seconds [default: the server's].
+    #[arg(long, value_name = "N")]
+    pub reconcile_interval_s: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -246,6 +288,8 @@ impl Command {
             Command::Package(p) => p.output(),
             Command::Daemon(DaemonCommand::Status(a)) => a.output.output,
             Command::Daemon(_) => None,
+            Command::Server(ServerCommand::Status(a)) => a.output.output,
+            Command::Server(_) => None,
         }
     }
 }

@@ -17,10 +17,6 @@ use cloacina::package::signing::SignatureError;
 
 /// Why a command failed. `main` prints `Error: <message>` and exits with [`CliError::exit_code`].
 #[derive(Debug, thiserror::Error)]
-#[allow(
-    dead_code,
-    reason = "the network, not-found, auth and rejection kinds are produced by the HTTP verbs"
-)]
 pub enum CliError {
     /// The command line itself is wrong (clap reports most of these before we run).
     #[error("{0}")]
@@ -63,7 +59,6 @@ impl CliError {
     }
 
     /// The failure for an HTTP error status.
-    #[allow(dead_code, reason = "used by the HTTP verbs")]
     pub fn from_status(status: u16, message: String) -> CliError {
         match status {
             404 => CliError::NotFound(message),

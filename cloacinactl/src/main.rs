@@ -1,12 +1,14 @@
 //! `cloacinactl`: parses arguments, runs the command, turns its error into an exit code.
 //!
 //! Everything else lives in modules: [`cli`] (the command line), [`settings`] (global flags
-//! resolved), [`error`] (the exit-code table, in one place), [`output`] (formats),
+//! resolved), [`error`] (the exit-code table, in one place), [`http`] (the HTTP client),
+//! [`output`] (formats),
 //! [`progress`] (spinners), [`commands`] (the verbs).
 
 mod cli;
 mod commands;
 mod error;
+mod http;
 mod output;
 mod progress;
 mod settings;
@@ -62,6 +64,7 @@ fn run(cli: &Cli) -> Result<(), CliError> {
     match &cli.command {
         Command::Package(command) => commands::package::run(&settings, command),
         Command::Daemon(command) => commands::daemon::run(&settings, command),
+        Command::Server(command) => commands::server::run(&settings, command),
     }
 }
 

@@ -1,14 +1,11 @@
 //! `cloacinactl daemon start|stop|status|health`: local service management through the PID
 //! file and the health socket (spec: CLI reference, "daemon").
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cloacina::config::{Config, DaemonConfig, Home, bounds};
-use cloacina::daemon::pidfile::{self, PidState, Probe};
+use cloacina::daemon::pidfile;
 use cloacina::daemon::status::{self, DaemonStatus};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::json;
 
 use crate::cli::{DaemonCommand, DaemonStartArgs, DaemonStopArgs};
@@ -32,29 +29,6 @@ pub fn run(settings: &Settings, command: &DaemonCommand) -> Result<(), CliError>
     }
 }
 
-/// Finds `cloacina-daemon` beside this executable, then on `PATH`.
-fn daemon_binary() -> Result<PathBuf, CliError> {
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join(DAEMON_BINARY)));
-    if let Some(path) = beside.as_ref().filter(|p| p.is_file()) {
-        return Ok(path.clone());
-    }
-    if let Some(found) = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(DAEMON_BINARY))
-            .find(|p| p.is_file())
-    }) {
-        return Ok(found);
-    }
-    Err(CliError::User(format!(
-        "cannot find {DAEMON_BINARY} beside cloacinactl ({}) or on PATH; build it with 'cargo build -p cloacina-daemon' or add it to PATH",
-        beside
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "unknown".to_string())
-    )))
-}
-
 /// Replaces this process with the daemon, in the foreground. The daemon itself refuses to
 /// start when another holds this home's PID lock.
 fn start(settings: &Settings, home: &Home, args: &DaemonStartArgs) -> Result<(), CliError> {
@@ -64,7 +38,7 @@ fn start(settings: &Settings, home: &Home, args: &DaemonStartArgs) -> Result<(),
             .check_as("--poll-interval", ms)
             .map_err(|e| CliError::Usage(e.to_string()))?;
     }
-    let binary = daemon_binary()?;
+    let binary = super::find_binary(DAEMON_BINARY)?;
     let mut cmd = std::process::Command::new(&binary);
     cmd.arg("--home").arg(home.root());
     for dir in &args.watch_dirs {
@@ -86,75 +60,20 @@ fn start(settings: &Settings, home: &Home, args: &DaemonStartArgs) -> Result<(),
     )))
 }
 
-/// SIGTERM (or SIGKILL) to this home's daemon, then waits for it to exit. Nothing is sent
-/// unless the PID file is locked and its pid is verified as the `cloacina-daemon` holding it
-/// (see `cloacina::daemon::pidfile`): a stale or foreign pid is reported, exit 2.
+/// SIGTERM (or SIGKILL) to this home's daemon, then waits for it to drain: the configured
+/// shutdown timeout, plus a margin. A config that no longer validates (edited since the
+/// start) falls back to the default.
 fn stop(home: &Home, args: &DaemonStopArgs) -> Result<(), CliError> {
-    let pid_file = home.daemon_pid();
-    let shown = pid_file.display();
-    let user = |e: cloacina::daemon::DaemonError| CliError::User(e.to_string());
-    let Some(probe) = Probe::open(&pid_file).map_err(user)? else {
-        return Err(CliError::Network(format!(
-            "no daemon PID file at {shown}; the daemon is not running"
-        )));
-    };
-    let pid = match probe.state().map_err(user)? {
-        PidState::Running { pid } => pid,
-        PidState::Missing => {
-            return Err(CliError::Network(format!(
-                "no daemon PID file at {shown}; the daemon is not running"
-            )));
-        }
-        PidState::Stale { pid } => {
-            let recorded = pid.map_or_else(|| "no pid".to_string(), |p| format!("pid {p}"));
-            return Err(CliError::Network(format!(
-                "the daemon is not running: {shown} is stale (it records {recorded}, but no daemon holds its lock); nothing was signalled. 'cloacinactl daemon start' replaces it"
-            )));
-        }
-        PidState::Unverified { pid, reason } => {
-            let recorded = pid.map_or_else(|| "no pid".to_string(), |p| format!("pid {p}"));
-            return Err(CliError::Network(format!(
-                "cannot verify the daemon recorded in {shown} ({recorded}): {reason}; nothing was signalled"
-            )));
-        }
-    };
-    let signal = if args.force {
-        Signal::SIGKILL
-    } else {
-        Signal::SIGTERM
-    };
-    kill(Pid::from_raw(pid), signal)
-        .map_err(|e| CliError::Network(format!("cannot signal the daemon (pid {pid}): {e}")))?;
-    // Wait for the drain: the configured shutdown timeout, plus a margin. A config that no
-    // longer validates (edited since the start) falls back to the default.
     let drain = Config::load(&home.config())
         .map(|c| c.daemon.shutdown_timeout())
         .unwrap_or_else(|_| DaemonConfig::default().shutdown_timeout());
-    let limit = drain.saturating_add(Duration::from_secs(10));
-    let deadline = Instant::now().checked_add(limit);
-    // The lock is released when the daemon process is gone, however it ends.
-    while probe.held().map_err(user)? {
-        if deadline.is_some_and(|d| Instant::now() > d) {
-            return Err(CliError::User(format!(
-                "the daemon (pid {pid}) did not stop within {}s; 'cloacinactl daemon stop --force' kills it",
-                limit.as_secs()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    if args.force {
-        // SIGKILL skips the daemon's own clean-up. Only remove what is still stale: a new
-        // daemon may already have replaced the files.
-        if matches!(
-            pidfile::inspect(&pid_file),
-            Ok(PidState::Stale { .. } | PidState::Missing)
-        ) {
-            let _ = std::fs::remove_file(&pid_file);
-            let _ = std::fs::remove_file(home.daemon_socket());
-        }
-    }
-    println!("stopped the daemon (pid {pid})");
-    Ok(())
+    super::stop_service(
+        pidfile::DAEMON,
+        &home.daemon_pid(),
+        args.force,
+        drain.saturating_add(Duration::from_secs(10)),
+        &[home.daemon_socket()],
+    )
 }
 
 fn probe(home: &Home) -> Result<DaemonStatus, CliError> {
@@ -320,7 +239,7 @@ fn wrap(text: &str, width: usize, first: &str, rest: &str) -> String {
     out
 }
 
-fn human_duration(secs: u64) -> String {
+pub(crate) fn human_duration(secs: u64) -> String {
     match secs {
         s if s < 60 => format!("{s}s"),
         s if s < 3600 => format!("{}m{}s", s / 60, s % 60),

@@ -25,6 +25,7 @@ pub fn workspace_root() -> PathBuf {
 pub struct Env {
     tmp: tempfile::TempDir,
     envs: Vec<(String, String)>,
+    removed: Vec<String>,
 }
 
 impl Env {
@@ -32,6 +33,7 @@ impl Env {
         Env {
             tmp: tempfile::tempdir().expect("tempdir"),
             envs: Vec::new(),
+            removed: Vec::new(),
         }
     }
 
@@ -41,6 +43,11 @@ impl Env {
             key.to_string(),
             value.as_ref().to_string_lossy().into_owned(),
         ));
+    }
+
+    /// Removes an inherited environment variable for every command run from now on.
+    pub fn unset_env(&mut self, key: &str) {
+        self.removed.push(key.to_string());
     }
 
     pub fn path(&self) -> &Path {
@@ -65,6 +72,9 @@ impl Env {
         let mut cmd = Command::new(BIN);
         cmd.args(args).current_dir(self.tmp.path());
         cmd.env_remove("NO_COLOR").env_remove("RUST_LOG");
+        for k in &self.removed {
+            cmd.env_remove(k);
+        }
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }

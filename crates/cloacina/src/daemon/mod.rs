@@ -11,11 +11,16 @@ pub mod status;
 /// Why the daemon could not start, or a client could not reach it.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// `service` is the noun of the service holding the PID file ("daemon", "server").
     #[error(
-        "the daemon is already running ({}, recorded in {path}); stop it with 'cloacinactl daemon stop'",
+        "the {service} is already running ({}, recorded in {path}); stop it with 'cloacinactl {service} stop'",
         pid.map_or_else(|| "its pid is not written yet".to_string(), |p| format!("pid {p}"))
     )]
-    AlreadyRunning { pid: Option<i32>, path: String },
+    AlreadyRunning {
+        service: &'static str,
+        pid: Option<i32>,
+        path: String,
+    },
     /// A file or socket operation failed; the I/O error is kept typed (its text is part of
     /// the message).
     #[error("{path}: {cause}")]

@@ -1,5 +1,10 @@
-//! `daemon.pid`: the daemon's pid, under an advisory lock (`flock`) held for the daemon's whole
-//! life.
+//! `daemon.pid` and `server.pid`: a service's pid (and, for the server, the address it listens
+//! on), under an advisory lock (`flock`) held for the service's whole life.
+//!
+//! The format is the pid on the first line, then optional `key=value` lines (`addr=<ADDR>`);
+//! readers take the first line's number, so a file with only the pid (older daemons) reads the
+//! same. Each [`Service`] is verified by its own binary name; the daemon's functions without a
+//! `service` argument ([`PidFile::acquire`], [`Probe::open`], [`inspect`]) are [`DAEMON`]'s.
 //!
 //! The lock, not the number, is the proof that a daemon runs: the kernel drops it when the
 //! process dies, however it dies. So a file left by a crash, a reboot or a `kill -9` is stale
@@ -19,8 +24,56 @@ use nix::unistd::Pid;
 
 use super::DaemonError;
 
-/// The daemon's binary name, as `/proc/<pid>/cmdline` shows it.
-const DAEMON_BINARY: &str = "cloacina-daemon";
+/// A long-running program that owns a PID file: how messages name it and the binary name a
+/// holder is verified by (as `/proc/<pid>/cmdline` shows it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Service {
+    /// The noun of `cloacinactl <noun> stop` ("daemon", "server").
+    pub noun: &'static str,
+    /// The executable's file name.
+    pub binary: &'static str,
+}
+
+/// The workstation daemon (`<home>/daemon.pid`).
+pub const DAEMON: Service = Service {
+    noun: "daemon",
+    binary: "cloacina-daemon",
+};
+
+/// The HTTP server (`<home>/server.pid`).
+pub const SERVER: Service = Service {
+    noun: "server",
+    binary: "cloacina-server",
+};
+
+/// What a PID file records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PidRecord {
+    pub pid: i32,
+    /// The address the service listens on (`addr=` line), as the service wrote it.
+    pub addr: Option<String>,
+}
+
+impl PidRecord {
+    /// Parses the file's text: the pid on the first line, then `key=value` lines (unknown keys
+    /// are ignored so a newer writer does not break an older reader). `None` without a pid.
+    pub fn parse(text: &str) -> Option<PidRecord> {
+        let mut lines = text.lines();
+        let pid = lines.next()?.trim().parse::<i32>().ok()?;
+        let addr = lines
+            .filter_map(|l| l.trim().strip_prefix("addr="))
+            .map(str::to_string)
+            .find(|a| !a.is_empty());
+        Some(PidRecord { pid, addr })
+    }
+
+    fn render(&self) -> String {
+        match &self.addr {
+            Some(addr) => format!("{}\naddr={addr}\n", self.pid),
+            None => format!("{}\n", self.pid),
+        }
+    }
+}
 /// How long a start keeps trying a lock that is held: a client probing the lock holds it for
 /// a moment, which must not read as a running daemon.
 const LOCK_RETRY: Duration = Duration::from_millis(300);
@@ -28,7 +81,7 @@ const LOCK_RETRY: Duration = Duration::from_millis(300);
 /// after taking the lock).
 const PID_WAIT: Duration = Duration::from_secs(2);
 
-/// Held for the daemon's lifetime: the open, locked file. Dropping it removes the file, then
+/// Held for the service's lifetime: the open, locked file. Dropping it removes the file, then
 /// closing the file releases the lock.
 #[derive(Debug)]
 pub struct PidFile {
@@ -70,8 +123,14 @@ fn is_zombie(pid: i32) -> bool {
 
 /// The pid recorded in `path`, if the file exists and holds a number.
 pub fn read_pid(path: &Path) -> Result<Option<i32>, DaemonError> {
+    Ok(read_record(path)?.map(|r| r.pid))
+}
+
+/// What `path` records (pid and address), if the file exists and holds a pid. Reads without
+/// looking at the lock: the record of a dead service is returned too.
+pub fn read_record(path: &Path) -> Result<Option<PidRecord>, DaemonError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => Ok(text.trim().parse::<i32>().ok()),
+        Ok(text) => Ok(PidRecord::parse(&text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_error(path, e)),
     }
@@ -84,12 +143,16 @@ fn io_error(path: &Path, e: std::io::Error) -> DaemonError {
     }
 }
 
-/// The pid written in an open file, if it holds a number.
-fn pid_in(mut file: &File) -> Option<i32> {
+/// The record written in an open file, if it holds a pid.
+fn record_in(mut file: &File) -> Option<PidRecord> {
     let mut text = String::new();
     file.rewind().ok()?;
     file.read_to_string(&mut text).ok()?;
-    text.trim().parse().ok()
+    PidRecord::parse(&text)
+}
+
+fn pid_in(file: &File) -> Option<i32> {
+    record_in(file).map(|r| r.pid)
 }
 
 /// Whether `file` (an open handle) is still the file at `path`: the previous owner removes the
@@ -104,10 +167,23 @@ fn same_file(file: &File, path: &Path) -> bool {
 }
 
 impl PidFile {
-    /// Takes the lock on `path` (creating the file) and writes our pid in it. A file nobody
-    /// holds (left by a dead daemon, or naming an unrelated process) is taken over; a held
-    /// one means a daemon runs: [`DaemonError::AlreadyRunning`].
+    /// The daemon's [`PidFile::acquire_as`], recording no address.
     pub fn acquire(path: &Path) -> Result<PidFile, DaemonError> {
+        Self::acquire_as(DAEMON, path, None)
+    }
+
+    /// Takes the lock on `path` (creating the file) and writes our pid, and `addr` when given,
+    /// in it. A file nobody holds (left by a dead service, or naming an unrelated process) is
+    /// taken over; a held one means `service` runs: [`DaemonError::AlreadyRunning`].
+    pub fn acquire_as(
+        service: Service,
+        path: &Path,
+        addr: Option<&str>,
+    ) -> Result<PidFile, DaemonError> {
+        let record = PidRecord {
+            pid: std::process::id() as i32,
+            addr: addr.map(str::to_string),
+        };
         loop {
             let file = OpenOptions::new()
                 .read(true)
@@ -125,6 +201,7 @@ impl PidFile {
                     }
                     Err(TryLockError::WouldBlock) => {
                         return Err(DaemonError::AlreadyRunning {
+                            service: service.noun,
                             pid: wait_for_pid(&file),
                             path: path.display().to_string(),
                         });
@@ -133,14 +210,14 @@ impl PidFile {
                 }
             }
             // We may have locked a file its previous owner removed meanwhile: start over on
-            // the file now at `path`, or two daemons could each hold "the" lock.
+            // the file now at `path`, or two services could each hold "the" lock.
             if !same_file(&file, path) {
                 continue;
             }
             let mut f = &file;
             f.set_len(0)
                 .and_then(|()| f.rewind())
-                .and_then(|()| writeln!(f, "{}", std::process::id()))
+                .and_then(|()| f.write_all(record.render().as_bytes()))
                 .and_then(|()| f.sync_all())
                 .map_err(|e| io_error(path, e))?;
             return Ok(PidFile {
@@ -181,19 +258,26 @@ fn wait_for_pid(file: &File) -> Option<i32> {
 }
 
 /// An open handle on a home's PID file, for a client: what it says ([`Probe::state`]) and
-/// whether a daemon still holds it ([`Probe::held`]), which stays answerable after the daemon
-/// removed the file.
+/// whether a service still holds it ([`Probe::held`]), which stays answerable after the
+/// service removed the file.
 #[derive(Debug)]
 pub struct Probe {
+    service: Service,
     path: PathBuf,
     file: File,
 }
 
 impl Probe {
-    /// `None` when there is no PID file.
+    /// The daemon's [`Probe::open_as`].
     pub fn open(path: &Path) -> Result<Option<Probe>, DaemonError> {
+        Self::open_as(DAEMON, path)
+    }
+
+    /// `None` when there is no PID file. [`Probe::state`] verifies the holder as `service`.
+    pub fn open_as(service: Service, path: &Path) -> Result<Option<Probe>, DaemonError> {
         match File::open(path) {
             Ok(file) => Ok(Some(Probe {
+                service,
                 path: path.to_path_buf(),
                 file,
             })),
@@ -202,7 +286,12 @@ impl Probe {
         }
     }
 
-    /// Whether some process holds the lock (a live daemon). Probing takes a shared lock for an
+    /// What the file records now (pid and address), if it holds a pid.
+    pub fn record(&self) -> Option<PidRecord> {
+        record_in(&self.file)
+    }
+
+    /// Whether some process holds the lock (a live service). Probing takes a shared lock for an
     /// instant; [`PidFile::acquire`] retries past that.
     pub fn held(&self) -> Result<bool, DaemonError> {
         match self.file.try_lock_shared() {
@@ -215,7 +304,7 @@ impl Probe {
         }
     }
 
-    /// Whether the lock is held, and if so whether the recorded pid is the daemon holding it.
+    /// Whether the lock is held, and if so whether the recorded pid is the service holding it.
     pub fn state(&self) -> Result<PidState, DaemonError> {
         if !self.held()? {
             return Ok(PidState::Stale {
@@ -228,7 +317,7 @@ impl Probe {
                 reason: format!("{} is locked but holds no pid", self.path.display()),
             });
         };
-        Ok(match verify_holder(pid, &self.file) {
+        Ok(match verify_holder(self.service, pid, &self.file) {
             Ok(()) => PidState::Running { pid },
             Err(reason) => PidState::Unverified {
                 pid: Some(pid),
@@ -238,18 +327,23 @@ impl Probe {
     }
 }
 
-/// What [`Probe::state`] says about `path`; [`PidState::Missing`] without a file.
+/// The daemon's [`inspect_as`].
 pub fn inspect(path: &Path) -> Result<PidState, DaemonError> {
-    match Probe::open(path)? {
+    inspect_as(DAEMON, path)
+}
+
+/// What [`Probe::state`] says about `path`; [`PidState::Missing`] without a file.
+pub fn inspect_as(service: Service, path: &Path) -> Result<PidState, DaemonError> {
+    match Probe::open_as(service, path)? {
         None => Ok(PidState::Missing),
         Some(probe) => probe.state(),
     }
 }
 
-/// Checks that process `pid` is a `cloacina-daemon` holding `file` open (the PID file of this
+/// Checks that process `pid` is `service`'s binary holding `file` open (the PID file of this
 /// home, compared by device and inode), so a reused or hand-written pid is never signalled.
 #[cfg(target_os = "linux")]
-fn verify_holder(pid: i32, file: &File) -> Result<(), String> {
+fn verify_holder(service: Service, pid: i32, file: &File) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
     if pid <= 0 || !process_alive(pid) {
         return Err(format!("process {pid} is not running"));
@@ -263,10 +357,11 @@ fn verify_holder(pid: i32, file: &File) -> Result<(), String> {
     .file_name()
     .map(|n| n.to_string_lossy().into_owned())
     .unwrap_or_default();
-    if name != DAEMON_BINARY {
+    if name != service.binary {
         return Err(format!(
-            "process {pid} is '{}', not {DAEMON_BINARY}",
-            String::from_utf8_lossy(argv0)
+            "process {pid} is '{}', not {}",
+            String::from_utf8_lossy(argv0),
+            service.binary
         ));
     }
     let ours = file
@@ -281,14 +376,15 @@ fn verify_holder(pid: i32, file: &File) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "process {pid} is a {DAEMON_BINARY}, but not the one holding this home's PID file"
+            "process {pid} is a {}, but not the one holding this home's PID file",
+            service.binary
         ))
     }
 }
 
 /// Without `/proc`, the lock being held and the recorded process being alive is the proof.
 #[cfg(not(target_os = "linux"))]
-fn verify_holder(pid: i32, _file: &File) -> Result<(), String> {
+fn verify_holder(_service: Service, pid: i32, _file: &File) -> Result<(), String> {
     if process_alive(pid) {
         Ok(())
     } else {
@@ -346,5 +442,61 @@ mod tests {
         assert!(probe.held().expect("held"));
         drop(held);
         assert!(!probe.held().expect("released"), "released with the file");
+    }
+
+    #[test]
+    fn a_server_file_records_its_address_and_is_verified_as_a_server() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("server.pid");
+        let me = std::process::id() as i32;
+        let held = PidFile::acquire_as(SERVER, &path, Some("127.0.0.1:8080")).expect("first");
+        let expected = PidRecord {
+            pid: me,
+            addr: Some("127.0.0.1:8080".into()),
+        };
+        assert_eq!(read_record(&path).expect("read"), Some(expected.clone()));
+        assert_eq!(
+            read_pid(&path).expect("read"),
+            Some(me),
+            "the pid reads alone"
+        );
+        let probe = Probe::open_as(SERVER, &path)
+            .expect("open")
+            .expect("exists");
+        assert_eq!(probe.record(), Some(expected));
+        let err = PidFile::acquire_as(SERVER, &path, None).expect_err("held");
+        assert!(
+            err.to_string().contains("the server is already running")
+                && err.to_string().contains("'cloacinactl server stop'"),
+            "{err}"
+        );
+        match inspect_as(SERVER, &path).expect("inspect") {
+            PidState::Unverified { reason, .. } => {
+                assert!(reason.contains("not cloacina-server"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(held);
+        assert!(!path.exists(), "removed at exit");
+    }
+
+    #[test]
+    fn records_parse_with_or_without_an_address() {
+        assert_eq!(
+            PidRecord::parse("42\n"),
+            Some(PidRecord {
+                pid: 42,
+                addr: None
+            })
+        );
+        assert_eq!(
+            PidRecord::parse("42\nfuture=1\naddr=[::1]:9\n"),
+            Some(PidRecord {
+                pid: 42,
+                addr: Some("[::1]:9".into())
+            })
+        );
+        assert_eq!(PidRecord::parse("addr=x\n42\n"), None);
+        assert_eq!(PidRecord::parse(""), None);
     }
 }

@@ -800,6 +800,7 @@ fn every_error() -> Vec<(String, &'static str)> {
     ]));
     out.extend(all(vec![
         DaemonError::AlreadyRunning {
+            service: "daemon",
             pid: None,
             path: s(),
         },
