@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use cloacina::config::Home;
-use cloacina::daemon::pidfile::PidFile;
+use cloacina::daemon::pidfile::{self, PidFile};
 use cloacina_server::{Server, ServerConfig};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -101,8 +101,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.reconcile_interval = Duration::from_secs(args.reconcile_interval_s);
     config.max_upload_bytes = (args.max_upload_mb * 1024 * 1024) as usize;
     config.shutdown_timeout = Duration::from_secs(args.shutdown_timeout_s);
-    // Held (locked) until we exit: one server per home.
-    let _pid = PidFile::acquire(&config.pid_file())?;
+    // Held (locked) until we exit: one server per home. Its address is added once bound.
+    let pid = PidFile::acquire_as(pidfile::SERVER, &config.pid_file(), None)?;
     let _log = cloacina_service::init(&cloacina_service::LogSettings {
         file: &home.logs().join("cloacina-server.log"),
         level: "info",
@@ -112,6 +112,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let server = Server::start(config).await?;
     let addr = server.local_addr()?;
+    pid.set_addr(&addr.to_string())?;
     match server.bootstrap {
         cloacina_server::bootstrap::Bootstrap::Generated => tracing::info!(
             file = %home.root().join("bootstrap-key").display(),

@@ -230,6 +230,21 @@ impl PidFile {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Records the address the service listens on (known only once it has bound, e.g. to
+    /// port 0), rewriting the file we hold locked.
+    pub fn set_addr(&self, addr: &str) -> Result<(), DaemonError> {
+        let record = PidRecord {
+            pid: std::process::id() as i32,
+            addr: Some(addr.to_string()),
+        };
+        let mut f = &self.file;
+        f.set_len(0)
+            .and_then(|()| f.rewind())
+            .and_then(|()| f.write_all(record.render().as_bytes()))
+            .and_then(|()| f.sync_all())
+            .map_err(|e| io_error(&self.path, e))
+    }
 }
 
 impl Drop for PidFile {
