@@ -108,7 +108,32 @@ pub async fn tenant_pass(
         }
     }
     let report = tenant.host.reconciler().reconcile(desired).await;
+    apply_pauses(state, tenant).await?;
     Ok(report)
+}
+
+/// Makes the tenant's runner refuse new runs of exactly the workflows paused in the database
+/// (a pause made through any replica).
+async fn apply_pauses(state: &SharedState, tenant: &Tenant) -> Result<(), ApiError> {
+    let paused: BTreeSet<String> = state
+        .control
+        .workflow_pause_list(&tenant.name)
+        .await?
+        .into_iter()
+        .collect();
+    let runner = tenant.host.runner();
+    for entry in runner.catalog() {
+        if paused.contains(&entry.name) {
+            runner.workflow_pause(&entry.name);
+        } else {
+            runner.workflow_resume(&entry.name);
+        }
+    }
+    // Paused names not (yet) served are applied too, so a run cannot slip in on a reload.
+    for name in &paused {
+        runner.workflow_pause(name);
+    }
+    Ok(())
 }
 
 /// Reconciles one tenant now (after an upload through this replica), reading its rows.

@@ -149,6 +149,7 @@ pub async fn tenant_delete(
         .remove(&name, state.config.shutdown_timeout)
         .await?;
     let deleted_packages = state.control.package_delete_tenant(&name).await?;
+    state.control.workflow_pause_delete_tenant(&name).await?;
     let mut failures = removal.failures;
     if failures.is_empty()
         && let Err(e) = state.control.tenant_delete(&name).await
