@@ -221,7 +221,7 @@ fn status_text(base: &str, v: &Value) -> String {
             packages.map_or_else(|| "-".to_string(), |p| p.len().to_string()),
         ),
         ("executions", inline(v.get("executions"))),
-        ("reconciler", inline(v.get("reconciler"))),
+        ("last pass", scalar(v.get("last_reconcile_at"))),
     ]);
     if let Some(items) = packages.filter(|p| !p.is_empty()) {
         text.push('\n');
@@ -285,7 +285,7 @@ mod tests {
             "backend": "sqlite",
             "packages": [{"name": "etl", "version": "1.0.0", "state": "loaded", "tenant": "public"}],
             "executions": {"running": 1, "completed": 4},
-            "reconciler": {"last_pass_at": "2026-12-03T12:00:00Z"},
+            "last_reconcile_at": "2026-12-03T12:00:00Z",
         });
         let text = status_text("http://127.0.0.1:8080", &v);
         for want in [
@@ -293,7 +293,7 @@ mod tests {
             "1m15s",
             "sqlite",
             "completed 4",
-            "last_pass_at 2026-12-03T12:00:00Z",
+            "2026-12-03T12:00:00Z",
             "TENANT",
             "etl",
         ] {
