@@ -188,7 +188,12 @@ impl Metrics {
                 }
             }
             if let Ok(counts) = store.task_count_by_status().await {
-                for (status, n) in counts {
+                // Every status is written, so one that emptied reads 0, not its last count.
+                for &status in cloacina::store::TaskStatus::ALL {
+                    let n = counts
+                        .iter()
+                        .find(|(s, _)| *s == status)
+                        .map_or(0, |(_, n)| *n);
                     self.tasks
                         .get_or_create(&TenantStatus {
                             tenant: tenant.name.clone(),
