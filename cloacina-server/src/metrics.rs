@@ -174,7 +174,11 @@ impl Metrics {
 
     /// The text exposition, with the database-backed gauges read now.
     pub async fn render(&self, state: &AppState) -> String {
+        // Gauges are recomputed on each scrape: a deleted tenant or package disappears.
         self.packages.clear();
+        self.executions.clear();
+        self.tasks.clear();
+        self.ready_tasks.clear();
         for tenant in state.tenants.all() {
             let store = tenant.store();
             for &status in ExecutionStatus::ALL {
