@@ -133,6 +133,7 @@ impl Server {
             signatures,
             sync_wake: Notify::new(),
             last_sync: AtomicI64::new(0),
+            stopping: watch::channel(false).0,
         });
         // Packages (and paused workflows) are in place before the first request.
         if let Err(e) = sync::pass(&state).await {
@@ -164,6 +165,11 @@ impl Server {
     ) -> std::io::Result<()> {
         let (sync_stop, sync_rx) = watch::channel(false);
         let sync = tokio::spawn(sync::run(self.state.clone(), sync_rx));
+        let stopping = self.state.stopping.clone();
+        let stop = async move {
+            stop.await;
+            stopping.send_replace(true);
+        };
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(stop)
             .await;
