@@ -37,14 +37,21 @@ async fn raw(s: &TestServer, method: Method, path: &str, ct: Option<&str>, body:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_routes_and_wrong_methods() {
     let s = server().await;
-    for path in ["/nope", "/v1/nope", "/v1/tenants/public/nope", "/v1/packages/x/y"] {
+    for path in [
+        "/nope",
+        "/v1/nope",
+        "/v1/tenants/public/nope",
+        "/v1/packages/x/y",
+    ] {
         let r = s.call(Method::GET, path, None, None).await;
         expect(&r, 404, "route_not_found", path);
         // Authentication does not change an unknown route's answer.
         let r = s.get(path, &s.admin).await;
         expect(&r, 404, "route_not_found", path);
     }
-    let r = s.call(Method::PUT, "/v1/tenants", Some(&s.admin), None).await;
+    let r = s
+        .call(Method::PUT, "/v1/tenants", Some(&s.admin), None)
+        .await;
     expect(&r, 405, "method_not_allowed", "PUT /v1/tenants");
     let allow = r
         .headers
@@ -91,7 +98,11 @@ async fn bad_bodies() {
     )
     .await;
     expect(&r, 400, "invalid_json", "wrong type");
-    for ct in [None, Some("text/plain"), Some("application/x-www-form-urlencoded")] {
+    for ct in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
         let r = raw(
             &s,
             Method::POST,
@@ -100,7 +111,12 @@ async fn bad_bodies() {
             Body::from(r#"{"name": "x"}"#),
         )
         .await;
-        expect(&r, 415, "unsupported_media_type", &format!("content type {ct:?}"));
+        expect(
+            &r,
+            415,
+            "unsupported_media_type",
+            &format!("content type {ct:?}"),
+        );
     }
     // Larger than the 1 MiB JSON limit.
     let big = json!({"name": "x", "description": "d".repeat(2 * 1024 * 1024)}).to_string();
@@ -180,7 +196,9 @@ async fn upload_limit() {
         Method::POST,
         path,
         Some("multipart/form-data; boundary=XyZ"),
-        Body::from("--XyZ\r\ncontent-disposition: form-data; name=\"other\"\r\n\r\nx\r\n--XyZ--\r\n"),
+        Body::from(
+            "--XyZ\r\ncontent-disposition: form-data; name=\"other\"\r\n\r\nx\r\n--XyZ--\r\n",
+        ),
     )
     .await;
     expect(&r, 400, "invalid_upload", "multipart without a file part");
@@ -195,7 +213,12 @@ async fn upload_limit() {
         Body::from(vec![7u8; 2 * 1024 * 1024]),
     )
     .await;
-    expect(&r, 400, "archive_invalid", "2 MiB upload under a 64 MiB limit");
+    expect(
+        &r,
+        400,
+        "archive_invalid",
+        "2 MiB upload under a 64 MiB limit",
+    );
 }
 
 /// Every list route (every GET documenting a `limit` parameter) refuses out-of-range pages.
@@ -269,7 +292,12 @@ async fn execution_ids_and_contexts() {
         let path = format!("{base}/not-a-uuid{suffix}");
         expect(&s.get(&path, &s.admin).await, 400, "invalid_path", &path);
         let path = format!("{base}/{}{suffix}", uuid::Uuid::new_v4());
-        expect(&s.get(&path, &s.admin).await, 404, "execution_not_found", &path);
+        expect(
+            &s.get(&path, &s.admin).await,
+            404,
+            "execution_not_found",
+            &path,
+        );
     }
     for action in ["cancel", "pause", "resume"] {
         let path = format!("{base}/not-a-uuid/{action}");
@@ -284,9 +312,7 @@ async fn execution_ids_and_contexts() {
     expect(&r, 400, "invalid_path", path);
     let path = "/v1/packages/not-a-uuid";
     expect(&s.get(path, &s.admin).await, 400, "invalid_path", path);
-    let r = s
-        .get(&format!("{base}?status=Exploded"), &s.admin)
-        .await;
+    let r = s.get(&format!("{base}?status=Exploded"), &s.admin).await;
     expect(&r, 400, "invalid_query", "unknown status filter");
 
     let execute = "/v1/tenants/public/workflows/no_such_workflow/execute";

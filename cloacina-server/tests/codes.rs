@@ -110,7 +110,10 @@ fn codes_in(text: &str) -> Vec<String> {
 #[test]
 fn every_code_the_server_produces_is_listed() {
     let mut files = Vec::new();
-    rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+    rust_files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
     let all = all_codes();
     let mut unlisted = Vec::new();
     let mut seen = 0;

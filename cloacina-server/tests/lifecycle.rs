@@ -68,7 +68,12 @@ async fn tenant_rules(backend: Backend) {
     }
     for reserved in ["public", "PUBLIC", "Public", "pg_x", "PG_catalog"] {
         let r = post(&s, "/v1/tenants", &s.admin, json!({"name": reserved})).await;
-        expect(&r, 400, "reserved_tenant_name", &format!("name {reserved:?}"));
+        expect(
+            &r,
+            400,
+            "reserved_tenant_name",
+            &format!("name {reserved:?}"),
+        );
     }
     let longest = format!("_{}", "a".repeat(62));
     let r = post(&s, "/v1/tenants", &s.admin, json!({"name": longest})).await;
@@ -87,7 +92,12 @@ async fn tenant_rules(backend: Backend) {
     );
     for dup in ["Acme", "acme", "ACME"] {
         let r = post(&s, "/v1/tenants", &s.admin, json!({"name": dup})).await;
-        assert_eq!(r.status, StatusCode::CONFLICT, "duplicate {dup}: {}", r.text());
+        assert_eq!(
+            r.status,
+            StatusCode::CONFLICT,
+            "duplicate {dup}: {}",
+            r.text()
+        );
         assert!(!r.error_code().is_empty());
     }
     assert!(tenant_data_exists(&s, "acme").await);
@@ -187,7 +197,13 @@ async fn keys(backend: Backend) {
     let r = post(&s, "/v1/tenants/ghost/keys", &s.admin, json!({"name": "x"})).await;
     expect(&r, 404, "tenant_not_found", "key in unknown tenant");
     // A write key cannot make keys; a tenant admin cannot make keys elsewhere.
-    let r = post(&s, "/v1/tenants/acme/keys", &plaintext, json!({"name": "x"})).await;
+    let r = post(
+        &s,
+        "/v1/tenants/acme/keys",
+        &plaintext,
+        json!({"name": "x"}),
+    )
+    .await;
     expect(&r, 403, "insufficient_role", "write key creating a key");
     let r = post(
         &s,
@@ -211,7 +227,12 @@ async fn keys(backend: Backend) {
     let r = s
         .get("/v1/auth/keys", public_admin["key"].as_str().expect("key"))
         .await;
-    expect(&r, 403, "insufficient_role", "public admin on a global route");
+    expect(
+        &r,
+        403,
+        "insufficient_role",
+        "public admin on a global route",
+    );
 
     // Lists: metadata only.
     let hash = cloacina::auth::key_hash(&plaintext);
@@ -323,13 +344,15 @@ async fn keys(backend: Backend) {
     let r = delete(&s, &format!("/v1/auth/keys/{}", other_key.id), &s.admin).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let r = s.get("/v1/auth/whoami", &other_key.plaintext).await;
-    expect(&r, 401, "revoked_api_key", "revoked through the global route");
+    expect(
+        &r,
+        401,
+        "revoked_api_key",
+        "revoked through the global route",
+    );
 
     let rows = audit(&s).await;
-    assert!(
-        rows.iter().any(|r| r.action == "key.bootstrap"),
-        "{rows:?}"
-    );
+    assert!(rows.iter().any(|r| r.action == "key.bootstrap"), "{rows:?}");
     assert!(
         rows.iter().any(|r| r.action == "key.create"
             && r.target == id
@@ -362,7 +385,12 @@ async fn tenant_delete(backend: Backend) {
 
     // A tenant admin cannot delete its own tenant.
     let r = delete(&s, "/v1/tenants/acme", &a.plaintext).await;
-    expect(&r, 403, "insufficient_role", "tenant admin deleting its tenant");
+    expect(
+        &r,
+        403,
+        "insufficient_role",
+        "tenant admin deleting its tenant",
+    );
 
     let r = delete(&s, "/v1/tenants/acme", &s.admin).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -419,7 +447,9 @@ async fn tenant_delete_other_case(backend: Backend) {
     s.create_tenant("Acme").await;
     let k = s.create_key("Acme", "read").await;
     assert_eq!(
-        s.get("/v1/tenants/Acme/workflows", &k.plaintext).await.status,
+        s.get("/v1/tenants/Acme/workflows", &k.plaintext)
+            .await
+            .status,
         StatusCode::OK
     );
     let r = delete(&s, "/v1/tenants/ACME", &s.admin).await;

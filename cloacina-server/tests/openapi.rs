@@ -148,7 +148,10 @@ async fn every_documented_route_is_routed_and_nothing_else() {
             let what = format!("{} {path} ({template})", method.to_uppercase());
             if allowed.contains(&method.to_uppercase()) {
                 if code == "route_not_found" || code == "method_not_allowed" {
-                    failures.push(format!("{what}: documented but answers {} {code}", r.status));
+                    failures.push(format!(
+                        "{what}: documented but answers {} {code}",
+                        r.status
+                    ));
                 }
                 continue;
             }

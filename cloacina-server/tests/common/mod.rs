@@ -286,7 +286,12 @@ impl TestServer {
                 Some(json!({"name": name})),
             )
             .await;
-        assert_eq!(r.status, StatusCode::CREATED, "create tenant {name}: {}", r.text());
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "create tenant {name}: {}",
+            r.text()
+        );
     }
 
     /// Creates a key with `role` in `tenant` with the admin key (must succeed).
