@@ -466,4 +466,42 @@ async fn tenant_delete_other_case(backend: Backend) {
     s.create_tenant("acme").await;
 }
 
-both_backends!(tenant_rules, keys, tenant_delete, tenant_delete_other_case);
+/// The last global admin key cannot be revoked (API keys are never global, so nobody could
+/// manage tenants or keys again).
+async fn last_admin_key(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let all = s.get("/v1/auth/keys", &s.admin).await.json();
+    let id = all["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|k| k["name"] == "bootstrap")
+        .and_then(|k| k["id"].as_str())
+        .unwrap_or_else(|| panic!("no bootstrap key listed: {all}"))
+        .to_string();
+    let r = delete(&s, &format!("/v1/auth/keys/{id}"), &s.admin).await;
+    expect(
+        &r,
+        409,
+        "last_admin_key",
+        "revoking the last global admin key",
+    );
+    assert_eq!(
+        s.get("/v1/auth/whoami", &s.admin).await.status,
+        StatusCode::OK
+    );
+    assert!(
+        !audit(&s).await.iter().any(|r| r.action == "key.revoke"),
+        "a refused revoke was audited"
+    );
+}
+
+both_backends!(
+    tenant_rules,
+    keys,
+    tenant_delete,
+    tenant_delete_other_case,
+    last_admin_key
+);
