@@ -24,6 +24,8 @@ pub enum BootstrapError {
         "the bootstrap key file {path} exists but does not hold a valid key; remove it to have a new one generated"
     )]
     BadFile { path: String },
+    #[error("the bootstrap key {which} was revoked and cannot be used again; {remedy}")]
+    Revoked { which: String, remedy: &'static str },
     #[error(transparent)]
     Store(#[from] cloacina::StoreError),
 }
@@ -57,10 +59,24 @@ pub async fn ensure(
         }
         None => (generated_in(file)?, Bootstrap::Generated),
     };
+    // Every key is revoked: a key already in the table (revoked) cannot come back.
+    let hash = auth::key_hash(&plaintext);
+    if control.api_key_find(&hash).await?.is_some() {
+        return Err(match outcome {
+            Bootstrap::Given => BootstrapError::Revoked {
+                which: "given (--bootstrap-key/CLOACINA_BOOTSTRAP_KEY)".to_string(),
+                remedy: "give a new one, or omit it to have one generated",
+            },
+            _ => BootstrapError::Revoked {
+                which: format!("in {}", file.display()),
+                remedy: "remove the file to have a new one generated",
+            },
+        });
+    }
     let record = control
         .api_key_create(NewApiKey {
             name: "bootstrap".to_string(),
-            hash: auth::key_hash(&plaintext),
+            hash,
             role: Role::Admin,
             tenant_id: None,
             is_admin: true,

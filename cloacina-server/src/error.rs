@@ -92,6 +92,11 @@ pub const HTTP_CODES: &[(&str, u16, &str)] = &[
         "a step of a tenant removal failed; the answer names it",
     ),
     ("tenant_not_found", 404, "no tenant has this name"),
+    (
+        "last_admin_key",
+        409,
+        "the last global admin key cannot be revoked (nobody could manage tenants or keys)",
+    ),
     ("key_not_found", 404, "no key has this id (in this tenant)"),
     (
         "workflow_not_found",

@@ -213,7 +213,32 @@ pub async fn key_revoke(
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<KeyRevoked>> {
     caller.require_global_admin()?;
+    refuse_last_global_admin(&state, id).await?;
     revoke(&state, &caller, id, None).await
+}
+
+/// Keys made through the API are never global, and a new bootstrap key is made only while no
+/// key is live: revoking the last live global admin key would leave nobody able to manage
+/// tenants or keys, for good.
+async fn refuse_last_global_admin(state: &SharedState, id: Uuid) -> ApiResult<()> {
+    let keys = state.control.api_key_list(None).await?;
+    let mut live_global = keys
+        .iter()
+        .filter(|k| k.is_admin && k.tenant_id.is_none() && k.revoked_at.is_none());
+    let only = match (live_global.next(), live_global.next()) {
+        (Some(k), None) => k.id == id,
+        _ => false,
+    };
+    if only {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "last_admin_key",
+            format!(
+                "key {id} is the last global admin key; revoking it would leave nobody able to manage tenants or keys"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Creates a key in `tenant` (that tenant's admins).

@@ -130,18 +130,21 @@ pub async fn tenant_delete(
     Path(name): Path<String>,
 ) -> ApiResult<Json<TenantRemoved>> {
     caller.require_global_admin()?;
-    if name == ADMIN_TENANT {
+    if tenant::is_admin_tenant(&name) {
         return Err(ApiError::bad_request(
             "reserved_tenant_name",
             "the 'public' tenant is the admin tenant and cannot be deleted",
         ));
     }
-    if state.control.tenant_get(&name).await?.is_none() {
+    // Names are unique in any case; every step below uses the name as created, which keys,
+    // package rows and the runtimes carry (a delete of `ACME` must remove `Acme` whole).
+    let Some(record) = state.control.tenant_get(&name).await? else {
         return Err(ApiError::not_found(
             "tenant_not_found",
             format!("tenant '{name}' does not exist; 'cloacinactl tenant list' shows the tenants"),
         ));
-    }
+    };
+    let name = record.name;
     // Keys first: from now on nobody can act in the tenant.
     let revoked_keys = state.control.api_key_revoke_tenant(&name).await?;
     let removal = state
