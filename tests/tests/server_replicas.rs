@@ -510,12 +510,12 @@ macro_rules! cluster {
     };
 }
 
-/// An upload through A is served by B within a few seconds (B lists it and runs it); a delete
-/// through A makes B stop serving it.
+/// An upload through A is served by B and C within a few seconds (they list it; B runs it); a
+/// delete through A makes B and C stop serving it.
 #[test]
 fn an_upload_to_one_replica_is_served_by_every_replica_and_a_delete_everywhere() {
     let _serial = serial();
-    let c = cluster!("upload", 2);
+    let c = cluster!("upload", 3);
     let (a, b) = (c.a(), c.b());
     let package = c.upload_to_a("hello-orders");
     assert!(
@@ -542,11 +542,16 @@ fn an_upload_to_one_replica_is_served_by_every_replica_and_a_delete_everywhere()
     let (status, deleted) = a.delete(&format!("/v1/packages/{package}"), &c.key);
     assert_eq!(status, 200, "delete on A: {deleted}\n{}", c.logs());
     assert_eq!(deleted["status"], "unloaded", "{deleted}");
-    wait_for(
-        "B stops serving the deleted package's workflows",
-        || b.workflows("public", &c.key).is_empty(),
-        || c.logs(),
-    );
+    for r in &c.replicas[1..] {
+        wait_for(
+            &format!(
+                "replica {} stops serving the deleted package's workflows",
+                r.name
+            ),
+            || r.workflows("public", &c.key).is_empty(),
+            || c.logs(),
+        );
+    }
     let (status, refused) = b.post(
         "/v1/tenants/public/workflows/hello/execute",
         &c.key,
@@ -834,11 +839,27 @@ fn a_tenant_created_on_one_replica_is_usable_on_the_other() {
     assert_eq!(detail["result"]["greeting"], "hello, acme", "{detail}");
 }
 
+/// The 5 s poll slot of `inbox_watch`'s last poll on `r` (`YYYY-MM-DDTHH:MM/n`, n the
+/// minute's fifth), read from its `next_run_at` (last poll + the 5 s interval): slots start at
+/// multiples of 5 s since the epoch, so whole seconds decide the slot.
+fn trigger_poll_slot(r: &Replica, key: &str) -> Option<String> {
+    let (_, list) = r.get("/v1/tenants/public/triggers", key);
+    let next = list["items"]
+        .as_array()?
+        .iter()
+        .find(|t| t["name"] == "inbox_watch")?["next_run_at"]
+        .as_str()?
+        .to_string();
+    let minute = next.get(..16)?;
+    let second: u32 = next.get(17..19)?.parse().ok()?;
+    Some(format!("{minute}/{}", second / 5))
+}
+
 /// With every replica serving `scheduled-reports` (trigger `inbox_watch`, polled every 5 s,
 /// firing on every other poll of the process that polls), the trigger is polled once per
-/// interval by the cluster, not once per replica: each poll slot is claimed by one replica,
-/// so the runs started number at most half the slots claimed, plus one per replica. Were
-/// every replica to poll every slot, there would be about one run per slot.
+/// interval by the cluster, not once per replica: no poll slot is ever seen polled by both
+/// replicas, and the runs started number at most half the slots claimed, plus one per
+/// replica.
 #[test]
 fn a_trigger_is_polled_once_per_interval_across_replicas() {
     let _serial = serial();
@@ -861,11 +882,33 @@ fn a_trigger_is_polled_once_per_interval_across_replicas() {
     }
     let slots_sql = "SELECT count(*) FROM trigger_polls \
                      WHERE tenant = 'public' AND trigger_name = 'report:inbox_watch'";
-    wait_for(
-        "six poll slots pass",
-        || c.db.count(slots_sql) >= 6,
-        || c.logs(),
+    // Each replica's view shows its own last poll (as `next_run_at`, one interval later):
+    // sampled through the window, no slot may ever show up on both replicas.
+    let mut seen: Vec<BTreeSet<String>> = vec![BTreeSet::new(); c.replicas.len()];
+    wait_ok("six poll slots pass", || {
+        for (i, r) in c.replicas.iter().enumerate() {
+            if let Some(slot) = trigger_poll_slot(r, &c.key) {
+                seen[i].insert(slot);
+            }
+        }
+        let slots = c.db.count(slots_sql);
+        if slots >= 6 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{slots} slots so far; polled: {seen:?}\n{}",
+                c.logs()
+            ))
+        }
+    });
+    let shared: BTreeSet<&String> = seen[0].intersection(&seen[1]).collect();
+    assert!(
+        shared.is_empty(),
+        "poll slots polled by both replicas: {shared:?} (A: {:?}, B: {:?})",
+        seen[0],
+        seen[1]
     );
+    eprintln!("poll slots seen: A {:?}, B {:?}", seen[0], seen[1]);
     // Runs first, slots after: a run counted here comes from a slot counted below.
     let fires = c.db.count(
         "SELECT count(*) FROM workflow_executions e \
