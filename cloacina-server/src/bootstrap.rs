@@ -73,15 +73,23 @@ pub async fn ensure(
             },
         });
     }
-    let record = control
+    let created = control
         .api_key_create(NewApiKey {
             name: "bootstrap".to_string(),
-            hash,
+            hash: hash.clone(),
             role: Role::Admin,
             tenant_id: None,
             is_admin: true,
         })
-        .await?;
+        .await;
+    let record = match created {
+        Ok(record) => record,
+        // Replicas started together with the same key: another one recorded it first.
+        Err(e) => match control.api_key_find(&hash).await? {
+            Some(found) if !found.is_revoked() => return Ok(Bootstrap::KeysExist),
+            _ => return Err(e.into()),
+        },
+    };
     control
         .audit_append(NewAuditEntry {
             actor: "server".to_string(),

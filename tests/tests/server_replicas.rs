@@ -941,8 +941,6 @@ fn a_trigger_is_polled_once_per_interval_across_replicas() {
 /// others wait on its lock) and the shared bootstrap key is recorded once, the others
 /// accepting it as already there.
 #[test]
-#[ignore = "bootstrap race: bootstrap::ensure counts keys then inserts, so a replica that loses \
-            the race exits with 'an API key with this hash is already stored' (see the report)"]
 fn replicas_started_together_on_a_fresh_database_all_come_up() {
     let _serial = serial();
     let Some(db) = Database::create("together") else {

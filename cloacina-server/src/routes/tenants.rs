@@ -77,6 +77,8 @@ pub async fn tenant_create(
             detail: json!({"description": record.description}),
         })
         .await?;
+    // Other replicas open the tenant's runtime within a second.
+    state.control.package_generation_bump().await?;
     tracing::info!(tenant = %record.name, "tenant created");
     Ok((
         StatusCode::CREATED,
@@ -159,6 +161,8 @@ pub async fn tenant_delete(
     {
         failures.push(format!("deleting its row: {e}"));
     }
+    // Other replicas stop the tenant's runtime within a second.
+    state.control.package_generation_bump().await?;
     state
         .control
         .audit_append(NewAuditEntry {

@@ -222,7 +222,7 @@ pub(crate) async fn tenant_delete(conn: &mut Conn, name: String) -> Result<bool,
 // ---- packages ---------------------------------------------------------------------------
 
 /// Bumps the package generation; every change to `packages` calls it in its transaction.
-async fn bump_generation(conn: &mut Conn) -> Result<(), StoreError> {
+pub(crate) async fn bump_generation(conn: &mut Conn) -> Result<(), StoreError> {
     let n = diesel::update(pg::table.find(1))
         .set(pg::generation.eq(pg::generation + 1))
         .execute(conn)

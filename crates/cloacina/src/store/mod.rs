@@ -1002,6 +1002,12 @@ impl Store {
 
     /// A counter bumped in the same transaction as every package create, delete and build
     /// update, so replicas notice a change with one cheap read.
+    /// Bumps the package generation without a package change (a tenant created or removed),
+    /// so replicas reconcile at once.
+    pub async fn package_generation_bump(&self) -> Result<(), StoreError> {
+        dispatch!(write self, no_signals, |c| control_ops::bump_generation(c))
+    }
+
     pub async fn package_generation(&self) -> Result<i64, StoreError> {
         dispatch!(read self, |c| control_ops::package_generation(c))
     }
