@@ -238,8 +238,13 @@ fn raw_source_only_and_broken_uploads(backend: Backend) {
 
     // Broken and hostile archives: a 400 with a reason, nothing stored.
     let real = read(&pack_example("hello-orders", home.path()));
-    let manifest = std::fs::read(packages::example("hello-orders").dir.join("package.toml"))
-        .expect("read manifest");
+    // A package no other upload names, so only its own problem can refuse it.
+    let hello = packages::example("hello-orders").dir;
+    let manifest = std::fs::read_to_string(hello.join("package.toml"))
+        .expect("read manifest")
+        .replacen("name = \"hello-orders\"", "name = \"probe\"", 1);
+    let cargo_toml = std::fs::read(hello.join("Cargo.toml")).expect("read Cargo.toml");
+    let lib_rs = std::fs::read(hello.join("src/lib.rs")).expect("read lib.rs");
     let cases: Vec<(&str, Vec<u8>)> = vec![
         (
             "not an archive",
@@ -249,7 +254,9 @@ fn raw_source_only_and_broken_uploads(backend: Backend) {
         (
             "path traversal",
             hand_packed(&[
-                ("package.toml", &manifest),
+                ("package.toml", manifest.as_bytes()),
+                ("Cargo.toml", &cargo_toml),
+                ("src/lib.rs", &lib_rs),
                 ("../../escaped.txt", b"out of the box"),
             ]),
         ),
@@ -261,7 +268,11 @@ fn raw_source_only_and_broken_uploads(backend: Backend) {
     for (what, bytes) in cases {
         let r = server.upload_raw("public", &bytes);
         assert_eq!(r.status, 400, "{what}: {r}\n{}", server.logs());
-        assert!(!r.error().is_empty() && !r.code().is_empty(), "{what}: {r}");
+        assert_eq!(r.code(), "archive_invalid", "{what}: {r}");
+        assert!(
+            !r.error().contains("server-cache"),
+            "{what}: the server's scratch paths stay private: {r}"
+        );
         let r = server.upload_multipart("public", &bytes, None);
         assert_eq!(r.status, 400, "{what} (multipart): {r}");
     }

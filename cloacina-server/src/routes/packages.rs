@@ -234,17 +234,35 @@ fn too_large_or(status: StatusCode, text: String) -> ApiError {
     }
 }
 
-/// Reads the archive's manifest and library targets from a scratch copy.
-fn summarize(state: &SharedState, bytes: &[u8]) -> Result<ArchiveSummary, ApiError> {
+/// Validates the whole archive by unpacking a scratch copy (layout, entry names, sizes and
+/// manifest: what a load would check), so a broken or hostile archive is refused at upload
+/// and never stored; returns its manifest and library targets.
+async fn summarize(state: &SharedState, bytes: &[u8]) -> Result<ArchiveSummary, ApiError> {
     let dir = state.config.cache_dir().join("uploads");
     std::fs::create_dir_all(&dir)
         .map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.display())))?;
-    let path = dir.join(format!("{}.cloacina", Uuid::new_v4()));
+    let scratch = Uuid::new_v4();
+    let path = dir.join(format!("{scratch}.cloacina"));
+    let unpacked = dir.join(scratch.to_string());
     std::fs::write(&path, bytes)
         .map_err(|e| ApiError::internal(format!("writing {}: {e}", path.display())))?;
-    let summary = archive::read_summary(&path);
-    let _ = std::fs::remove_file(&path);
-    Ok(summary?)
+    let shown = path.display().to_string();
+    let result = tokio::task::spawn_blocking(move || {
+        let checked = archive::read_summary(&path).and_then(|summary| {
+            archive::unpack(&path, &unpacked, &archive::UnpackLimits::default()).map(|_| summary)
+        });
+        let _ = std::fs::remove_dir_all(&unpacked);
+        let _ = std::fs::remove_file(&path);
+        checked
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("checking the upload: {e}")))?;
+    result.map_err(|e| {
+        // The scratch file's path means nothing to the client: name the upload instead.
+        let mut err = ApiError::from(e);
+        err.message = err.message.replace(&shown, "the uploaded archive");
+        err
+    })
 }
 
 /// Checks the signature against the policy: required ones must be present and signed by a
@@ -312,7 +330,7 @@ pub async fn package_upload(
             "the upload is empty: send a .cloacina archive",
         ));
     }
-    let summary = summarize(&state, &bytes)?;
+    let summary = summarize(&state, &bytes).await?;
     let name = summary.manifest.name().to_string();
     let version = summary.manifest.version().to_string();
     let sha256 = archive::sha256_bytes(&bytes);
