@@ -273,13 +273,18 @@ fn sigterm_with_a_run_in_flight_stops_cleanly_and_loses_no_run() {
     assert_eq!(r.status, 201, "{r}\n{}", server.logs());
 
     // Cron starts `beat` every second; its task takes 1.5 s: wait for one to be running.
+    let mut in_flight = String::new();
     cloacina_e2e::wait_for(
         "a heartbeat run is in flight",
         || {
-            server.get_ok("/v1/tenants/public/executions?status=Running")["total"]
-                .as_i64()
-                .unwrap_or(0)
-                > 0
+            let running = server.get_ok("/v1/tenants/public/executions?status=Running");
+            match running["items"][0]["id"].as_str() {
+                Some(id) => {
+                    in_flight = id.to_string();
+                    true
+                }
+                None => false,
+            }
         },
         || server.logs(),
     );
@@ -293,6 +298,15 @@ fn sigterm_with_a_run_in_flight_stops_cleanly_and_loses_no_run() {
     // Every run known at the stop either completed or was handed back: a second start
     // finishes those handed back, so in the end none is left unfinished or failed.
     let server = home.start(Start::direct());
+    // The run in flight at the stop was drained (completed) or handed back, never failed.
+    let status = server.get_ok(&format!("/v1/tenants/public/executions/{in_flight}"));
+    assert!(
+        matches!(
+            status["status"].as_str(),
+            Some("Completed" | "Running" | "Pending")
+        ),
+        "{status}"
+    );
     let listed = server.get_ok("/v1/tenants/public/executions?limit=1000");
     let at_stop: Vec<String> = listed["items"]
         .as_array()

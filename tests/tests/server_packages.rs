@@ -279,6 +279,26 @@ fn raw_source_only_and_broken_uploads(backend: Backend) {
     // An empty upload and a form without a file part.
     let r = server.upload_raw("public", b"");
     assert_eq!(r.status, 400, "{r}");
+    let boundary = "e2e-no-file";
+    let form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"signature\"\r\n\r\nx\r\n--{boundary}--\r\n"
+    );
+    let r = server.request(
+        "POST",
+        "/v1/tenants/public/workflows",
+        Some(&server.key),
+        &[(
+            "content-type",
+            &format!("multipart/form-data; boundary={boundary}"),
+        )],
+        form.into_bytes(),
+    );
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (400, "invalid_upload"),
+        "{r}"
+    );
+    assert!(r.error().contains("'file'"), "{r}");
     assert_eq!(package_states(&server), before);
     assert!(!home.path().join("escaped.txt").exists());
     assert!(!home.path().join("server-cache/escaped.txt").exists());
