@@ -301,6 +301,11 @@ fn raw_source_only_and_broken_uploads(backend: Backend) {
     assert!(r.error().contains("'file'"), "{r}");
     assert_eq!(package_states(&server), before);
     assert!(!home.path().join("escaped.txt").exists());
+    // No scratch copy of any upload is left behind.
+    let scratch: Vec<_> = std::fs::read_dir(home.path().join("server-cache/uploads"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(scratch.is_empty(), "{scratch:?}");
     assert!(!home.path().join("server-cache/escaped.txt").exists());
 
     // A library that cannot load here is refused too, and not kept.
