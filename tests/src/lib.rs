@@ -1,6 +1,7 @@
 //! What every end-to-end test shares: where the real binaries are, the example packages
 //! (built once per test run), temporary homes with a daemon in them, waits on a condition
-//! instead of fixed sleeps, a factory for rows in a given state, and fault injection.
+//! instead of fixed sleeps, a factory for rows in a given state, fault injection, and the HTTP
+//! server in a temporary home driven over HTTP.
 //!
 //! The binaries are not built from inside a test: `scripts/test.sh` runs
 //! `cargo build --workspace --all-targets` first. Run alone, build them the same way before
@@ -11,6 +12,7 @@ pub mod faults;
 pub mod home;
 pub mod packages;
 pub mod rows;
+pub mod server;
 pub mod wait;
 
 pub use home::Home;

@@ -234,17 +234,71 @@ fn too_large_or(status: StatusCode, text: String) -> ApiError {
     }
 }
 
-/// Reads the archive's manifest and library targets from a scratch copy.
-fn summarize(state: &SharedState, bytes: &[u8]) -> Result<ArchiveSummary, ApiError> {
-    let dir = state.config.cache_dir().join("uploads");
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.display())))?;
-    let path = dir.join(format!("{}.cloacina", Uuid::new_v4()));
-    std::fs::write(&path, bytes)
-        .map_err(|e| ApiError::internal(format!("writing {}: {e}", path.display())))?;
-    let summary = archive::read_summary(&path);
-    let _ = std::fs::remove_file(&path);
-    Ok(summary?)
+/// A scratch copy of an upload under `<cache>/uploads`, removed (with anything unpacked from
+/// it) on drop: the archive checks read files.
+struct Scratch {
+    path: std::path::PathBuf,
+    unpacked: std::path::PathBuf,
+}
+
+impl Scratch {
+    fn write(state: &SharedState, bytes: &[u8]) -> Result<Scratch, ApiError> {
+        let dir = state.config.cache_dir().join("uploads");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.display())))?;
+        let id = Uuid::new_v4();
+        let scratch = Scratch {
+            path: dir.join(format!("{id}.cloacina")),
+            unpacked: dir.join(id.to_string()),
+        };
+        std::fs::write(&scratch.path, bytes)
+            .map_err(|e| ApiError::internal(format!("writing {}: {e}", scratch.path.display())))?;
+        Ok(scratch)
+    }
+
+    /// Runs `check` on the scratch file off the async threads; its error names the upload,
+    /// not the scratch path, which means nothing to the client.
+    async fn check<T: Send + 'static>(
+        &self,
+        check: impl FnOnce(&std::path::Path, &std::path::Path) -> Result<T, archive::ArchiveError>
+        + Send
+        + 'static,
+    ) -> Result<T, ApiError> {
+        let (path, unpacked) = (self.path.clone(), self.unpacked.clone());
+        let shown = path.display().to_string();
+        tokio::task::spawn_blocking(move || check(&path, &unpacked))
+            .await
+            .map_err(|e| ApiError::internal(format!("checking the upload: {e}")))?
+            .map_err(|e| {
+                let mut err = ApiError::from(e);
+                err.message = err.message.replace(&shown, "the uploaded archive");
+                err
+            })
+    }
+
+    /// The manifest and library targets, read without unpacking anything.
+    async fn summary(&self) -> Result<ArchiveSummary, ApiError> {
+        self.check(|path, _| archive::read_summary(path)).await
+    }
+
+    /// The whole archive checked as a load would check it (layout, entry names, sizes,
+    /// manifest) by unpacking it, so a broken or hostile archive is refused at upload and
+    /// never stored.
+    async fn validate(&self) -> Result<(), ApiError> {
+        self.check(|path, unpacked| {
+            let result = archive::unpack(path, unpacked, &archive::UnpackLimits::default());
+            let _ = std::fs::remove_dir_all(unpacked);
+            result.map(|_| ())
+        })
+        .await
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.unpacked);
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// Checks the signature against the policy: required ones must be present and signed by a
@@ -312,11 +366,15 @@ pub async fn package_upload(
             "the upload is empty: send a .cloacina archive",
         ));
     }
-    let summary = summarize(&state, &bytes)?;
+    let scratch = Scratch::write(&state, &bytes)?;
+    let summary = scratch.summary().await?;
     let name = summary.manifest.name().to_string();
     let version = summary.manifest.version().to_string();
     let sha256 = archive::sha256_bytes(&bytes);
+    // The signature first: an untrusted archive is not unpacked at all.
     check_signature(&state, &name, &sha256, signature.as_deref())?;
+    scratch.validate().await?;
+    drop(scratch);
     let has_library = summary.has_host_library();
     let record = state
         .control
