@@ -264,3 +264,23 @@ fn an_unusable_endpoint_is_a_startup_error() {
         assert!(!run.home.join("server.pid").exists(), "{endpoint}");
     }
 }
+
+#[test]
+fn an_unreachable_collector_costs_spans_not_service() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut run = spawn_server(&[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())]);
+    let addr = run.addr();
+    for _ in 0..3 {
+        let (code, body) = get(&addr, "/health");
+        assert_eq!(code, 200, "{body}\n{}", run.stderr());
+    }
+    let (status, stderr) = run.stop();
+    assert!(status.success(), "exit {status}:\n{stderr}");
+    assert!(stderr.contains("trace export failed"), "{stderr}");
+    assert!(!stderr.contains("ERROR"), "{stderr}");
+}
