@@ -148,7 +148,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let served = server.serve(stop).await;
     // The last spans go out after the graceful stop; blocking, so off the runtime's workers.
-    let _ = tokio::task::spawn_blocking(move || otel_guard.shutdown()).await;
+    if otel.is_some() {
+        let _ = tokio::task::spawn_blocking(move || otel_guard.shutdown()).await;
+    }
     served?;
     tracing::info!("server stopped");
     Ok(())
