@@ -89,6 +89,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let database_url = args.database_url.clone().context(
         "no database URL: pass --database-url or set DATABASE_URL (sqlite:///ABSOLUTE/PATH or postgres://USER@HOST/DB)",
     )?;
+    // OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_SERVICE_NAME: trace export, off when unset.
+    let otel = cloacina_service::OtelSettings::from_env()?;
     let home = Home::resolve(args.home.as_deref())?;
     for dir in [home.root().to_path_buf(), home.logs()] {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -103,12 +105,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.shutdown_timeout = Duration::from_secs(args.shutdown_timeout_s);
     // Held (locked) until we exit: one server per home. Its address is added once bound.
     let pid = PidFile::acquire_as(pidfile::SERVER, &config.pid_file(), None)?;
-    let _log = cloacina_service::init(&cloacina_service::LogSettings {
-        file: &home.logs().join("cloacina-server.log"),
-        level: "info",
-        verbose: args.verbose,
-        no_color: args.no_color,
-    })?;
+    let (_log, otel_guard) = cloacina_service::init_with_otel(
+        &cloacina_service::LogSettings {
+            file: &home.logs().join("cloacina-server.log"),
+            level: "info",
+            verbose: args.verbose,
+            no_color: args.no_color,
+        },
+        otel.as_ref(),
+    )?;
+    if let Some(otel) = &otel {
+        tracing::info!(endpoint = %otel.endpoint, service = %otel.service_name, "exporting traces (OTLP/gRPC)");
+    }
 
     let server = Server::start(config).await?;
     let addr = server.local_addr()?;
@@ -138,7 +146,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         });
     };
-    server.serve(stop).await?;
+    let served = server.serve(stop).await;
+    // The last spans go out after the graceful stop; blocking, so off the runtime's workers.
+    if otel.is_some() {
+        let _ = tokio::task::spawn_blocking(move || otel_guard.shutdown()).await;
+    }
+    served?;
     tracing::info!("server stopped");
     Ok(())
 }

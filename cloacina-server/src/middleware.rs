@@ -41,16 +41,39 @@ pub async fn observe(State(state): State<SharedState>, req: Request, next: Next)
             HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
                 .unwrap_or(HeaderValue::from_static("unknown"))
         });
-    let mut response = next.run(req).await;
+    let span = request_span(&method, &route, &request_id);
+    let mut response = tracing::Instrument::instrument(next.run(req), span.clone()).await;
     if response.status().is_client_error() || response.status().is_server_error() {
         response = json_error_shape(response).await;
     }
     response.headers_mut().insert(REQUEST_ID, request_id);
     let status = response.status().as_u16();
+    // i64: the exporter sends u64 values as strings, and the convention wants an int.
+    span.record("http.response.status_code", i64::from(status));
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "error");
+    }
     state
         .metrics
         .http_request(&route, &method, status, started.elapsed().as_secs_f64());
     response
+}
+
+/// The request's span for trace export (OpenTelemetry HTTP semantic conventions; never
+/// headers, query strings or bodies, which can hold keys). Export-only: absent from the logs,
+/// and free when tracing is off (no layer enables it).
+fn request_span(method: &str, route: &str, request_id: &HeaderValue) -> tracing::Span {
+    tracing::info_span!(
+        target: cloacina_service::EXPORT_ONLY_TARGET,
+        "http.request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        http.request.id = request_id.to_str().unwrap_or("unknown"),
+    )
 }
 
 /// Rewrites an error answer that is not already JSON (axum's own rejections, the 405 of a
