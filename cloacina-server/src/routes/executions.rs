@@ -302,7 +302,6 @@ pub async fn execution_events(
 ) -> ApiResult<Json<EventList>> {
     let tenant = tenant_for(&state, &caller, &tenant_name, Role::Read)?;
     let id = parse_id(&id)?;
-    record(&tenant, id).await?;
     let limit = q.limit.unwrap_or(1000);
     if !(1..=10_000).contains(&limit) {
         return Err(ApiError::bad_request(
@@ -310,6 +309,7 @@ pub async fn execution_events(
             format!("invalid limit {limit}: it must be 1-10000"),
         ));
     }
+    record(&tenant, id).await?;
     let (after, not_before) = since(q.since.as_deref())?;
     let events = tenant
         .store()
@@ -352,45 +352,59 @@ pub async fn execution_stream(
         .and_then(|v| v.trim().parse::<i64>().ok());
     let after = q.after.or(resume).unwrap_or(0);
     let store = tenant.store().clone();
+    // A server that begins to stop ends the stream (the client resumes elsewhere with
+    // Last-Event-ID), so the graceful stop does not wait for the run to finish.
+    let stopping = state.stopping.subscribe();
     let stream = futures::stream::unfold(
         (store, after, Vec::<EventRecord>::new(), false),
-        move |(store, mut after, mut queued, mut done)| async move {
-            loop {
-                if let Some(e) = (!queued.is_empty()).then(|| queued.remove(0)) {
-                    after = e.seq;
-                    let info = event_info(&e);
-                    let event = Event::default()
-                        .id(e.seq.to_string())
-                        .event(e.kind.clone())
-                        .json_data(&info)
-                        .unwrap_or_else(|_| Event::default().comment("unencodable event"));
-                    return Some((Ok(event), (store, after, queued, done)));
-                }
-                if done {
-                    return None;
-                }
-                match store.event_list(id, after, 500).await {
-                    Ok(events) if !events.is_empty() => {
-                        queued = events;
-                        continue;
+        move |(store, mut after, mut queued, mut done)| {
+            let mut stopping = stopping.clone();
+            async move {
+                loop {
+                    if *stopping.borrow() {
+                        return None;
                     }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let event = Event::default().event("error").data(e.to_string());
-                        return Some((Ok(event), (store, after, queued, true)));
+                    if let Some(e) = (!queued.is_empty()).then(|| queued.remove(0)) {
+                        after = e.seq;
+                        let info = event_info(&e);
+                        let event = Event::default()
+                            .id(e.seq.to_string())
+                            .event(e.kind.clone())
+                            .json_data(&info)
+                            .unwrap_or_else(|_| Event::default().comment("unencodable event"));
+                        return Some((Ok(event), (store, after, queued, done)));
                     }
-                }
-                // Nothing new: finished runs end the stream, others are polled again.
-                match store.execution_get(id).await {
-                    Ok(Some(rec)) if rec.status.is_terminal() => {
-                        // One more read: events committed with the final status.
-                        if let Ok(events) = store.event_list(id, after, 500).await {
+                    if done {
+                        return None;
+                    }
+                    match store.event_list(id, after, 500).await {
+                        Ok(events) if !events.is_empty() => {
                             queued = events;
+                            continue;
                         }
-                        done = true;
+                        Ok(_) => {}
+                        Err(e) => {
+                            let event = Event::default().event("error").data(e.to_string());
+                            return Some((Ok(event), (store, after, queued, true)));
+                        }
                     }
-                    Ok(None) => return None,
-                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                    // Nothing new: finished runs end the stream, others are polled again.
+                    match store.execution_get(id).await {
+                        Ok(Some(rec)) if rec.status.is_terminal() => {
+                            // One more read: events committed with the final status.
+                            if let Ok(events) = store.event_list(id, after, 500).await {
+                                queued = events;
+                            }
+                            done = true;
+                        }
+                        Ok(None) => return None,
+                        _ => {
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                                _ = stopping.changed() => {}
+                            }
+                        }
+                    }
                 }
             }
         },

@@ -22,6 +22,12 @@ pub struct HealthQuery {
     pub offset: Option<i64>,
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct TenantQuery {
+    /// A global admin may narrow to one tenant.
+    pub tenant: Option<String>,
+}
+
 /// The tenants whose graphs the caller may see.
 fn visible_tenants(
     state: &SharedState,
@@ -79,13 +85,13 @@ pub async fn graph_list(
 
 /// One graph, with its reactor's bound subscribers (count and names) and accumulators.
 #[utoipa::path(get, path = "/v1/health/graphs/{name}", tag = "graphs", security(("api_key" = [])),
-    params(("name" = String, Path), HealthQuery),
+    params(("name" = String, Path), TenantQuery),
     responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn graph_get(
     State(state): State<SharedState>,
     caller: Caller,
     Path(name): Path<String>,
-    Query(q): Query<HealthQuery>,
+    Query(q): Query<TenantQuery>,
 ) -> ApiResult<Json<Value>> {
     for tenant in visible_tenants(&state, &caller, q.tenant.as_deref())? {
         if let Some(status) = tenant.host.reactors().graph_status(&tenant.name, &name) {

@@ -505,6 +505,8 @@ pub async fn package_delete(
     Path(id): Path<Uuid>,
     Query(params): Query<DeleteParams>,
 ) -> ApiResult<Json<PackageDeleted>> {
+    // The role first: a read key learns nothing about which ids exist.
+    caller.require(Role::Write)?;
     let row = visible(&state, &caller, id).await?;
     caller.require_in(&row.tenant, Role::Write)?;
     let tenant = state.tenants.get(&row.tenant)?;
@@ -566,10 +568,11 @@ async fn delete(
     if dry_run {
         let steps = match reconciler.plan_unload(&id) {
             Ok(plan) => {
+                // The verdict the real delete would get: the same 409 and guard text.
                 if let Some(refusal) = plan.refused {
                     return Err(ApiError::new(
                         StatusCode::CONFLICT,
-                        "unload_refused",
+                        "guard_refused",
                         refusal,
                     ));
                 }
