@@ -130,6 +130,12 @@ struct Report {
     cpu_ms_per_workflow: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_cpu_ms_per_workflow: Option<f64>,
+    /// `server` only: the server's own mean time to answer a submit and a status poll (from
+    /// its `/metrics`), in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_execute_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_poll_ms: Option<f64>,
 }
 
 fn main() {

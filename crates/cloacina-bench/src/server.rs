@@ -317,6 +317,10 @@ struct Measured {
     /// This process's CPU time over the measured rounds (the clients), in ms.
     client_cpu_ms: f64,
     server_peak_rss_mb: f64,
+    /// The server's own mean time to answer a submit and a status poll (its
+    /// `http_request_duration_seconds` histogram, warm-up included), in ms.
+    server_execute_ms: Option<f64>,
+    server_poll_ms: Option<f64>,
 }
 
 fn measure(server: &mut Server, archive: &Path, s: &Settings) -> anyhow::Result<Measured> {
@@ -345,7 +349,15 @@ fn measure(server: &mut Server, archive: &Path, s: &Settings) -> anyhow::Result<
         rounds.push(round_run(server, s.executions, s.clients, s.poll)?);
     }
     let (server_after, client_after) = (cpu_ms(pid)?, self_cpu_ms()?);
+    let metrics = agent()
+        .get(format!("{}/metrics", server.base))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .unwrap_or_default();
     Ok(Measured {
+        server_execute_ms: route_mean_ms(&metrics, "/v1/tenants/{tenant}/workflows/{name}/execute"),
+        server_poll_ms: route_mean_ms(&metrics, "/v1/tenants/{tenant}/executions/{id}"),
         rounds,
         server_cpu_ms: server_after - server_before,
         client_cpu_ms: client_after - client_before,
@@ -454,6 +466,21 @@ fn one(agent: &ureq::Agent, server: &Server, i: usize, poll: Duration) -> anyhow
     }
 }
 
+/// The mean of the `http_request_duration_seconds` histogram for `route` (a route template)
+/// in a Prometheus text exposition, in ms.
+fn route_mean_ms(metrics: &str, route: &str) -> Option<f64> {
+    let label = format!("{{route=\"{route}\"}}");
+    let value = |suffix: &str| {
+        let prefix = format!("cloacina_http_request_duration_seconds_{suffix}{label} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let (sum, count) = (value("sum")?, value("count")?);
+    (count > 0.0).then(|| round(sum / count * 1e3, 3))
+}
+
 /// User + system CPU time of process `pid` so far, in ms (`/proc/<pid>/stat` fields 14, 15).
 fn cpu_ms(pid: u32) -> anyhow::Result<f64> {
     stat_cpu_ms(&format!("/proc/{pid}/stat"))
@@ -536,6 +563,8 @@ fn report(backend: &str, sync: Option<String>, s: &Settings, m: &Measured) -> Re
         poll_ms: Some(s.poll.as_millis() as u64),
         cpu_ms_per_workflow: Some(round(m.server_cpu_ms / total, 3)),
         client_cpu_ms_per_workflow: Some(round(m.client_cpu_ms / total, 3)),
+        server_execute_ms: m.server_execute_ms,
+        server_poll_ms: m.server_poll_ms,
         ..Report::default()
     }
 }
@@ -559,6 +588,14 @@ mod tests {
             "postgres://h:5432/x"
         );
         assert!(with_database("postgres://", "x").is_err());
+    }
+
+    #[test]
+    fn route_means_read_from_metrics() {
+        let text = "cloacina_http_request_duration_seconds_sum{route=\"/a\"} 0.5\n\
+                    cloacina_http_request_duration_seconds_count{route=\"/a\"} 250\n";
+        assert_eq!(route_mean_ms(text, "/a"), Some(2.0));
+        assert_eq!(route_mean_ms(text, "/b"), None);
     }
 
     #[test]
