@@ -10,6 +10,7 @@
 mod reconcile;
 mod rounds;
 mod seed;
+mod server;
 
 use std::process::Command;
 
@@ -20,7 +21,7 @@ use rounds::{Round, median, percentile};
 use serde::Serialize;
 
 const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
-const SCENARIOS: [&str; 8] = [
+const SCENARIOS: [&str; 9] = [
     "simple",
     "pipeline",
     "parallel",
@@ -29,6 +30,7 @@ const SCENARIOS: [&str; 8] = [
     "fanout1000",
     "history",
     "reconciler",
+    "server",
 ];
 
 #[derive(Parser, Debug, Clone)]
@@ -37,12 +39,15 @@ struct Args {
     /// sqlite, postgres or all.
     #[arg(long, default_value = "all")]
     backend: String,
-    /// simple, pipeline, parallel, chain10, chain40, fanout1000, history, reconciler or all.
+    /// simple, pipeline, parallel, chain10, chain40, fanout1000, history, reconciler, server or
+    /// all. `server` runs the real cloacina-server binary (built beside this one: `cargo build
+    /// --release -p cloacina-server`) over loopback HTTP; see --clients and --poll-ms.
     #[arg(long, default_value = "all")]
     scenario: String,
     /// Workflows per round (default 150; chain10 and chain40 run this many chains one after
     /// another, default 50 and 20; fanout1000 is always one workflow of 1,000 tasks; the
-    /// reconciler does this many load/unload cycles, default 20).
+    /// reconciler does this many load/unload cycles, default 20; server: executions per round,
+    /// default 300).
     #[arg(long)]
     workflows: Option<usize>,
     /// Measured rounds per scenario, each on a fresh database; the median round is reported.
@@ -58,6 +63,16 @@ struct Args {
     /// Finished executions already in the database for the `history` scenario.
     #[arg(long, default_value_t = 1_000_000)]
     history: usize,
+    /// `server` only: HTTP clients, each submitting an execution and polling it to its end
+    /// before submitting the next.
+    #[arg(long, default_value_t = 16,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    clients: usize,
+    /// `server` only: how often a client polls its execution's status, in ms.
+    #[arg(long, default_value_t = 5)]
+    poll_ms: u64,
+    /// PostgreSQL to run on; the `server` scenario creates (and drops) a database of its own
+    /// there, so the role needs CREATEDB.
     #[arg(long, env = "CLOACINA_TEST_POSTGRES_URL", default_value = DEFAULT_PG)]
     postgres_url: String,
     /// Internal: run exactly one backend and scenario in this process.
@@ -65,7 +80,7 @@ struct Args {
     single: bool,
 }
 
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, Default)]
 struct Report {
     scenario: String,
     backend: String,
@@ -78,8 +93,9 @@ struct Report {
     p50_ms: f64,
     p99_ms: f64,
     peak_rss_mb: f64,
-    db_txns_per_task: f64,
-    db_ops_per_task: f64,
+    /// `null` for `server`: the store's counters are inside the server process.
+    db_txns_per_task: Option<f64>,
+    db_ops_per_task: Option<f64>,
     failed: usize,
     sync: Option<String>,
     rounds: u32,
@@ -95,6 +111,31 @@ struct Report {
     unload_p50_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     unload_p99_ms: Option<f64>,
+    /// `server` only: HTTP clients; `p50_ms`/`p99_ms` are submit to seen completed, these the
+    /// 202 answer of the submit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clients: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accept_p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accept_p99_ms: Option<f64>,
+    /// `server` only: status polls per execution, and the interval between them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    polls_per_workflow: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    poll_ms: Option<u64>,
+    /// `server` only: CPU time (user + system) of the server process, and of the bench's client
+    /// threads, per execution over the measured rounds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu_ms_per_workflow: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_cpu_ms_per_workflow: Option<f64>,
+    /// `server` only: the server's own mean time to answer a submit and a status poll (from
+    /// its `/metrics`), in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_execute_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_poll_ms: Option<f64>,
 }
 
 fn main() {
@@ -137,6 +178,8 @@ fn run_all(args: &Args) -> anyhow::Result<()> {
                 .args(["--concurrency", &args.concurrency.to_string()])
                 .args(["--sync", &args.sync, "--history", &args.history.to_string()])
                 .args(["--rounds", &args.rounds.to_string()])
+                .args(["--clients", &args.clients.to_string()])
+                .args(["--poll-ms", &args.poll_ms.to_string()])
                 .args(["--postgres-url", &args.postgres_url]);
             if let Some(n) = args.workflows {
                 cmd.args(["--workflows", &n.to_string()]);
@@ -250,6 +293,7 @@ async fn scenario(args: &Args) -> anyhow::Result<Report> {
     match args.scenario.as_str() {
         "history" => history(args).await,
         "reconciler" => reconciler(args).await,
+        "server" => server::run(args).await,
         name => {
             let n = rounds::workflows_per_round(name, args.workflows);
             let mut done = Vec::new();
@@ -324,8 +368,8 @@ async fn reconciler(args: &Args) -> anyhow::Result<Report> {
         p50_ms: round(percentile(&c.load_ms, 0.50), 2),
         p99_ms: round(percentile(&c.load_ms, 0.99), 2),
         peak_rss_mb: peak_rss_mb(),
-        db_txns_per_task: round(c.commits as f64 / n as f64, 3),
-        db_ops_per_task: round(c.ops as f64 / n as f64, 3),
+        db_txns_per_task: Some(round(c.commits as f64 / n as f64, 3)),
+        db_ops_per_task: Some(round(c.ops as f64 / n as f64, 3)),
         failed: c.failed,
         sync,
         rounds: 1,
@@ -334,6 +378,7 @@ async fn reconciler(args: &Args) -> anyhow::Result<Report> {
         vs_simple: None,
         unload_p50_ms: Some(round(percentile(&c.unload_ms, 0.50), 2)),
         unload_p99_ms: Some(round(percentile(&c.unload_ms, 0.99), 2)),
+        ..Report::default()
     })
 }
 
@@ -363,19 +408,21 @@ fn report(
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
         peak_rss_mb: peak_rss_mb(),
-        db_txns_per_task: round(
+        db_txns_per_task: Some(round(
             done.iter().map(|r| r.commits).sum::<u64>() as f64 / tasks,
             3,
-        ),
-        db_ops_per_task: round(done.iter().map(|r| r.ops).sum::<u64>() as f64 / tasks, 3),
+        )),
+        db_ops_per_task: Some(round(
+            done.iter().map(|r| r.ops).sum::<u64>() as f64 / tasks,
+            3,
+        )),
         failed: done.iter().map(|r| r.failed).sum(),
         sync,
         rounds: done.len() as u32,
         workflows_per_s_min: round(rates.iter().copied().fold(f64::INFINITY, f64::min), 1),
         workflows_per_s_max: round(rates.iter().copied().fold(0.0, f64::max), 1),
         vs_simple: None,
-        unload_p50_ms: None,
-        unload_p99_ms: None,
+        ..Report::default()
     })
 }
 
