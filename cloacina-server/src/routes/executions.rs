@@ -15,6 +15,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::tenant_for;
 use super::{Json, List, Page, Path, Query, rfc3339, rfc3339_opt};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -124,16 +125,6 @@ pub struct ExecutionState {
     pub tenant_id: String,
     pub execution_id: Uuid,
     pub status: String,
-}
-
-fn tenant_for(
-    state: &SharedState,
-    caller: &Caller,
-    tenant: &str,
-    role: Role,
-) -> ApiResult<std::sync::Arc<Tenant>> {
-    caller.require_in(tenant, role)?;
-    state.tenants.get(tenant)
 }
 
 fn parse_id(id: &str) -> ApiResult<Uuid> {

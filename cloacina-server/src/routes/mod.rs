@@ -114,49 +114,45 @@ impl<T: Serialize> axum::response::IntoResponse for Json<T> {
     }
 }
 
-/// `axum::extract::Path` whose rejections are [`ApiError`]s.
-#[derive(Debug)]
-pub struct Path<T>(pub T);
+/// A wrapper of an axum extractor of request parts whose rejections are [`ApiError`]s.
+macro_rules! parts_extractor {
+    ($(#[$doc:meta])* $name:ident, $inner:ident, $rejection:ident) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name<T>(pub T);
 
-impl<S, T> FromRequestParts<S> for Path<T>
-where
-    axum::extract::Path<T>:
-        FromRequestParts<S, Rejection = axum::extract::rejection::PathRejection>,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
+        impl<S, T> FromRequestParts<S> for $name<T>
+        where
+            axum::extract::$inner<T>:
+                FromRequestParts<S, Rejection = axum::extract::rejection::$rejection>,
+            S: Send + Sync,
+        {
+            type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        let axum::extract::Path(value) =
-            axum::extract::Path::<T>::from_request_parts(parts, state).await?;
-        Ok(Path(value))
-    }
+            async fn from_request_parts(
+                parts: &mut axum::http::request::Parts,
+                state: &S,
+            ) -> Result<Self, Self::Rejection> {
+                let axum::extract::$inner(value) =
+                    axum::extract::$inner::<T>::from_request_parts(parts, state).await?;
+                Ok($name(value))
+            }
+        }
+    };
 }
 
-/// `axum::extract::Query` whose rejections are [`ApiError`]s.
-#[derive(Debug)]
-pub struct Query<T>(pub T);
-
-impl<S, T> FromRequestParts<S> for Query<T>
-where
-    axum::extract::Query<T>:
-        FromRequestParts<S, Rejection = axum::extract::rejection::QueryRejection>,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        let axum::extract::Query(value) =
-            axum::extract::Query::<T>::from_request_parts(parts, state).await?;
-        Ok(Query(value))
-    }
-}
+parts_extractor!(
+    /// `axum::extract::Path` whose rejections are [`ApiError`]s.
+    Path,
+    Path,
+    PathRejection
+);
+parts_extractor!(
+    /// `axum::extract::Query` whose rejections are [`ApiError`]s.
+    Query,
+    Query,
+    QueryRejection
+);
 
 /// `limit` (1-1000, default 100) and `offset` (≥ 0) of a list.
 #[derive(Debug, Clone, Copy, Deserialize, IntoParams)]
@@ -221,6 +217,17 @@ impl<T: ToSchema> List<T> {
             tenant_id: Some(tenant.to_string()),
         }
     }
+}
+
+/// `tenant`'s runtime, once the caller is allowed `role` in it.
+pub fn tenant_for(
+    state: &SharedState,
+    caller: &crate::auth::Caller,
+    tenant: &str,
+    role: cloacina::auth::Role,
+) -> Result<std::sync::Arc<crate::tenants::Tenant>, ApiError> {
+    caller.require_in(tenant, role)?;
+    state.tenants.get(tenant)
 }
 
 /// A package state as the API writes it.

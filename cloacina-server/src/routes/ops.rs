@@ -80,7 +80,12 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "operations",
     responses((status = 200, description = "The OpenAPI 3.1 document of every route", content_type = "application/json")))]
 pub async fn openapi() -> Response {
-    let (_, doc) = super::api().split_for_parts();
+    // Built once: the routes do not change while the server runs.
+    static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| {
+        let (_, doc) = super::api().split_for_parts();
+        serde_json::to_value(doc).unwrap_or(serde_json::Value::Null)
+    });
     axum::Json(doc).into_response()
 }
 

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::tenant_for;
 use super::{Json, List, Page, Path, Query, rfc3339, rfc3339_opt};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -71,17 +72,6 @@ pub struct PauseState {
     pub tenant_id: String,
     pub name: String,
     pub paused: bool,
-}
-
-/// The tenant's workflows, after the auth checks.
-fn tenant_for(
-    state: &SharedState,
-    caller: &Caller,
-    tenant: &str,
-    role: Role,
-) -> ApiResult<std::sync::Arc<Tenant>> {
-    caller.require_in(tenant, role)?;
-    state.tenants.get(tenant)
 }
 
 fn summaries(tenant: &Tenant) -> Vec<WorkflowSummary> {
