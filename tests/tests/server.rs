@@ -320,3 +320,47 @@ fn sigterm_with_a_run_in_flight_stops_cleanly_and_loses_no_run() {
         assert_eq!(status["status"], "Completed", "{status}\n{}", server.logs());
     }
 }
+
+/// An event stream open on a long run does not hold the stop up: the stream ends, the drain
+/// hands the run back after `--shutdown-timeout-s`, and the server exits 0 long before the run
+/// (60 s) could have finished.
+#[test]
+fn sigterm_ends_open_event_streams_instead_of_waiting_for_them() {
+    let home = ServerHome::sqlite();
+    let mut server = home.start(Start::direct().arg("--shutdown-timeout-s").arg("1"));
+    let archive = pack_example("hello-orders", home.path());
+    let r = server.upload_raw("public", &std::fs::read(&archive).expect("read"));
+    assert_eq!(r.status, 201, "{r}\n{}", server.logs());
+    let exec = server.execute("public", "orders", &serde_json::json!({"delay_ms": 60_000}));
+    cloacina_e2e::wait_for(
+        "the long run is running",
+        || server.get_ok(&format!("/v1/tenants/public/executions/{exec}"))["status"] == "Running",
+        || server.logs(),
+    );
+    let stream_path = format!("/v1/tenants/public/executions/{exec}/events/stream");
+    let started = std::time::Instant::now();
+    let events = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| server.sse(&stream_path, None));
+        // Let the stream open and deliver what exists, then stop the server.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        server.signal("TERM");
+        reader.join().expect("the stream reader")
+    });
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "the stream ended only after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event.as_deref() == Some("task_claimed")),
+        "the stream delivered the run's events before the stop: {events:?}"
+    );
+    assert_eq!(server.wait_exit(), Some(0), "{}", server.logs());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "the server exited only after {:?}",
+        started.elapsed()
+    );
+}
