@@ -51,6 +51,18 @@ fn page(q: &HealthQuery) -> Page {
     }
 }
 
+/// `value` as a JSON object with `extra` fields added: the registry's own documents plus the
+/// names the wire contract gives.
+fn with_fields<const N: usize>(value: &impl Serialize, extra: [(&str, Value); N]) -> Value {
+    let mut v = serde_json::to_value(value).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        for (k, x) in extra {
+            m.insert(k.to_string(), x);
+        }
+    }
+    v
+}
+
 /// Loaded computation graphs with health, accumulators and reactor pause state.
 #[utoipa::path(get, path = "/v1/health/graphs", tag = "graphs", security(("api_key" = [])),
     params(HealthQuery),
@@ -63,20 +75,21 @@ pub async fn graph_list(
     let mut items = Vec::new();
     for tenant in visible_tenants(&state, &caller, q.tenant.as_deref())? {
         let reactors = tenant.host.reactors();
+        let accumulators = reactors.accumulators_list(Some(&tenant.name));
         for g in reactors.graphs_list(Some(&tenant.name)) {
-            let accumulators: Vec<String> = reactors
-                .accumulators_list(Some(&tenant.name))
-                .into_iter()
+            let own: Vec<&str> = accumulators
+                .iter()
                 .filter(|a| Some(&a.reactor) == g.reactor.as_ref())
-                .map(|a| a.name)
+                .map(|a| a.name.as_str())
                 .collect();
-            let mut v = serde_json::to_value(&g).unwrap_or(Value::Null);
-            if let Value::Object(m) = &mut v {
-                m.insert("accumulators".to_string(), json!(accumulators));
-                m.insert("paused".to_string(), json!(g.reactor_paused));
-                m.insert("source_package".to_string(), json!(g.package));
-            }
-            items.push(v);
+            items.push(with_fields(
+                &g,
+                [
+                    ("accumulators", json!(own)),
+                    ("paused", json!(g.reactor_paused)),
+                    ("source_package", json!(g.package)),
+                ],
+            ));
         }
     }
     let (items, total) = page(&q).slice(&items)?;
@@ -95,12 +108,13 @@ pub async fn graph_get(
 ) -> ApiResult<Json<Value>> {
     for tenant in visible_tenants(&state, &caller, q.tenant.as_deref())? {
         if let Some(status) = tenant.host.reactors().graph_status(&tenant.name, &name) {
-            let mut v = serde_json::to_value(&status).unwrap_or(Value::Null);
-            if let Value::Object(m) = &mut v {
-                m.insert("paused".to_string(), json!(status.graph.reactor_paused));
-                m.insert("source_package".to_string(), json!(status.graph.package));
-            }
-            return Ok(Json(v));
+            return Ok(Json(with_fields(
+                &status,
+                [
+                    ("paused", json!(status.graph.reactor_paused)),
+                    ("source_package", json!(status.graph.package)),
+                ],
+            )));
         }
     }
     Err(ApiError::not_found(
@@ -124,15 +138,13 @@ pub async fn accumulator_list(
     for tenant in visible_tenants(&state, &caller, q.tenant.as_deref())? {
         let reactors = tenant.host.reactors();
         for a in reactors.accumulators_list(Some(&tenant.name)) {
-            let mut v = serde_json::to_value(&a).unwrap_or(Value::Null);
-            if let Value::Object(m) = &mut v {
-                m.insert("tenant_id".to_string(), json!(a.tenant));
-                m.insert(
-                    "status".to_string(),
-                    json!(if a.pending { "pending" } else { "idle" }),
-                );
-            }
-            items.push(v);
+            items.push(with_fields(
+                &a,
+                [
+                    ("tenant_id", json!(a.tenant)),
+                    ("status", json!(if a.pending { "pending" } else { "idle" })),
+                ],
+            ));
         }
     }
     let (items, total) = page(&q).slice(&items)?;
@@ -159,7 +171,8 @@ pub struct ScheduleInfo {
     pub package_id: String,
 }
 
-async fn schedules(tenant: &Tenant) -> ApiResult<Vec<ScheduleInfo>> {
+/// Every cron schedule and custom-poll trigger of `tenant`, by name.
+pub(super) async fn schedules(tenant: &Tenant) -> ApiResult<Vec<ScheduleInfo>> {
     let runner = tenant.host.runner();
     let mut out: Vec<ScheduleInfo> = tenant
         .store()

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use cloacina::auth::Role;
-use cloacina::store::{CronScheduleFilter, NewAuditEntry};
+use cloacina::store::NewAuditEntry;
 use cloacina::workflow::Context;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::tenant_for;
-use super::{Json, List, Page, Path, Query, rfc3339, rfc3339_opt};
+use super::{Json, List, Page, Path, Query};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
@@ -214,41 +214,15 @@ fn task_graph(wf: &cloacina::workflow::Workflow) -> Vec<Value> {
         .collect()
 }
 
+/// The tenant's cron schedules and triggers that start `workflow` (the rows of
+/// `GET /v1/tenants/{t}/triggers`).
 async fn schedules(tenant: &Tenant, workflow: &str) -> ApiResult<Vec<Value>> {
-    let mut out: Vec<Value> = tenant
-        .store()
-        .cron_schedule_list(CronScheduleFilter::default())
+    Ok(super::graphs::schedules(tenant)
         .await?
         .into_iter()
-        .filter(|s| s.workflow == workflow)
-        .map(|s| {
-            json!({
-                "schedule_type": "cron",
-                "name": s.name,
-                "cron_expression": s.expression,
-                "timezone": s.timezone,
-                "next_run_at": rfc3339(s.next_run_at),
-                "last_run_at": rfc3339_opt(s.last_run_at),
-            })
-        })
-        .collect();
-    out.extend(
-        tenant
-            .host
-            .triggers()
-            .triggers_list()
-            .into_iter()
-            .filter(|t| t.workflow == workflow)
-            .map(|t| {
-                json!({
-                    "schedule_type": "trigger",
-                    "name": t.name,
-                    "poll_interval_ms": t.interval.as_millis() as u64,
-                    "last_run_at": rfc3339_opt(t.last_fire),
-                })
-            }),
-    );
-    Ok(out)
+        .filter(|s| s.workflow_name == workflow)
+        .map(|s| serde_json::to_value(s).unwrap_or(Value::Null))
+        .collect())
 }
 
 /// Starts a run; answers at once with its id.
