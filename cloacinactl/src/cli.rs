@@ -110,6 +110,344 @@ pub enum Command {
     /// Run and probe the HTTP API server.
     #[command(subcommand)]
     Server(ServerCommand),
+    /// The workflows of a tenant's loaded packages (server).
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
+    /// A tenant's workflow executions (server).
+    #[command(subcommand)]
+    Execution(ExecutionCommand),
+    /// Computation graphs, their reactors and accumulators (server).
+    #[command(subcommand)]
+    Graph(GraphCommand),
+    /// Tenants (server; needs a global admin key).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// API keys (server; needs an admin key).
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// A tenant's cron and custom-poll trigger schedules (server).
+    #[command(subcommand)]
+    Trigger(TriggerCommand),
+    /// Probe the daemon, the server and the compiler, each independently.
+    Status(OutputArg),
+    /// Read and edit <home>/config.toml.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Maintenance on the database directly.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Print a shell-completion script on stdout.
+    Completions(CompletionsArgs),
+}
+
+/// A resource named by its id or name.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// The resource's id (or name, where the verb says so).
+    pub target: String,
+
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+/// A verb that takes nothing but an output format.
+#[derive(Debug, Args)]
+pub struct PlainArgs {
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkflowCommand {
+    /// List the tenant's workflows.
+    List(WorkflowListArgs),
+    /// A workflow's tasks, dependencies, trigger rules and schedules.
+    Inspect(TargetArgs),
+    /// Start an execution; prints its id.
+    Run(WorkflowRunArgs),
+    /// Stop starting new executions of a workflow (cron instants are skipped).
+    Pause(TargetArgs),
+    /// Start executions of a paused workflow again.
+    Resume(TargetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WorkflowListArgs {
+    /// Only workflows whose package name contains this text.
+    #[arg(long, value_name = "FILTER")]
+    pub package: Option<String>,
+
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkflowRunArgs {
+    /// The workflow's name.
+    pub name: String,
+
+    /// The initial context: a JSON object in FILE, or '-' for standard input [default: {}].
+    #[arg(long, value_name = "FILE|-")]
+    pub context: Option<String>,
+
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExecutionCommand {
+    /// List executions, newest first.
+    List(ExecutionListArgs),
+    /// An execution's status: Pending, Running, Completed, Failed, Cancelled or Paused.
+    Status(TargetArgs),
+    /// An execution's tasks with their status, attempts, timings and last error.
+    Tasks(TargetArgs),
+    /// An execution's events.
+    Events(ExecutionEventsArgs),
+    /// Cancel an execution.
+    Cancel(TargetArgs),
+    /// Pause an execution (running tasks finish; no new ones start).
+    Pause(TargetArgs),
+    /// Resume a paused execution.
+    Resume(TargetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExecutionListArgs {
+    /// Only executions of this workflow.
+    #[arg(long, value_name = "NAME")]
+    pub workflow: Option<String>,
+
+    /// Only executions in this status (Pending, Running, Completed, Failed, Cancelled, Paused).
+    #[arg(long, value_name = "STATUS")]
+    pub status: Option<String>,
+
+    /// At most this many executions (1-1000).
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub limit: u32,
+
+    /// Skip this many executions first.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub offset: u64,
+
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecutionEventsArgs {
+    /// The execution's id.
+    pub id: String,
+
+    /// Only events newer than this long ago (e.g. 90s, 10m, 1h30m).
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<String>,
+
+    /// Keep printing new events until the execution ends.
+    #[arg(long)]
+    pub follow: bool,
+
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GraphCommand {
+    /// Loaded computation graphs with health and reactor pause state.
+    List(PlainArgs),
+    /// One graph (or reactor): health, accumulators, pause state and bound subscribers.
+    Status(TargetArgs),
+    /// Every accumulator of every graph.
+    Accumulators(PlainArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant (a PostgreSQL schema, or a SQLite file of its own).
+    Create(TenantCreateArgs),
+    /// List the tenants.
+    List(PlainArgs),
+    /// Delete a tenant: revokes its keys, stops its runs and drops its data.
+    Delete(ForceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TenantCreateArgs {
+    /// The tenant's name.
+    pub name: String,
+
+    /// What the tenant is for.
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+/// A destructive verb on one resource: asks for confirmation on a terminal.
+#[derive(Debug, Args)]
+pub struct ForceArgs {
+    /// The resource's id or name.
+    pub target: String,
+
+    /// Do not ask for confirmation (required when there is no terminal to ask on).
+    #[arg(long)]
+    pub force: bool,
+
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a key; its plaintext is shown this once.
+    Create(KeyCreateArgs),
+    /// List keys (metadata only).
+    List(PlainArgs),
+    /// Revoke a key; it is refused on its next request, on every replica.
+    Revoke(ForceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeyCreateArgs {
+    /// A name for the key (who or what uses it).
+    pub name: String,
+
+    /// admin, write or read.
+    #[arg(long, value_enum, default_value_t = Role::Read)]
+    pub role: Role,
+
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+/// An API key's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    Admin,
+    Write,
+    Read,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Write => "write",
+            Role::Read => "read",
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TriggerCommand {
+    /// Cron and custom-poll trigger schedules.
+    List(PlainArgs),
+    /// One schedule and its recent executions.
+    Inspect(TargetArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print one value by its dotted path (e.g. daemon.poll_interval_ms).
+    Get(ConfigGetArgs),
+    /// Set one value by its dotted path; integers, booleans and arrays keep their type.
+    Set(ConfigSetArgs),
+    /// Print every value (API keys masked).
+    List(PlainArgs),
+    /// Server-targeting profiles.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigGetArgs {
+    /// Dotted path, e.g. daemon.poll_interval_ms.
+    pub key: String,
+
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigSetArgs {
+    /// Dotted path, e.g. daemon.poll_interval_ms.
+    pub key: String,
+    /// The value; arrays as comma-separated values.
+    pub value: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfileCommand {
+    /// Create or replace a profile.
+    Set(ProfileSetArgs),
+    /// List the profiles (API keys masked).
+    List(PlainArgs),
+    /// Make a profile the default.
+    Use(ProfileNameArgs),
+    /// Delete a profile.
+    Delete(ProfileNameArgs),
+}
+
+/// The profile's server and API key are the global `--server URL` and `--api-key KEY` flags
+/// (both required here; the key is stored as given, so `env:VAR` and `file:PATH` stay
+/// references).
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Usage: cloacinactl config profile set NAME --server URL --api-key KEY [--default]"
+)]
+pub struct ProfileSetArgs {
+    /// The profile's name.
+    pub name: String,
+    /// Also make it the default profile.
+    #[arg(long)]
+    pub default: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProfileNameArgs {
+    /// The profile's name.
+    pub name: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Delete execution events older than a threshold, in every tenant.
+    CleanupEvents(CleanupEventsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupEventsArgs {
+    /// Age threshold: d/h/m/s combined, e.g. 90d, 7d12h, 1d2h30m45s.
+    #[arg(long, value_name = "DURATION", default_value = "90d")]
+    pub older_than: String,
+
+    /// Report what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Database connection URL [env: DATABASE_URL; else database_url in config.toml].
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// bash, zsh, fish or powershell.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// The shells `completions` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+    Powershell,
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,6 +537,69 @@ pub enum PackageCommand {
     Keygen(KeygenArgs),
     /// Verify a .cloacina archive's detached signature (FILE.sig) against public keys.
     Verify(VerifyArgs),
+    /// Upload a .cloacina archive (and FILE.sig beside it, if any) to the tenant.
+    Upload(UploadArgs),
+    /// Build, pack (optionally sign) and upload a package directory in one step.
+    Publish(PublishArgs),
+    /// List the packages the key can see.
+    List(PackageListArgs),
+    /// A package's state, per-step load state, last error and bound subscribers.
+    Inspect(TargetArgs),
+    /// Unload a package (the six-step unload) and remove it.
+    Delete(PackageDeleteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// The .cloacina archive.
+    pub file: PathBuf,
+
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The package directory (holding Cargo.toml and package.toml).
+    pub dir: PathBuf,
+
+    /// Build the release profile.
+    #[arg(long)]
+    pub release: bool,
+
+    /// Sign the archive with this private key.
+    #[arg(long, value_name = "KEYFILE")]
+    pub sign: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+#[derive(Debug, Args)]
+pub struct PackageListArgs {
+    /// Only packages whose name contains this text.
+    #[arg(long, value_name = "TEXT")]
+    pub filter: Option<String>,
+
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+#[derive(Debug, Args)]
+pub struct PackageDeleteArgs {
+    /// The package's id.
+    pub id: String,
+
+    /// Do not ask for confirmation (required when there is no terminal to ask on).
+    #[arg(long)]
+    pub force: bool,
+
+    /// Print the six-step unload plan and the guard's verdict; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub output: OutputArg,
 }
 
 #[derive(Debug, Args)]
@@ -277,6 +678,11 @@ impl PackageCommand {
             PackageCommand::Pack(a) => a.output,
             PackageCommand::Keygen(a) => a.output.output,
             PackageCommand::Verify(a) => a.output.output,
+            PackageCommand::Upload(a) => a.output.output,
+            PackageCommand::Publish(a) => a.output.output,
+            PackageCommand::List(a) => a.output.output,
+            PackageCommand::Inspect(a) => a.output.output,
+            PackageCommand::Delete(a) => a.output.output,
         }
     }
 }
@@ -290,6 +696,49 @@ impl Command {
             Command::Daemon(_) => None,
             Command::Server(ServerCommand::Status(a)) => a.output.output,
             Command::Server(_) => None,
+            Command::Workflow(c) => match c {
+                WorkflowCommand::List(a) => a.output.output,
+                WorkflowCommand::Run(a) => a.output.output,
+                WorkflowCommand::Inspect(a)
+                | WorkflowCommand::Pause(a)
+                | WorkflowCommand::Resume(a) => a.output.output,
+            },
+            Command::Execution(c) => match c {
+                ExecutionCommand::List(a) => a.output.output,
+                ExecutionCommand::Events(a) => a.output.output,
+                ExecutionCommand::Status(a)
+                | ExecutionCommand::Tasks(a)
+                | ExecutionCommand::Cancel(a)
+                | ExecutionCommand::Pause(a)
+                | ExecutionCommand::Resume(a) => a.output.output,
+            },
+            Command::Graph(c) => match c {
+                GraphCommand::List(a) | GraphCommand::Accumulators(a) => a.output.output,
+                GraphCommand::Status(a) => a.output.output,
+            },
+            Command::Tenant(c) => match c {
+                TenantCommand::Create(a) => a.output.output,
+                TenantCommand::List(a) => a.output.output,
+                TenantCommand::Delete(a) => a.output.output,
+            },
+            Command::Key(c) => match c {
+                KeyCommand::Create(a) => a.output.output,
+                KeyCommand::List(a) => a.output.output,
+                KeyCommand::Revoke(a) => a.output.output,
+            },
+            Command::Trigger(c) => match c {
+                TriggerCommand::List(a) => a.output.output,
+                TriggerCommand::Inspect(a) => a.output.output,
+            },
+            Command::Status(a) => a.output,
+            Command::Config(c) => match c {
+                ConfigCommand::Get(a) => a.output.output,
+                ConfigCommand::List(a) => a.output.output,
+                ConfigCommand::Profile(ProfileCommand::List(a)) => a.output.output,
+                ConfigCommand::Set(_) | ConfigCommand::Profile(_) => None,
+            },
+            Command::Admin(AdminCommand::CleanupEvents(a)) => a.output.output,
+            Command::Completions(_) => None,
         }
     }
 }

@@ -1,10 +1,12 @@
 //! `cloacinactl`: parses arguments, runs the command, turns its error into an exit code.
 //!
-//! Everything else lives in modules: [`cli`] (the command line), [`settings`] (global flags
+//! Everything else lives in modules: [`cli`] (the command line), [`api`] (what the
+//! server-facing verbs share), [`settings`] (global flags
 //! resolved), [`error`] (the exit-code table, in one place), [`http`] (the HTTP client),
 //! [`output`] (formats),
 //! [`progress`] (spinners), [`commands`] (the verbs).
 
+mod api;
 mod cli;
 mod commands;
 mod error;
@@ -65,6 +67,16 @@ fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Package(command) => commands::package::run(&settings, command),
         Command::Daemon(command) => commands::daemon::run(&settings, command),
         Command::Server(command) => commands::server::run(&settings, command),
+        Command::Workflow(command) => commands::workflow::run(&settings, command),
+        Command::Execution(command) => commands::execution::run(&settings, command),
+        Command::Graph(command) => commands::graph::run(&settings, command),
+        Command::Trigger(command) => commands::trigger::run(&settings, command),
+        Command::Tenant(command) => commands::tenant::run(&settings, command),
+        Command::Key(command) => commands::key::run(&settings, command),
+        Command::Status(_) => commands::status::run(&settings),
+        Command::Config(command) => commands::config::run(&settings, command),
+        Command::Admin(command) => commands::admin::run(&settings, command),
+        Command::Completions(args) => commands::completions::run(args),
     }
 }
 

@@ -36,6 +36,146 @@ pub fn emit(settings: &Settings, report: &Report) -> Result<(), CliError> {
     }
 }
 
+impl Report {
+    /// A list answer: `value` is the server's whole document (printed as is for json/yaml),
+    /// `items` its rows. `table` shows `columns` (the first row's keys when empty), `id` one
+    /// `id` (else `name`) per line; with no rows the table is the line `empty`.
+    pub fn list(
+        settings: &Settings,
+        value: Value,
+        items: &[Value],
+        columns: &[&str],
+        empty: &str,
+    ) -> Report {
+        let text = if items.is_empty() {
+            empty.to_string()
+        } else {
+            table(settings, items, columns)
+        };
+        Report {
+            id: items.iter().map(id_of).collect::<Vec<_>>().join("\n"),
+            value,
+            text,
+        }
+    }
+
+    /// One object: `table` shows its members as aligned `key  value` lines.
+    pub fn object(value: Value) -> Report {
+        let text = object_fields(&value);
+        Report {
+            id: id_of(&value),
+            value,
+            text,
+        }
+    }
+}
+
+/// The identifier of a row for `-o id`: its `id`, else `execution_id`, `package_id`, `name`.
+pub fn id_of(v: &Value) -> String {
+    ["id", "execution_id", "package_id", "name"]
+        .iter()
+        .find_map(|k| v.get(*k).filter(|x| !x.is_null()))
+        .map(|x| cell(Some(x)))
+        .unwrap_or_default()
+}
+
+/// Widest a table cell gets before it is cut with `…`.
+pub const CELL_MAX: usize = 48;
+
+/// A JSON value as one table cell: `-` for missing or null, strings bare, arrays of scalars
+/// comma-separated, other values as compact JSON; newlines become spaces.
+pub fn cell(v: Option<&Value>) -> String {
+    let text = match v {
+        None | Some(Value::Null) => "-".to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(a)) if a.iter().all(|x| !x.is_object() && !x.is_array()) => a
+            .iter()
+            .map(|x| cell(Some(x)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Some(other) => other.to_string(),
+    };
+    text.replace(['\n', '\r'], " ")
+}
+
+/// `text` cut to at most `max` characters (never inside a character), the last one `…`.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Rows as aligned columns under an upper-case header (bold when colours are on); each cell
+/// is [`cell`] cut by [`truncate`] to [`CELL_MAX`]. `columns` empty: the first row's keys.
+pub fn table(settings: &Settings, items: &[Value], columns: &[&str]) -> String {
+    let inferred: Vec<String>;
+    let cols: Vec<&str> = if columns.is_empty() {
+        inferred = items
+            .first()
+            .and_then(Value::as_object)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        inferred.iter().map(String::as_str).collect()
+    } else {
+        columns.to_vec()
+    };
+    let head: Vec<String> = cols.iter().map(|c| c.to_uppercase()).collect();
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|r| {
+            cols.iter()
+                .map(|c| truncate(&cell(r.get(*c)), CELL_MAX))
+                .collect()
+        })
+        .collect();
+    let widths: Vec<usize> = (0..cols.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([head[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| {
+        let mut out = String::new();
+        for (c, w) in cells.iter().zip(&widths) {
+            let pad = w.saturating_sub(c.chars().count());
+            out.push_str(c);
+            out.push_str(&" ".repeat(pad + 2));
+        }
+        out.trim_end().to_string()
+    };
+    let header = line(&head);
+    let mut out = if settings.color {
+        format!("\x1b[1m{header}\x1b[0m\n")
+    } else {
+        format!("{header}\n")
+    };
+    for r in &rows {
+        out.push_str(&line(r));
+        out.push('\n');
+    }
+    out
+}
+
+/// An object's members as aligned `key  value` lines ([`cell`], not truncated).
+pub fn object_fields(v: &Value) -> String {
+    match v.as_object() {
+        Some(map) => {
+            let rows: Vec<(&str, String)> = map
+                .iter()
+                .map(|(k, x)| (k.as_str(), cell(Some(x))))
+                .collect();
+            fields(&rows)
+        }
+        None => cell(Some(v)),
+    }
+}
+
 /// `text` in bold green when colours are on.
 pub fn good(settings: &Settings, text: &str) -> String {
     if settings.color {
@@ -152,6 +292,59 @@ mod tests {
             "nested:\n  empty: []\n  k: \"v\"\n\"odd key\": \"\\\"quoted\\\"\\n\"\npath: \"a b.cloacina\"\nsignature: null\nsigned: true\nsize: 12\ntargets:\n  - \"x86_64-unknown-linux-gnu\"\n"
         );
         assert_eq!(to_yaml(&serde_json::json!("x")), "\"x\"\n");
+    }
+
+    fn plain() -> Settings {
+        Settings::for_tests()
+    }
+
+    #[test]
+    fn tables_align_and_truncate_on_character_boundaries() {
+        let long = "é".repeat(60);
+        let rows = vec![
+            serde_json::json!({"name": "a", "state": "loaded", "note": null}),
+            serde_json::json!({"name": long, "state": "failed", "note": ["x", 1]}),
+        ];
+        let text = table(&plain(), &rows, &[]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            format!("NAME{}STATE   NOTE", " ".repeat(CELL_MAX - 4 + 2))
+        );
+        assert!(lines[1].starts_with("a "), "{text}");
+        assert!(lines[1].ends_with("loaded  -"), "{text}");
+        let cut = format!("{}…", "é".repeat(CELL_MAX - 1));
+        assert!(lines[2].starts_with(&cut), "{text}");
+        assert!(lines[2].ends_with("failed  x, 1"), "{text}");
+        assert!(!text.contains('\x1b'));
+        assert_eq!(truncate("abc", 3), "abc");
+        assert_eq!(truncate("abcd", 3), "ab…");
+    }
+
+    #[test]
+    fn ids_come_from_id_or_name() {
+        assert_eq!(id_of(&serde_json::json!({"id": "u1", "name": "n"})), "u1");
+        assert_eq!(id_of(&serde_json::json!({"execution_id": "e"})), "e");
+        assert_eq!(id_of(&serde_json::json!({"name": "n"})), "n");
+        let r = Report::list(
+            &plain(),
+            serde_json::json!({}),
+            &[
+                serde_json::json!({"name": "a"}),
+                serde_json::json!({"name": "b"}),
+            ],
+            &["name"],
+            "none",
+        );
+        assert_eq!(r.id, "a\nb");
+        let r = Report::list(
+            &plain(),
+            serde_json::json!({}),
+            &[],
+            &["name"],
+            "no tenants",
+        );
+        assert_eq!(r.text, "no tenants");
     }
 
     #[test]

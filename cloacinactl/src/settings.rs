@@ -71,6 +71,24 @@ impl Settings {
         })
     }
 
+    /// Plain settings for unit tests: table output, no colour, no progress.
+    #[cfg(test)]
+    pub fn for_tests() -> Settings {
+        Settings {
+            verbose: false,
+            home_flag: None,
+            profile: None,
+            server: None,
+            api_key: None,
+            tenant: "public".to_string(),
+            output: OutputFormat::Table,
+            no_color: true,
+            color: false,
+            color_stderr: false,
+            progress: false,
+        }
+    }
+
     /// The Cloacina home directory: `--home`, else `~/.cloacina`.
     pub fn home(&self) -> Result<PathBuf, CliError> {
         match &self.home_flag {

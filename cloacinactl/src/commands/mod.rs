@@ -1,9 +1,20 @@
 //! One module per noun.
 
+pub mod admin;
+pub mod completions;
+pub mod config;
 pub mod daemon;
+pub mod execution;
+pub mod graph;
+pub mod key;
 pub mod package;
+pub mod package_server;
 pub mod scaffold;
 pub mod server;
+pub mod status;
+pub mod tenant;
+pub mod trigger;
+pub mod workflow;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -28,6 +28,11 @@ pub fn run(settings: &Settings, command: &PackageCommand) -> Result<(), CliError
         PackageCommand::Pack(args) => pack(settings, args),
         PackageCommand::Keygen(args) => keygen(settings, args),
         PackageCommand::Verify(args) => verify(settings, args),
+        PackageCommand::Upload(_)
+        | PackageCommand::Publish(_)
+        | PackageCommand::List(_)
+        | PackageCommand::Inspect(_)
+        | PackageCommand::Delete(_) => super::package_server::run(settings, command),
     }
 }
 
