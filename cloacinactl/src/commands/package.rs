@@ -127,50 +127,7 @@ fn build(settings: &Settings, args: &BuildArgs) -> Result<(), CliError> {
     };
     let profile_name = profile.as_str();
     let dir_shown = args.dir.display().to_string();
-
-    let spinner = Spinner::start(
-        settings.progress,
-        format!(
-            "Building {} {} ({profile_name})",
-            manifest.name(),
-            manifest.version()
-        ),
-    );
-    // Our stdout is for results: cargo's stdout goes to stderr with its diagnostics.
-    let built = if settings.progress {
-        // On a terminal: cargo's lines scroll above the spinner, in colour if allowed.
-        let cargo = Cargo {
-            color: Some(settings.color_stderr),
-            ..Cargo::default()
-        };
-        let mut each = |line: &str| {
-            spinner.println(line);
-            let trimmed = line.trim();
-            if !trimmed.is_empty() {
-                spinner.set_message(format!(
-                    "Building {} ({profile_name}): {trimmed}",
-                    manifest.name()
-                ));
-            }
-        };
-        build::build(
-            &args.dir,
-            profile,
-            &cargo,
-            stderr_as_stdio(),
-            CargoLog::Lines(&mut each),
-        )
-    } else {
-        build::build(
-            &args.dir,
-            profile,
-            &Cargo::default(),
-            stderr_as_stdio(),
-            CargoLog::To(Stdio::inherit()),
-        )
-    };
-    spinner.finish();
-    let built = built?;
+    let built = cargo_build(settings, &args.dir, &manifest, profile)?;
 
     let library_shown = built.library.as_ref().map(|p| p.display().to_string());
     let mut rows = vec![("profile", profile_name.to_string())];
@@ -198,6 +155,59 @@ fn build(settings: &Settings, args: &BuildArgs) -> Result<(), CliError> {
             ),
         },
     )
+}
+
+/// `cargo build` of a package directory with a spinner on a terminal; cargo's output goes to
+/// stderr (our stdout is for results). Shared by `build` and `publish`.
+pub(super) fn cargo_build(
+    settings: &Settings,
+    dir: &Path,
+    manifest: &Manifest,
+    profile: Profile,
+) -> Result<build::Built, CliError> {
+    let profile_name = profile.as_str();
+    let spinner = Spinner::start(
+        settings.progress,
+        format!(
+            "Building {} {} ({profile_name})",
+            manifest.name(),
+            manifest.version()
+        ),
+    );
+    let built = if settings.progress {
+        // On a terminal: cargo's lines scroll above the spinner, in colour if allowed.
+        let cargo = Cargo {
+            color: Some(settings.color_stderr),
+            ..Cargo::default()
+        };
+        let mut each = |line: &str| {
+            spinner.println(line);
+            let trimmed = line.trim();
+            if !trimmed.is_empty() {
+                spinner.set_message(format!(
+                    "Building {} ({profile_name}): {trimmed}",
+                    manifest.name()
+                ));
+            }
+        };
+        build::build(
+            dir,
+            profile,
+            &cargo,
+            stderr_as_stdio(),
+            CargoLog::Lines(&mut each),
+        )
+    } else {
+        build::build(
+            dir,
+            profile,
+            &Cargo::default(),
+            stderr_as_stdio(),
+            CargoLog::To(Stdio::inherit()),
+        )
+    };
+    spinner.finish();
+    Ok(built?)
 }
 
 /// A handle on our stderr for a child's stdout (inherit where that is not possible).
