@@ -69,6 +69,7 @@ pub async fn pass(state: &SharedState) -> Result<(), ApiError> {
         if let Some(tenant) = state.tenants.detach(name) {
             tracing::info!(tenant = %name, "tenant deleted elsewhere; stopping its runtime");
             crate::tenants::stop_detached(tenant, state.config.shutdown_timeout).await;
+            state.tenants.reactors().tenant_forget(name);
         }
     }
     let mut by_tenant: BTreeMap<String, Vec<PackageRecord>> = BTreeMap::new();
@@ -83,7 +84,8 @@ pub async fn pass(state: &SharedState) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Reconciles one tenant to its rows: the packages with a library for this host.
+/// Reconciles one tenant to its rows: the packages with a library for this host that are not
+/// being deleted.
 pub async fn tenant_pass(
     state: &SharedState,
     tenant: &Tenant,
@@ -92,7 +94,8 @@ pub async fn tenant_pass(
     let _serial = tenant.packages.lock().await;
     let mut desired = Vec::new();
     for row in rows {
-        if !(row.has_library && row.build_status == BuildStatus::Success) {
+        // A package whose delete stopped mid-unload is not desired: passes finish its unload.
+        if !(row.desired() && row.has_library && row.build_status == BuildStatus::Success) {
             continue;
         }
         match materialize(state, &row).await {

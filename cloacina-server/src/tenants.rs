@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use cloacina::host::{Host, HostConfig};
+use cloacina::host::{Host, HostConfig, ReactorStarter};
+use cloacina::registry::{ReactorRegistry, StartRequest};
 use cloacina::store::Store;
 use cloacina::sync::{read, write};
 use cloacina::tenant::{ADMIN_TENANT, tenant_store_location};
@@ -29,9 +30,15 @@ impl Tenant {
     }
 }
 
-/// The open tenants, by name.
+type TenantMap = RwLock<BTreeMap<String, Arc<Tenant>>>;
+
+/// The open tenants, by name, and the one reactor registry they share: a graph of one tenant
+/// may bind to another tenant's reactor (`"publisher-tenant/price_reactor"`), and the
+/// bound-subscriber guard then refuses the publisher's unload whatever tenant the subscriber
+/// is in.
 pub struct Tenants {
-    map: RwLock<BTreeMap<String, Arc<Tenant>>>,
+    map: Arc<TenantMap>,
+    reactors: ReactorRegistry,
     base_url: String,
     home: PathBuf,
     template: HostConfig,
@@ -39,17 +46,49 @@ pub struct Tenants {
 
 impl Tenants {
     pub fn new(base_url: String, home: PathBuf, template: HostConfig) -> Self {
+        let map: Arc<TenantMap> = Arc::new(RwLock::new(BTreeMap::new()));
+        // A firing starts its workflows in the reactor's own tenant. Weak: the map holds the
+        // hosts, which hold this registry.
+        let weak = Arc::downgrade(&map);
+        let reactors = ReactorRegistry::with_tenant_starter(Arc::new(move |req: StartRequest| {
+            let tenant = weak
+                .upgrade()
+                .and_then(|m| cloacina::sync::read(&m).get(&req.tenant).cloned());
+            Box::pin(async move {
+                let tenant =
+                    tenant.ok_or_else(|| format!("tenant '{}' is not running", req.tenant))?;
+                tenant
+                    .host
+                    .runner()
+                    .submit(&req.workflow, req.context)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        }));
         Tenants {
-            map: RwLock::new(BTreeMap::new()),
+            map,
+            reactors,
             base_url,
             home,
             template,
         }
     }
 
+    /// The reactor registry every tenant's host shares.
+    pub fn reactors(&self) -> &ReactorRegistry {
+        &self.reactors
+    }
+
     /// Starts `name`'s runtime on `store` (the `public` tenant shares the control store).
     pub async fn insert(&self, name: &str, store: Store) -> Result<Arc<Tenant>, ApiError> {
-        let host = Host::start(store, self.template.clone()).await?;
+        let config = HostConfig {
+            reactor_starter: ReactorStarter::Shared {
+                registry: self.reactors.clone(),
+                tenant: name.to_string(),
+            },
+            ..self.template.clone()
+        };
+        let host = Host::start(store, config).await?;
         let tenant = Arc::new(Tenant {
             name: name.to_string(),
             host,
@@ -113,6 +152,7 @@ impl Tenants {
             Some(tenant) => stop_detached(tenant, timeout).await,
             None => TenantRemoval::default(),
         };
+        self.reactors.tenant_forget(name);
         if let Err(e) = self.drop_data(name).await {
             removal.failures.push(e);
         }

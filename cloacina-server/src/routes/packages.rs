@@ -134,6 +134,7 @@ pub fn package_info(state: &SharedState, row: &PackageRecord) -> PackageInfo {
         .unwrap_or_default();
     let state_text = match (&status, row.build_status) {
         (Some(s), _) => state_word(s.state).to_string(),
+        (None, _) if !row.desired() => "unloading".to_string(),
         (None, BuildStatus::Pending) => "pending".to_string(),
         (None, BuildStatus::Building) => "building".to_string(),
         (None, BuildStatus::Failed) => "build_failed".to_string(),
@@ -599,9 +600,11 @@ async fn delete(
         Ok(()) | Err(ReconcileError::NotLoaded(_)) => {}
         Err(e @ ReconcileError::Refused(_)) => return Err(e.into()),
         Err(e @ ReconcileError::StepFailed { .. }) => {
-            // The row goes: the package is no longer desired, and the reconciler finishes the
-            // unload on its next passes from where it stopped.
-            state.control.package_delete(row.id).await?;
+            // The row stays, marked as unloading: no replica treats the package as desired
+            // any more (their passes finish the unload from where it stopped), and a rerun of
+            // this delete finds it, finishes the unload and removes it (the unload guide's
+            // recovery).
+            state.control.package_set_unloading(row.id).await?;
             return Err(e.into());
         }
         Err(e) => return Err(e.into()),

@@ -18,7 +18,7 @@ use crate::state::SharedState;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct TenantCreate {
-    /// `^[A-Za-z_][A-Za-z0-9_]{0,62}$`; `public` and `pg_*` are reserved.
+    /// `^[A-Za-z_][A-Za-z0-9_-]{0,62}$`; `public` and `pg_*` are reserved.
     pub name: String,
     pub description: Option<String>,
 }

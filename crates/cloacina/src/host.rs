@@ -47,6 +47,14 @@ pub enum ReactorStarter {
     Tenant(TenantWorkflowStarter),
     /// Not at all: firings run their graphs only.
     None,
+    /// Through `registry`, shared by the tenants of one server so that a graph of one tenant
+    /// can bind to another tenant's reactor (`"tenant/reactor"`) and the bound-subscriber
+    /// guard sees every tenant's subscribers. This host is `tenant`: its shutdown stops only
+    /// that tenant's reactors.
+    Shared {
+        registry: ReactorRegistry,
+        tenant: String,
+    },
 }
 
 impl std::fmt::Debug for ReactorStarter {
@@ -56,6 +64,7 @@ impl std::fmt::Debug for ReactorStarter {
             ReactorStarter::Custom(_) => "Custom",
             ReactorStarter::Tenant(_) => "Tenant",
             ReactorStarter::None => "None",
+            ReactorStarter::Shared { .. } => "Shared",
         })
     }
 }
@@ -153,6 +162,8 @@ pub struct Host {
     cron: CronScheduler,
     triggers: TriggerScheduler,
     reactors: ReactorRegistry,
+    /// Set when `reactors` is shared with other tenants' hosts: this host's tenant.
+    shared_tenant: Option<String>,
     reconciler: Arc<Reconciler>,
     shutdown_timeout: Mutex<Duration>,
 }
@@ -178,6 +189,7 @@ impl Host {
         let cron = CronScheduler::new(store.clone(), runner.clone(), config.cron);
         cron.start();
         let triggers = TriggerScheduler::new(store.clone(), runner.clone(), config.triggers);
+        let mut shared_tenant = None;
         let reactors = match config.reactor_starter {
             ReactorStarter::Runner => {
                 let r = runner.clone();
@@ -191,6 +203,11 @@ impl Host {
             ReactorStarter::Custom(s) => ReactorRegistry::new(Some(s)),
             ReactorStarter::Tenant(s) => ReactorRegistry::with_tenant_starter(s),
             ReactorStarter::None => ReactorRegistry::new(None),
+            ReactorStarter::Shared { registry, tenant } => {
+                registry.tenant_start(&tenant);
+                shared_tenant = Some(tenant);
+                registry
+            }
         };
         let reconciler = Arc::new(
             Reconciler::new(
@@ -210,6 +227,7 @@ impl Host {
             cron,
             triggers,
             reactors,
+            shared_tenant,
             reconciler,
             shutdown_timeout: Mutex::new(shutdown_timeout),
         })
@@ -270,7 +288,10 @@ impl Host {
         steps.push(StopStep::Cron);
         self.triggers.stop().await;
         steps.push(StopStep::Triggers);
-        let reactors = self.reactors.stop().await;
+        let reactors = match &self.shared_tenant {
+            Some(tenant) => self.reactors.tenant_stop(tenant).await,
+            None => self.reactors.stop().await,
+        };
         steps.push(StopStep::Reactors);
         let drained = self.runner.shutdown_within(timeout).await;
         steps.push(StopStep::Runner);

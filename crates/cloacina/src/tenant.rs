@@ -22,14 +22,16 @@ fn name_problem(name: &str) -> Option<&'static str> {
         Some(first) if !(first.is_ascii_alphabetic() || first == b'_') => {
             Some("it must start with a letter or an underscore")
         }
-        Some(_) if !bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
-            Some("it may contain only ASCII letters, digits and underscores")
+        Some(_) if !bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') => {
+            Some("it may contain only ASCII letters, digits, underscores and hyphens")
         }
         Some(_) => None,
     }
 }
 
-/// True for a syntactically valid name (`^[A-Za-z_][A-Za-z0-9_]{0,62}$`); `public` is valid.
+/// True for a syntactically valid name (`^[A-Za-z_][A-Za-z0-9_-]{0,62}$`); `public` is valid.
+/// Hyphens are allowed (the unload guide's tenants are `my-tenant`, `publisher-tenant`): the
+/// schema name is always quoted in SQL.
 pub fn tenant_name_valid(name: &str) -> bool {
     name_problem(name).is_none()
 }
@@ -113,7 +115,7 @@ pub fn tenant_store_location(
 #[derive(Debug, thiserror::Error)]
 pub enum TenantError {
     #[error(
-        "invalid tenant name '{name}': {reason} (use 1-63 ASCII letters, digits and underscores, starting with a letter or an underscore)"
+        "invalid tenant name '{name}': {reason} (use 1-63 ASCII letters, digits, underscores and hyphens, starting with a letter or an underscore)"
     )]
     InvalidName { name: String, reason: String },
     #[error(
@@ -153,6 +155,8 @@ mod tests {
             "Acme_1",
             "tenant_42",
             "_x9",
+            "my-tenant",
+            "publisher-tenant",
             &"a".repeat(63),
             "public",
         ] {
@@ -161,7 +165,7 @@ mod tests {
         for bad in [
             "",
             "1acme",
-            "ac-me",
+            "-acme",
             "ac me",
             "acmé",
             "a.b",
@@ -200,7 +204,7 @@ mod tests {
         assert_eq!(tenant_schema("public"), "public");
         assert_eq!(tenant_schema(ADMIN_TENANT), "public");
         // Every schema of a valid, non-reserved name is a schema the store accepts.
-        for name in ["Acme_1", "_x", &"Z".repeat(63)] {
+        for name in ["Acme_1", "_x", "my-tenant", &"Z".repeat(63)] {
             assert!(
                 crate::store::schema_name_valid(&tenant_schema(name)),
                 "{name}"

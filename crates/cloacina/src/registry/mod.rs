@@ -244,6 +244,15 @@ struct State {
     generations: u64,
     /// Set by [`ReactorRegistry::stop`]: no firing, flush or graph run starts afterwards.
     stopped: bool,
+    /// Tenants stopped by [`ReactorRegistry::tenant_stop`] (a registry shared by the tenants
+    /// of a server, one of which stops): the same, for their reactors and graphs only.
+    stopped_tenants: std::collections::BTreeSet<String>,
+}
+
+impl State {
+    fn stopped_for(&self, tenant: &str) -> bool {
+        self.stopped || self.stopped_tenants.contains(tenant)
+    }
 }
 
 /// What [`ReactorRegistry::stop`] stopped.
@@ -825,7 +834,7 @@ impl ReactorRegistry {
         let k = key(tenant, graph);
         let (package, owner) = {
             let st = self.lock();
-            if st.stopped {
+            if st.stopped_for(tenant) {
                 return Err(RegistryError::Stopped);
             }
             match st.graphs.get(&k) {
@@ -963,6 +972,67 @@ impl ReactorRegistry {
             "reactor registry stopped"
         );
         report
+    }
+
+    /// [`ReactorRegistry::stop`] for one tenant of a registry its tenants share: that
+    /// tenant's reactors stop firing (their timers end, firings in progress are waited for)
+    /// and its graphs stop running; other tenants' go on. Undone by
+    /// [`ReactorRegistry::tenant_start`].
+    pub async fn tenant_stop(&self, tenant: &str) -> RegistryStopReport {
+        let (report, fire_locks) = {
+            let mut st = self.lock();
+            st.stopped_tenants.insert(tenant.to_string());
+            let graphs = st.graphs.keys().filter(|k| k.0 == tenant).count();
+            let mut report = RegistryStopReport {
+                reactors: 0,
+                graphs,
+                discarded_events: 0,
+            };
+            let mut fire_locks = Vec::new();
+            for (_, r) in st.reactors.iter_mut().filter(|(k, _)| k.0 == tenant) {
+                r.stop_timers();
+                report.reactors += 1;
+                report.discarded_events +=
+                    r.accumulators.iter().map(|a| a.buffered()).sum::<usize>();
+                fire_locks.push(r.fire_lock.clone());
+            }
+            (report, fire_locks)
+        };
+        for l in fire_locks {
+            drop(l.lock().await);
+        }
+        tracing::info!(
+            tenant,
+            reactors = report.reactors,
+            graphs = report.graphs,
+            "tenant's reactors stopped"
+        );
+        report
+    }
+
+    /// Lets a tenant stopped by [`ReactorRegistry::tenant_stop`] fire again (its runtime
+    /// started anew, e.g. a tenant created again under the same name).
+    pub fn tenant_start(&self, tenant: &str) {
+        self.lock().stopped_tenants.remove(tenant);
+    }
+
+    /// Forgets a deleted tenant's reactors and graphs, so nothing of it is listed or bound any
+    /// more (its graphs leave the subscriber lists of other tenants' reactors).
+    pub fn tenant_forget(&self, tenant: &str) {
+        let mut st = self.lock();
+        let gone: Vec<Key> = st
+            .graphs
+            .keys()
+            .filter(|k| k.0 == tenant)
+            .cloned()
+            .collect();
+        for r in st.reactors.values_mut() {
+            r.subscribers.retain(|g| g.0 != tenant);
+        }
+        for k in gone {
+            st.graphs.remove(&k);
+        }
+        st.reactors.retain(|k, _| k.0 != tenant);
     }
 
     /// Whether [`ReactorRegistry::stop`] ran.
@@ -1302,7 +1372,7 @@ fn unknown_reactor(st: &State, k: &Key) -> RegistryError {
 
 /// Applies `action` to reactor `k` and decides whether it fires (under the state lock).
 fn apply(st: &mut State, k: &Key, action: Action, now: i64) -> Result<Applied, RegistryError> {
-    if st.stopped {
+    if st.stopped_for(&k.0) {
         return Err(RegistryError::Stopped);
     }
     let State {

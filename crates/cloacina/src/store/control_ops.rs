@@ -292,6 +292,7 @@ pub(crate) async fn package_create(
         build_error: row.build_error,
         created_at: row.created_at,
         updated_at: row.updated_at,
+        unloading_at: None,
     }
     .try_into()
 }
@@ -345,6 +346,22 @@ pub(crate) async fn package_archive(
 
 pub(crate) async fn package_delete(conn: &mut Conn, id: Uuid) -> Result<bool, StoreError> {
     let n = diesel::delete(pk::table.find(id.to_string()))
+        .execute(conn)
+        .await?;
+    if n > 0 {
+        bump_generation(conn).await?;
+    }
+    Ok(n > 0)
+}
+
+/// Marks a package as being unloaded (no longer desired); false when there is none.
+pub(crate) async fn package_set_unloading(
+    conn: &mut Conn,
+    id: Uuid,
+    now: Millis,
+) -> Result<bool, StoreError> {
+    let n = diesel::update(pk::table.find(id.to_string()))
+        .set((pk::unloading_at.eq(Some(now)), pk::updated_at.eq(now)))
         .execute(conn)
         .await?;
     if n > 0 {

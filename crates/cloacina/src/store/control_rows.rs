@@ -75,6 +75,7 @@ pub(crate) struct PackageRow {
     pub build_error: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    pub unloading_at: Option<i64>,
 }
 
 impl TryFrom<PackageRow> for PackageRecord {
@@ -97,6 +98,7 @@ impl TryFrom<PackageRow> for PackageRecord {
             build_error: r.build_error,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            unloading_at: r.unloading_at,
         })
     }
 }

@@ -110,6 +110,16 @@ pub struct PackageRecord {
     pub build_error: Option<String>,
     pub created_at: Millis,
     pub updated_at: Millis,
+    /// Set when a delete stopped at a failed unload step: the package is no longer desired
+    /// (no replica loads it), and rerunning the delete finishes the unload.
+    pub unloading_at: Option<Millis>,
+}
+
+impl PackageRecord {
+    /// Whether replicas should have this package loaded: not being deleted.
+    pub fn desired(&self) -> bool {
+        self.unloading_at.is_none()
+    }
 }
 
 /// A package to store; the store computes `sha256` and `size`, and `signed` is

@@ -19,7 +19,7 @@ pub enum StoreError {
     #[error("applying database migrations failed: {0}")]
     Migration(String),
     #[error(
-        "invalid schema name '{0}': use 1-63 lowercase ASCII letters, digits and underscores, starting with a letter or an underscore and not with 'pg_'"
+        "invalid schema name '{0}': use 1-63 lowercase ASCII letters, digits, underscores and hyphens, starting with a letter or an underscore and not with 'pg_'"
     )]
     InvalidSchema(String),
     #[error("database error: {0}")]

@@ -158,9 +158,10 @@ pub fn redact_url(url: &str) -> String {
     format!("{head}{main}{query}")
 }
 
-/// True for a PostgreSQL schema name the store accepts: `^[a-z_][a-z0-9_]{0,62}$`, not
-/// starting with `pg_` (PostgreSQL's own). Such a name is safe to splice into SQL in quotes and
-/// is what [`crate::tenant::tenant_schema`] makes of every valid tenant name.
+/// True for a PostgreSQL schema name the store accepts: `^[a-z_][a-z0-9_-]{0,62}$`, not
+/// starting with `pg_` (PostgreSQL's own). Such a name is safe to splice into SQL in double
+/// quotes (no quote can occur in it), and is what [`crate::tenant::tenant_schema`] makes of
+/// every valid tenant name.
 pub fn schema_name_valid(schema: &str) -> bool {
     let bytes = schema.as_bytes();
     !bytes.is_empty()
@@ -168,7 +169,7 @@ pub fn schema_name_valid(schema: &str) -> bool {
         && (bytes[0].is_ascii_lowercase() || bytes[0] == b'_')
         && bytes
             .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-')
         && !schema.starts_with("pg_")
 }
 
@@ -978,6 +979,14 @@ impl Store {
     /// Deletes a package (bumping the generation); false when there is none.
     pub async fn package_delete(&self, id: Uuid) -> Result<bool, StoreError> {
         dispatch!(write self, no_signals, |c| control_ops::package_delete(c, id))
+    }
+
+    /// Marks a package as being unloaded: replicas stop treating it as desired, and it stays
+    /// listed until a rerun of its delete finishes the unload (bumping the generation); false
+    /// when there is none.
+    pub async fn package_set_unloading(&self, id: Uuid) -> Result<bool, StoreError> {
+        let now = now_ms();
+        dispatch!(write self, no_signals, |c| control_ops::package_set_unloading(c, id, now))
     }
 
     /// Deletes every package of `tenant` (bumping the generation if any); returns how many.

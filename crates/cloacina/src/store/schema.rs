@@ -130,6 +130,7 @@ diesel::table! {
         build_error -> Nullable<Text>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        unloading_at -> Nullable<BigInt>,
     }
 }
 
