@@ -100,10 +100,39 @@ pub fn example(name: &'static str) -> Example {
 /// its library (copied out of the shared target directory, so versions never overwrite each
 /// other's library).
 pub fn example_as_version(name: &'static str, version: &str) -> (PathBuf, PathBuf) {
+    variant(name, &format!("{name}-{version}"), version, None)
+}
+
+/// Example `name` with `from` replaced by `to` in its `src/lib.rs` (e.g. a subscriber bound to
+/// another tenant's reactor), built once per process as [`example_as_version`] builds, under
+/// the name `tag`: its source directory and its library.
+pub fn example_rewritten(
+    name: &'static str,
+    tag: &str,
+    from: &str,
+    to: &str,
+) -> (PathBuf, PathBuf) {
+    let src = fs::read_to_string(examples_dir().join(name).join("src/lib.rs"))
+        .expect("read the example's lib.rs");
+    assert!(
+        src.contains(from),
+        "{name}'s lib.rs has no {from:?} to replace"
+    );
+    variant(name, tag, "1.0.0", Some(src.replace(from, to)))
+}
+
+/// A copy of example `name` as `version` (and with `lib_rs` as its source when given), built
+/// once per process and `key`.
+fn variant(
+    name: &'static str,
+    key: &str,
+    version: &str,
+    lib_rs: Option<String>,
+) -> (PathBuf, PathBuf) {
     use std::collections::HashMap;
     use std::sync::Mutex;
     static BUILT: OnceLock<Mutex<HashMap<String, (PathBuf, PathBuf)>>> = OnceLock::new();
-    let key = format!("{name}-{version}");
+    let key = key.to_string();
     let built = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
     let mut built = cloacina::sync::lock(built);
     if let Some(found) = built.get(&key) {
@@ -130,7 +159,12 @@ pub fn example_as_version(name: &'static str, version: &str) -> (PathBuf, PathBu
         .expect("read the example's package.toml")
         .replacen("version = \"1.0.0\"", &versioned, 1);
     fs::write(dir.join("package.toml"), manifest).expect("write package.toml");
-    fs::copy(src.join("src/lib.rs"), dir.join("src/lib.rs")).expect("copy lib.rs");
+    match lib_rs {
+        Some(text) => fs::write(dir.join("src/lib.rs"), text).expect("write lib.rs"),
+        None => fs::copy(src.join("src/lib.rs"), dir.join("src/lib.rs"))
+            .map(|_| ())
+            .expect("copy lib.rs"),
+    }
     fs::copy(examples_dir().join("Cargo.lock"), dir.join("Cargo.lock")).expect("copy Cargo.lock");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let output = Command::new(cargo)

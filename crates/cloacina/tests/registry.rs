@@ -419,7 +419,7 @@ async fn bare_names_resolve_in_the_own_tenant_then_public_and_tenant_slash_name_
         reg.guard_check("public", public_pub.id())
             .expect_err("foreign subscribers from acme")
             .to_string(),
-        "reactor 'price_reactor' has 2 bound subscriber(s): ['acme/analyzer_v1', 'acme/aggregator']; unbind them first"
+        "reactor 'price_reactor' has 2 bound subscriber(s): ['analyzer_v1', 'aggregator']; unbind them first"
     );
 
     // Explicit tenant: beta reaches acme's reactor, which is not loaded yet.
@@ -460,7 +460,7 @@ async fn bare_names_resolve_in_the_own_tenant_then_public_and_tenant_slash_name_
         reg.guard_check("acme", acme_pub.id())
             .expect_err("acme's and beta's subscribers")
             .to_string(),
-        "reactor 'price_reactor' has 4 bound subscriber(s): ['beta/analyzer_v1', 'beta/aggregator', 'analyzer_v1', 'aggregator']; unbind them first"
+        "reactor 'price_reactor' has 4 bound subscriber(s): ['analyzer_v1', 'aggregator', 'analyzer_v1', 'aggregator']; unbind them first"
     );
 
     // A push to public runs only what is bound there; acme/... reaches acme's reactor.

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::graph::{GraphEntry, qualified};
+use super::graph::GraphEntry;
 use super::reactor::{Key, ReactorState};
 
 /// One reactor the guard refuses to tear down, and the foreign graphs bound to it.
@@ -57,7 +57,8 @@ impl crate::error::ErrorCode for GuardRefusal {
 }
 
 /// The graphs bound to `reactor` that belong to another package than its owner, in binding
-/// order.
+/// order, by bare name: the unload guide's exact wire format names them so whatever tenant
+/// they are in (`graph status` and `package inspect` give their tenants).
 pub(crate) fn foreign_subscribers(
     reactor: &ReactorState,
     graphs: &BTreeMap<Key, GraphEntry>,
@@ -67,7 +68,7 @@ pub(crate) fn foreign_subscribers(
         .iter()
         .filter_map(|key| graphs.get(key))
         .filter(|g| g.owner.package != reactor.owner.package)
-        .map(|g| qualified(&reactor.tenant, &g.tenant, &g.name))
+        .map(|g| g.name.clone())
         .collect()
 }
 
