@@ -281,7 +281,7 @@ fn upgrade_with_a_run_in_flight(backend: Backend) {
     assert_eq!(old["state"], "superseded", "{old}");
 
     // New executions use the new version; the old one's run in flight completes.
-    let fresh = ctl.ok(&["workflow", "run", "hello", "--tenant", "my-tenant"]);
+    let fresh = ctl.ok(&["workflow", "run", "orders", "--tenant", "my-tenant"]);
     let fresh = fresh.stdout.trim().to_string();
     for run in [&slow, &fresh] {
         cloacina_e2e::wait_for(
@@ -293,8 +293,22 @@ fn upgrade_with_a_run_in_flight(backend: Backend) {
             || server.logs(),
         );
     }
-    let status = ctl.json(&["execution", "status", &fresh, "--tenant", "my-tenant"]);
-    assert_eq!(status["workflow_version"], "1.0.1", "{status}");
+    // The run in flight finished on the old code, the new run ran the new code (a workflow's
+    // version is its fingerprint), and the listing serves 1.0.1.
+    let old_run = ctl.json(&["execution", "status", &slow, "--tenant", "my-tenant"]);
+    let new_run = ctl.json(&["execution", "status", &fresh, "--tenant", "my-tenant"]);
+    assert_ne!(
+        old_run["workflow_version"], new_run["workflow_version"],
+        "{old_run}\n{new_run}"
+    );
+    let listed = ctl.json(&["workflow", "list", "--tenant", "my-tenant"]);
+    let versions: Vec<&Value> = listed["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|w| &w["version"])
+        .collect();
+    assert!(versions.iter().all(|v| *v == "1.0.1"), "{listed}");
 }
 both_backends!(upgrade_with_a_run_in_flight);
 
