@@ -113,10 +113,18 @@ impl Settings {
         };
         match config.profiles.get(name) {
             Some(p) => Ok(Some((name.clone(), p.clone()))),
-            None => Err(CliError::User(format!(
-                "profile '{name}' ({from}) is not defined in {}; add a [profiles.{name}] table or choose another",
-                Home::at(self.home()?).config().display()
-            ))),
+            None => {
+                let known: Vec<&str> = config.profiles.keys().map(String::as_str).collect();
+                let existing = if known.is_empty() {
+                    "no profiles exist".to_string()
+                } else {
+                    format!("the profiles are: {}", known.join(", "))
+                };
+                Err(CliError::User(format!(
+                    "profile '{name}' ({from}) is not defined in {} ({existing}); create it with 'cloacinactl config profile set {name} --server URL --api-key KEY' or choose another",
+                    Home::at(self.home()?).config().display()
+                )))
+            }
         }
     }
 
