@@ -9,6 +9,7 @@
 mod api;
 mod cli;
 mod commands;
+mod config_file;
 mod error;
 mod http;
 mod output;

@@ -104,7 +104,11 @@ fn start(settings: &Settings, home: &Home, args: &ServerStartArgs) -> Result<(),
 
 /// Where the server is: `--server`, else the profile's server, else the address this home's
 /// server recorded in its PID file, else the default bind address.
-fn server_url(settings: &Settings, home: &Home, config: &Config) -> Result<String, CliError> {
+pub(crate) fn server_url(
+    settings: &Settings,
+    home: &Home,
+    config: &Config,
+) -> Result<String, CliError> {
     if let Some(url) = settings.server_url(config)? {
         return Ok(url);
     }
@@ -116,7 +120,7 @@ fn server_url(settings: &Settings, home: &Home, config: &Config) -> Result<Strin
 
 /// A URL to reach a bind address from this machine: a wildcard address (`0.0.0.0`, `[::]`)
 /// is reached on the loopback address of its family.
-fn local_url(addr: &str) -> String {
+pub(crate) fn local_url(addr: &str) -> String {
     match addr.parse::<SocketAddr>() {
         Ok(mut sa) => {
             if sa.ip().is_unspecified() {

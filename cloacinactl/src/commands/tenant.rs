@@ -1,9 +1,142 @@
-//! `cloacinactl tenant`: placeholder until the verbs land (issue 15, in progress).
+//! `cloacinactl tenant create|list|delete` (global admin keys): the server's `/v1/tenants`
+//! routes (spec: CLI reference, "tenant"; wire contract, "Keys and tenants").
 
-use crate::cli::TenantCommand;
+use serde_json::{Value, json};
+
+use crate::api::{self, enc};
+use crate::cli::{ForceArgs, TenantCommand, TenantCreateArgs};
 use crate::error::CliError;
+use crate::http::Client;
+use crate::output::{Report, emit, fields};
 use crate::settings::Settings;
 
-pub fn run(_settings: &Settings, _command: &TenantCommand) -> Result<(), CliError> {
-    Err(CliError::User("'tenant' is not available yet".to_string()))
+pub fn run(settings: &Settings, command: &TenantCommand) -> Result<(), CliError> {
+    let client = api::client(settings)?;
+    match command {
+        TenantCommand::Create(args) => create(settings, &client, args),
+        TenantCommand::List(_) => list(settings, &client),
+        TenantCommand::Delete(args) => delete(settings, &client, args),
+    }
+}
+
+/// Rows per request when paging through a list (the wire contract's maximum).
+const PAGE: usize = 1000;
+
+/// Every row of the `{"items","total"}` list at `path`, page by page: the first page's
+/// document with `items` holding all the rows, and the rows.
+pub(crate) fn all_pages(client: &Client, path: &str) -> Result<(Value, Vec<Value>), CliError> {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let mut items: Vec<Value> = Vec::new();
+    let mut first: Option<Value> = None;
+    loop {
+        let doc = client.get_json(&format!("{path}{sep}limit={PAGE}&offset={}", items.len()))?;
+        let Some(Value::Array(page)) = doc.get("items") else {
+            return Err(CliError::Rejected(format!(
+                "the server's answer to GET {path} is not a list (it has no 'items' array)"
+            )));
+        };
+        let got = page.len();
+        items.extend(page.iter().cloned());
+        let total = doc.get("total").and_then(Value::as_u64).unwrap_or(0) as usize;
+        if first.is_none() {
+            first = Some(doc);
+        }
+        if got == 0 || items.len() >= total {
+            break;
+        }
+    }
+    let mut doc = first.unwrap_or_else(|| json!({}));
+    if let Value::Object(map) = &mut doc {
+        map.insert("items".to_string(), Value::Array(items.clone()));
+        map.insert("total".to_string(), json!(items.len()));
+    }
+    Ok((doc, items))
+}
+
+/// A member as text, `-` when missing or null.
+pub(crate) fn text_of(v: &Value, key: &str) -> String {
+    match v.get(key) {
+        None | Some(Value::Null) => "-".to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// `tenant create NAME [--description TEXT]`: POST /v1/tenants.
+fn create(settings: &Settings, client: &Client, args: &TenantCreateArgs) -> Result<(), CliError> {
+    let mut body = json!({"name": args.name});
+    if let Some(d) = &args.description {
+        body["description"] = json!(d);
+    }
+    let created = client.post_json("/v1/tenants", &body)?;
+    let name = created
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or(&args.name)
+        .to_string();
+    let mut text = format!("created tenant '{name}'");
+    if let Some(d) = created.get("description").and_then(Value::as_str) {
+        text.push_str(&format!(" ({d})"));
+    }
+    emit(
+        settings,
+        &Report {
+            id: name,
+            value: created,
+            text,
+        },
+    )
+}
+
+/// `tenant list`: GET /v1/tenants (every page).
+fn list(settings: &Settings, client: &Client) -> Result<(), CliError> {
+    let (doc, items) = all_pages(client, "/v1/tenants")?;
+    emit(
+        settings,
+        &Report::list(
+            settings,
+            doc,
+            &items,
+            &["name", "description", "created_at"],
+            "no tenants",
+        ),
+    )
+}
+
+/// `tenant delete NAME [--force]`: asks first (refused without a terminal unless --force),
+/// then DELETE /v1/tenants/NAME; prints what the server reports it removed.
+fn delete(settings: &Settings, client: &Client, args: &ForceArgs) -> Result<(), CliError> {
+    let name = &args.target;
+    api::confirm(
+        args.force,
+        &format!(
+            "delete tenant '{name}': revoke its keys, stop its runs and drop all its packages, executions and data"
+        ),
+    )?;
+    let removed = client.delete_json(&format!("/v1/tenants/{}", enc(name)))?;
+    let shown = removed
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or(name)
+        .to_string();
+    let mut rows: Vec<(&str, String)> = Vec::new();
+    for (key, label) in [
+        ("revoked_keys", "revoked keys"),
+        ("deleted_packages", "deleted packages"),
+        ("drained_tasks", "drained tasks"),
+        ("released_tasks", "released tasks"),
+    ] {
+        if removed.get(key).is_some() {
+            rows.push((label, text_of(&removed, key)));
+        }
+    }
+    let text = format!("removed tenant '{shown}'\n{}", fields(&rows));
+    emit(
+        settings,
+        &Report {
+            id: shown,
+            value: removed,
+            text,
+        },
+    )
 }
