@@ -305,7 +305,16 @@ mod tests {
             serde_json::json!({"name": "a", "state": "loaded", "note": null}),
             serde_json::json!({"name": long, "state": "failed", "note": ["x", 1]}),
         ];
-        let text = table(&plain(), &rows, &[]);
+        // Columns given in order; inferred ones are the first row's keys (sorted by serde_json).
+        let inferred = table(&plain(), &rows, &[]);
+        assert!(
+            inferred
+                .lines()
+                .next()
+                .is_some_and(|h| h.starts_with("NAME") && h.ends_with("NOTE  STATE")),
+            "{inferred}"
+        );
+        let text = table(&plain(), &rows, &["name", "state", "note"]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
