@@ -58,16 +58,6 @@ impl Report {
             text,
         }
     }
-
-    /// One object: `table` shows its members as aligned `key  value` lines.
-    pub fn object(value: Value) -> Report {
-        let text = object_fields(&value);
-        Report {
-            id: id_of(&value),
-            value,
-            text,
-        }
-    }
 }
 
 /// The identifier of a row for `-o id`: its `id`, else `execution_id`, `package_id`, `name`.
@@ -160,20 +150,6 @@ pub fn table(settings: &Settings, items: &[Value], columns: &[&str]) -> String {
         out.push('\n');
     }
     out
-}
-
-/// An object's members as aligned `key  value` lines ([`cell`], not truncated).
-pub fn object_fields(v: &Value) -> String {
-    match v.as_object() {
-        Some(map) => {
-            let rows: Vec<(&str, String)> = map
-                .iter()
-                .map(|(k, x)| (k.as_str(), cell(Some(x))))
-                .collect();
-            fields(&rows)
-        }
-        None => cell(Some(v)),
-    }
 }
 
 /// `text` in bold green when colours are on.
