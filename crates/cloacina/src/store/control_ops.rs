@@ -5,18 +5,20 @@
 //!
 //! Each function runs inside a transaction opened by its caller; none commits.
 
-use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
+use diesel::{
+    BoolExpressionMethods, ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper,
+};
 use diesel_async::RunQueryDsl;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::Conn;
 use crate::store::control_rows::{
-    ApiKeyRow, AuditRow, NewAuditRow, NewPackageRow, PackageRow, TenantRow,
+    ApiKeyRow, AuditRow, BuildClaimSql, NewAuditRow, NewPackageRow, PackageRow, PickedId, TenantRow,
 };
 use crate::store::control_types::{
-    ApiKeyRecord, AuditRecord, BuildStatus, NewApiKey, NewAuditEntry, NewPackage, PackageRecord,
-    TenantRecord,
+    ApiKeyRecord, AuditRecord, BuildClaim, BuildCounts, BuildFinish, BuildOutcome, BuildStatus,
+    NewApiKey, NewAuditEntry, NewPackage, PackageRecord, SweptBuild, TenantRecord,
 };
 use crate::store::error::StoreError;
 use crate::store::schema::{
@@ -293,6 +295,11 @@ pub(crate) async fn package_create(
         created_at: row.created_at,
         updated_at: row.updated_at,
         unloading_at: None,
+        build_claimed_by: None,
+        build_heartbeat_at: None,
+        build_started_at: None,
+        build_finished_at: None,
+        build_attempts: 0,
     }
     .try_into()
 }
@@ -417,6 +424,290 @@ pub(crate) async fn package_set_build(
         bump_generation(conn).await?;
     }
     Ok(n > 0)
+}
+
+// ---- package builds (the compiler service) ---------------------------------------------
+//
+// A build claim is the row's `build_status = 'building'` with `build_claimed_by` naming the
+// worker; every step after the claim is fenced by both, so a worker whose claim was swept
+// (its heartbeat stopped) can no longer heartbeat, finish or release it. Claims, heartbeats,
+// releases and sweeps leave the package generation alone (they change nothing a replica
+// loads); a finish bumps it, so every replica loads a built package at once.
+
+/// The backend of this module's `Conn`, whose claim SQL differs.
+type Db = <Conn as diesel_async::AsyncConnectionCore>::Backend;
+
+const PENDING: &str = "pending";
+const BUILDING: &str = "building";
+
+/// Claims the oldest pending package (not being deleted) for `worker`: `None` when there is
+/// none. The candidate is picked with the backend's `PICK_PENDING` (locked and skipped by
+/// concurrent claimers on PostgreSQL) and updated only while still pending, so two workers
+/// never hold one package.
+pub(crate) async fn package_build_claim(
+    conn: &mut Conn,
+    worker: String,
+    now: Millis,
+) -> Result<Option<BuildClaim>, StoreError> {
+    let picked: Vec<PickedId> =
+        crate::store::stmt::Stmt::<Db>::new(<Db as BuildClaimSql>::PICK_PENDING)
+            .load(conn)
+            .await?;
+    let Some(PickedId { id }) = picked.into_iter().next() else {
+        return Ok(None);
+    };
+    let n = diesel::update(pk::table.find(&id).filter(pk::build_status.eq(PENDING)))
+        .set((
+            (
+                pk::build_status.eq(BUILDING),
+                pk::build_claimed_by.eq(Some(&worker)),
+                pk::build_heartbeat_at.eq(Some(now)),
+                pk::build_started_at.eq(Some(now)),
+                pk::build_attempts.eq(pk::build_attempts + 1),
+            ),
+            (
+                pk::build_error.eq(None::<String>),
+                pk::build_log.eq(None::<String>),
+                pk::updated_at.eq(now),
+            ),
+        ))
+        .execute(conn)
+        .await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let row: PackageRow = pk::table
+        .find(&id)
+        .select(PackageRow::as_select())
+        .first(conn)
+        .await?;
+    Ok(Some(BuildClaim {
+        package: row.try_into()?,
+        worker,
+    }))
+}
+
+/// Stamps `worker`'s heartbeat on its claim of package `id`; false when it no longer holds
+/// the claim (swept as stale, finished, or the package deleted): the build should stop.
+pub(crate) async fn package_build_heartbeat(
+    conn: &mut Conn,
+    id: Uuid,
+    worker: String,
+    now: Millis,
+) -> Result<bool, StoreError> {
+    let n = diesel::update(
+        pk::table
+            .find(id.to_string())
+            .filter(pk::build_status.eq(BUILDING))
+            .filter(pk::build_claimed_by.eq(worker)),
+    )
+    .set(pk::build_heartbeat_at.eq(Some(now)))
+    .execute(conn)
+    .await?;
+    Ok(n > 0)
+}
+
+/// Records the outcome of `worker`'s build of package `id` (with the log's tail) and bumps
+/// the package generation. A built package gets its new archive (digest, size, signature and
+/// `has_library` with it) and `success`; a failed one keeps its archive and gets `failed`
+/// with the reason. False, changing nothing, when `worker` no longer holds the claim.
+pub(crate) async fn package_build_finish(
+    conn: &mut Conn,
+    id: Uuid,
+    worker: String,
+    finish: BuildFinish,
+    now: Millis,
+) -> Result<bool, StoreError> {
+    let target = pk::table
+        .find(id.to_string())
+        .filter(pk::build_status.eq(BUILDING))
+        .filter(pk::build_claimed_by.eq(worker));
+    let ended = (
+        pk::build_claimed_by.eq(None::<String>),
+        pk::build_heartbeat_at.eq(None::<i64>),
+        pk::build_finished_at.eq(Some(now)),
+        pk::build_log.eq(Some(finish.log)),
+        pk::updated_at.eq(now),
+    );
+    let n = match finish.outcome {
+        BuildOutcome::Built { archive, signature } => {
+            diesel::update(target)
+                .set((
+                    ended,
+                    (
+                        pk::build_status.eq(BuildStatus::Success.as_str()),
+                        pk::build_error.eq(None::<String>),
+                        pk::has_library.eq(true),
+                    ),
+                    (
+                        pk::sha256.eq(digest(&archive)),
+                        pk::size.eq(archive.len() as i64),
+                        pk::archive.eq(archive),
+                        pk::signed.eq(signature.is_some()),
+                        pk::signature.eq(signature),
+                    ),
+                ))
+                .execute(conn)
+                .await?
+        }
+        BuildOutcome::Failed { error } => {
+            diesel::update(target)
+                .set((
+                    ended,
+                    (
+                        pk::build_status.eq(BuildStatus::Failed.as_str()),
+                        pk::build_error.eq(Some(error)),
+                    ),
+                ))
+                .execute(conn)
+                .await?
+        }
+    };
+    if n > 0 {
+        bump_generation(conn).await?;
+    }
+    Ok(n > 0)
+}
+
+/// Hands `worker`'s claim of package `id` back to `pending` without an outcome (the compiler
+/// is stopping): any compiler claims it next, and the attempt does not count. False when
+/// `worker` no longer holds the claim.
+pub(crate) async fn package_build_release(
+    conn: &mut Conn,
+    id: Uuid,
+    worker: String,
+    now: Millis,
+) -> Result<bool, StoreError> {
+    let n = diesel::update(
+        pk::table
+            .find(id.to_string())
+            .filter(pk::build_status.eq(BUILDING))
+            .filter(pk::build_claimed_by.eq(worker)),
+    )
+    .set((
+        pk::build_status.eq(PENDING),
+        pk::build_claimed_by.eq(None::<String>),
+        pk::build_heartbeat_at.eq(None::<i64>),
+        pk::build_attempts.eq(pk::build_attempts - 1),
+        pk::updated_at.eq(now),
+    ))
+    .execute(conn)
+    .await?;
+    Ok(n > 0)
+}
+
+/// Reclaims builds whose heartbeat is older than `stale_before` (or missing): back to
+/// `pending` for any compiler, or `failed` once the package has had `max_attempts` claims
+/// (a package that kills every compiler that builds it must not do so forever). Each row is
+/// updated only while still stale, so concurrent sweeps report each reclaim once.
+pub(crate) async fn package_build_sweep(
+    conn: &mut Conn,
+    stale_before: Millis,
+    max_attempts: i32,
+    now: Millis,
+) -> Result<Vec<SweptBuild>, StoreError> {
+    let stale: Vec<PackageRow> = pk::table
+        .filter(pk::build_status.eq(BUILDING))
+        .filter(
+            pk::build_heartbeat_at
+                .is_null()
+                .or(pk::build_heartbeat_at.lt(stale_before)),
+        )
+        .select(PackageRow::as_select())
+        .order((pk::created_at.asc(), pk::id.asc()))
+        .load(conn)
+        .await?;
+    let mut swept = Vec::with_capacity(stale.len());
+    for row in stale {
+        let requeued = row.build_attempts < max_attempts;
+        let target = pk::table
+            .find(&row.id)
+            .filter(pk::build_status.eq(BUILDING))
+            .filter(
+                pk::build_heartbeat_at
+                    .is_null()
+                    .or(pk::build_heartbeat_at.lt(stale_before)),
+            );
+        let released = (
+            pk::build_claimed_by.eq(None::<String>),
+            pk::build_heartbeat_at.eq(None::<i64>),
+            pk::updated_at.eq(now),
+        );
+        let n = if requeued {
+            diesel::update(target)
+                .set((released, pk::build_status.eq(PENDING)))
+                .execute(conn)
+                .await?
+        } else {
+            let error = format!(
+                "gave up after {} builds whose compiler stopped heartbeating (killed, out of memory, or cut off from the database); check the compilers' logs, then delete the package and upload it again",
+                row.build_attempts
+            );
+            diesel::update(target)
+                .set((
+                    released,
+                    (
+                        pk::build_status.eq(BuildStatus::Failed.as_str()),
+                        pk::build_error.eq(Some(error)),
+                        pk::build_finished_at.eq(Some(now)),
+                    ),
+                ))
+                .execute(conn)
+                .await?
+        };
+        if n == 0 {
+            continue;
+        }
+        let record: PackageRecord = row.try_into()?;
+        swept.push(SweptBuild {
+            id: record.id,
+            tenant: record.tenant,
+            name: record.name,
+            version: record.version,
+            claimed_by: record.build_claimed_by,
+            attempts: record.build_attempts,
+            requeued,
+        });
+    }
+    if swept.iter().any(|s| !s.requeued) {
+        bump_generation(conn).await?;
+    }
+    Ok(swept)
+}
+
+/// Packages not being deleted, per build status.
+pub(crate) async fn package_build_counts(conn: &mut Conn) -> Result<BuildCounts, StoreError> {
+    let rows: Vec<(String, i64)> = pk::table
+        .filter(pk::unloading_at.is_null())
+        .group_by(pk::build_status)
+        .select((pk::build_status, diesel::dsl::count_star()))
+        .load(conn)
+        .await?;
+    let mut counts = BuildCounts::default();
+    for (status, n) in rows {
+        match status.parse::<BuildStatus>() {
+            Ok(BuildStatus::Pending) => counts.pending += n,
+            Ok(BuildStatus::Building) => counts.building += n,
+            Ok(BuildStatus::Failed) => counts.failed += n,
+            Ok(BuildStatus::Success) => counts.success += n,
+            Err(e) => return Err(crate::store::error::corrupt(format!("packages: {e}"))),
+        }
+    }
+    Ok(counts)
+}
+
+/// The tail of package `id`'s last build log; `None` when there is none (or no package).
+pub(crate) async fn package_build_log(
+    conn: &mut Conn,
+    id: Uuid,
+) -> Result<Option<String>, StoreError> {
+    Ok(pk::table
+        .find(id.to_string())
+        .select(pk::build_log)
+        .first::<Option<String>>(conn)
+        .await
+        .optional()?
+        .flatten())
 }
 
 pub(crate) async fn package_generation(conn: &mut Conn) -> Result<i64, StoreError> {

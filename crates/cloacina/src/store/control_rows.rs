@@ -76,6 +76,11 @@ pub(crate) struct PackageRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub unloading_at: Option<i64>,
+    pub build_claimed_by: Option<String>,
+    pub build_heartbeat_at: Option<i64>,
+    pub build_started_at: Option<i64>,
+    pub build_finished_at: Option<i64>,
+    pub build_attempts: i32,
 }
 
 impl TryFrom<PackageRow> for PackageRecord {
@@ -99,6 +104,11 @@ impl TryFrom<PackageRow> for PackageRecord {
             created_at: r.created_at,
             updated_at: r.updated_at,
             unloading_at: r.unloading_at,
+            build_claimed_by: r.build_claimed_by,
+            build_heartbeat_at: r.build_heartbeat_at,
+            build_started_at: r.build_started_at,
+            build_finished_at: r.build_finished_at,
+            build_attempts: r.build_attempts,
         })
     }
 }
@@ -157,4 +167,30 @@ pub(crate) struct NewAuditRow {
     pub action: String,
     pub target: String,
     pub detail: String,
+}
+
+/// The SQL of a build claim's first step, which differs by backend: the oldest pending package
+/// not being deleted, locked on PostgreSQL (`FOR UPDATE SKIP LOCKED`: concurrent claimers each
+/// get another row, or none, without waiting); SQLite's single writer needs no lock, and the
+/// claim's update checks the status again anyway.
+pub(crate) trait BuildClaimSql {
+    const PICK_PENDING: &'static str;
+}
+
+impl BuildClaimSql for diesel::pg::Pg {
+    const PICK_PENDING: &'static str = "SELECT id FROM packages \
+         WHERE build_status = 'pending' AND unloading_at IS NULL \
+         ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED";
+}
+
+impl BuildClaimSql for diesel::sqlite::Sqlite {
+    const PICK_PENDING: &'static str = "SELECT id FROM packages \
+         WHERE build_status = 'pending' AND unloading_at IS NULL \
+         ORDER BY created_at, id LIMIT 1";
+}
+
+#[derive(Debug, QueryableByName)]
+pub(crate) struct PickedId {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub id: String,
 }

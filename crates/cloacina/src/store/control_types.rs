@@ -113,6 +113,16 @@ pub struct PackageRecord {
     /// Set when a delete stopped at a failed unload step: the package is no longer desired
     /// (no replica loads it), and rerunning the delete finishes the unload.
     pub unloading_at: Option<Millis>,
+    /// The compiler worker holding the build claim, while `build_status` is `Building`.
+    pub build_claimed_by: Option<String>,
+    /// The claim holder's last heartbeat.
+    pub build_heartbeat_at: Option<Millis>,
+    /// When the current (or last) build started.
+    pub build_started_at: Option<Millis>,
+    /// When the last build finished (built or failed).
+    pub build_finished_at: Option<Millis>,
+    /// Claims of this package that did not end in a release (a stale claim reclaimed counts).
+    pub build_attempts: i32,
 }
 
 impl PackageRecord {
@@ -151,4 +161,59 @@ pub struct NewAuditEntry {
     pub action: String,
     pub target: String,
     pub detail: serde_json::Value,
+}
+
+/// A pending package claimed for a build by one compiler worker (see
+/// `Store::package_build_claim`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildClaim {
+    /// The package as claimed: `build_status` is `Building`, held by `worker`.
+    pub package: PackageRecord,
+    pub worker: String,
+}
+
+/// How a build ended, as the compiler records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildOutcome {
+    /// The package compiled: `archive` (holding a library for the build host) replaces the
+    /// stored one, with its detached `signature` (or none: the old one, which signed the
+    /// source-only archive, no longer applies).
+    Built {
+        archive: Vec<u8>,
+        signature: Option<Vec<u8>>,
+    },
+    /// It did not: why, in one message (the log holds the details).
+    Failed { error: String },
+}
+
+/// A finished build: its outcome and the (bounded) tail of its log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildFinish {
+    pub outcome: BuildOutcome,
+    pub log: String,
+}
+
+/// A stale build claim that a sweep handed back (or gave up on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweptBuild {
+    pub id: Uuid,
+    pub tenant: String,
+    pub name: String,
+    pub version: String,
+    /// The worker whose heartbeat stopped.
+    pub claimed_by: Option<String>,
+    /// The claims the package has had, the stale one included.
+    pub attempts: i32,
+    /// `true`: back to `Pending` for any compiler; `false`: it had used up its attempts and
+    /// is now `Failed`.
+    pub requeued: bool,
+}
+
+/// The build queue at a glance: packages not being deleted, per build status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildCounts {
+    pub pending: i64,
+    pub building: i64,
+    pub failed: i64,
+    pub success: i64,
 }

@@ -1009,6 +1009,79 @@ impl Store {
         dispatch!(write self, no_signals, |c| control_ops::package_set_build(c, id, status, error, archive, now))
     }
 
+    // ---- control plane: package builds (the compiler service) -------------------------
+    // A claim is fenced by the worker's id: once a sweep hands a stale claim back, its old
+    // holder can no longer heartbeat, finish or release it.
+
+    /// Claims the oldest pending package (not being deleted) for `worker`, marking it
+    /// `Building` with a fresh heartbeat; `None` when nothing is pending. Concurrent claimers
+    /// never get the same package (PostgreSQL: `FOR UPDATE SKIP LOCKED`; SQLite: one writer
+    /// and a status-checked update).
+    pub async fn package_build_claim(
+        &self,
+        worker: &str,
+    ) -> Result<Option<BuildClaim>, StoreError> {
+        let worker = worker.to_string();
+        let now = now_ms();
+        dispatch!(write self, no_signals, |c| control_ops::package_build_claim(c, worker, now))
+    }
+
+    /// Stamps `worker`'s heartbeat on its claim of package `id`; false when the claim is no
+    /// longer its own (swept as stale, or the package deleted): stop building then.
+    pub async fn package_build_heartbeat(
+        &self,
+        id: Uuid,
+        worker: &str,
+    ) -> Result<bool, StoreError> {
+        let worker = worker.to_string();
+        let now = now_ms();
+        dispatch!(write self, no_signals, |c| control_ops::package_build_heartbeat(c, id, worker, now))
+    }
+
+    /// Records how `worker`'s build of package `id` ended, with its log's tail, and bumps the
+    /// package generation (a built package is then loaded by every replica: its new archive
+    /// replaces the stored one, `has_library` set, the signature replaced by the build's). False,
+    /// changing nothing, when `worker` no longer holds the claim.
+    pub async fn package_build_finish(
+        &self,
+        id: Uuid,
+        worker: &str,
+        finish: BuildFinish,
+    ) -> Result<bool, StoreError> {
+        let worker = worker.to_string();
+        let now = now_ms();
+        dispatch!(write self, no_signals, |c| control_ops::package_build_finish(c, id, worker, finish, now))
+    }
+
+    /// Hands `worker`'s claim of package `id` back to pending without an outcome (a compiler
+    /// stopping mid-build); the attempt is not counted. False when the claim is not its own.
+    pub async fn package_build_release(&self, id: Uuid, worker: &str) -> Result<bool, StoreError> {
+        let worker = worker.to_string();
+        let now = now_ms();
+        dispatch!(write self, no_signals, |c| control_ops::package_build_release(c, id, worker, now))
+    }
+
+    /// Reclaims builds whose heartbeat is older than `stale_before`: back to pending, or
+    /// failed once the package has had `max_attempts` claims. Returns what it reclaimed.
+    pub async fn package_build_sweep(
+        &self,
+        stale_before: Millis,
+        max_attempts: i32,
+    ) -> Result<Vec<SweptBuild>, StoreError> {
+        let now = now_ms();
+        dispatch!(write self, no_signals, |c| control_ops::package_build_sweep(c, stale_before, max_attempts, now))
+    }
+
+    /// Packages not being deleted, per build status (the build queue's depth).
+    pub async fn package_build_counts(&self) -> Result<BuildCounts, StoreError> {
+        dispatch!(read self, |c| control_ops::package_build_counts(c))
+    }
+
+    /// The tail of package `id`'s last build log (`None`: no log, or no such package).
+    pub async fn package_build_log(&self, id: Uuid) -> Result<Option<String>, StoreError> {
+        dispatch!(read self, |c| control_ops::package_build_log(c, id))
+    }
+
     /// A counter bumped in the same transaction as every package create, delete and build
     /// update, so replicas notice a change with one cheap read.
     /// Bumps the package generation without a package change (a tenant created or removed),

@@ -131,6 +131,12 @@ diesel::table! {
         created_at -> BigInt,
         updated_at -> BigInt,
         unloading_at -> Nullable<BigInt>,
+        build_claimed_by -> Nullable<Text>,
+        build_heartbeat_at -> Nullable<BigInt>,
+        build_started_at -> Nullable<BigInt>,
+        build_finished_at -> Nullable<BigInt>,
+        build_attempts -> Integer,
+        build_log -> Nullable<Text>,
     }
 }
 
