@@ -6,6 +6,7 @@
 //! Every public error has a stable machine code: see [`error`].
 
 pub mod auth;
+pub mod compiler;
 pub mod config;
 pub mod daemon;
 pub mod duration;

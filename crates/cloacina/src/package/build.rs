@@ -8,8 +8,10 @@ use std::ffi::OsString;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::SystemTime;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::archive::{self, ArchiveError, HOST_TARGET, PackedArchive};
 use super::manifest::{Manifest, ManifestError};
@@ -60,6 +62,17 @@ pub enum BuildError {
         release: PathBuf,
         debug: PathBuf,
     },
+    #[error(
+        "cargo build of package '{package}' in {dir} took longer than {}s and was stopped",
+        after.as_secs()
+    )]
+    TimedOut {
+        package: String,
+        dir: String,
+        after: Duration,
+    },
+    #[error("cargo build of package '{package}' in {dir} was stopped before it finished")]
+    Stopped { package: String, dir: String },
     #[error(transparent)]
     Archive(#[from] ArchiveError),
     #[error(transparent)]
@@ -254,6 +267,26 @@ pub struct Built {
     pub library: Option<PathBuf>,
 }
 
+/// Bounds on a build that a service puts on it ([`build_until`]): a time limit, and a flag
+/// another thread sets to stop it. Either kills cargo and everything it started.
+#[derive(Debug, Clone, Default)]
+pub struct BuildLimit {
+    pub timeout: Option<Duration>,
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+impl BuildLimit {
+    fn is_set(&self) -> bool {
+        self.timeout.is_some() || self.stop.is_some()
+    }
+}
+
+/// Why a watched build was ended early.
+enum Ended {
+    TimedOut(Duration),
+    Stopped,
+}
+
 /// Runs `cargo build` (`--release` for [`Profile::Release`]) in the package directory `dir`.
 /// Cargo's stdout goes to `stdout`, its diagnostics to `log`.
 pub fn build(
@@ -263,8 +296,27 @@ pub fn build(
     stdout: Stdio,
     log: CargoLog<'_>,
 ) -> Result<Built, BuildError> {
+    build_until(dir, profile, cargo, stdout, log, &BuildLimit::default())
+}
+
+/// [`build`] within `limit`: past its timeout, or once its stop flag is set, cargo and every
+/// process it started (compilers, build scripts, in a process group of their own) are killed
+/// and the build ends with [`BuildError::TimedOut`] or [`BuildError::Stopped`]. Without a
+/// limit cargo stays in the caller's process group, so a terminal's Ctrl-C reaches it.
+pub fn build_until(
+    dir: &Path,
+    profile: Profile,
+    cargo: &Cargo,
+    stdout: Stdio,
+    log: CargoLog<'_>,
+    limit: &BuildLimit,
+) -> Result<Built, BuildError> {
+    use std::os::unix::process::CommandExt;
     let manifest = package_dir(dir)?;
     let mut cmd = cargo.command(dir);
+    if limit.is_set() {
+        cmd.process_group(0);
+    }
     cmd.arg("build");
     if profile == Profile::Release {
         cmd.arg("--release");
@@ -275,23 +327,42 @@ pub fn build(
     cmd.stdout(stdout);
     tracing::debug!(?cmd, "running cargo");
     let missing = |cause| BuildError::CargoMissing { cause };
-    let status = match log {
+    let (status, ended) = match log {
         CargoLog::To(stderr) => {
             cmd.stderr(stderr);
-            cmd.status().map_err(missing)?
+            let mut child = cmd.spawn().map_err(missing)?;
+            watched(&mut child, limit, |_| {}).map_err(missing)?
         }
         CargoLog::Lines(each) => {
             cmd.stderr(Stdio::piped());
             let mut child = cmd.spawn().map_err(missing)?;
-            if let Some(stderr) = child.stderr.take() {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    each(&line);
+            watched(&mut child, limit, |child| {
+                if let Some(stderr) = child.stderr.take() {
+                    for line in BufReader::new(stderr).lines() {
+                        let Ok(line) = line else { break };
+                        each(&line);
+                    }
                 }
-            }
-            child.wait().map_err(missing)?
+            })
+            .map_err(missing)?
         }
     };
+    match ended {
+        Some(Ended::TimedOut(after)) => {
+            return Err(BuildError::TimedOut {
+                package: manifest.name().to_string(),
+                dir: dir.display().to_string(),
+                after,
+            });
+        }
+        Some(Ended::Stopped) => {
+            return Err(BuildError::Stopped {
+                package: manifest.name().to_string(),
+                dir: dir.display().to_string(),
+            });
+        }
+        None => {}
+    }
     if !status.success() {
         return Err(BuildError::CargoFailed {
             package: manifest.name().to_string(),
@@ -308,6 +379,49 @@ pub fn build(
         manifest,
         profile,
         library,
+    })
+}
+
+/// Runs `read` on the started `child` (reading its output until it closes), then waits for
+/// it; with a `limit`, a watchdog thread meanwhile kills the child's process group once the
+/// time is up or the stop flag is set, and says so.
+fn watched(
+    child: &mut Child,
+    limit: &BuildLimit,
+    read: impl FnOnce(&mut Child),
+) -> std::io::Result<(ExitStatus, Option<Ended>)> {
+    if !limit.is_set() {
+        read(child);
+        return child.wait().map(|s| (s, None));
+    }
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    let started = Instant::now();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let watchdog = scope.spawn(move || {
+            loop {
+                match finished.recv_timeout(Duration::from_millis(100)) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return None,
+                }
+                let ended = match (&limit.timeout, &limit.stop) {
+                    (Some(t), _) if started.elapsed() >= *t => Some(Ended::TimedOut(*t)),
+                    (_, Some(stop)) if stop.load(Ordering::SeqCst) => Some(Ended::Stopped),
+                    _ => None,
+                };
+                if ended.is_some() {
+                    // The whole group: rustc, build scripts and linkers die with cargo, and
+                    // the output pipe closes.
+                    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+                    return ended;
+                }
+            }
+        });
+        read(child);
+        let status = child.wait();
+        drop(done);
+        let ended = watchdog.join().unwrap_or(None);
+        status.map(|s| (s, ended))
     })
 }
 
@@ -519,6 +633,78 @@ mod tests {
             stale_source(tmp.path(), &lib),
             Some(tmp.path().join("src/lib.rs"))
         );
+    }
+
+    /// A package directory whose "cargo" is `sh` running the script `build` in it (the build
+    /// step runs `<program> build --release`), which starts a long sleep in the background.
+    fn sleeping_package() -> (tempfile::TempDir, Cargo) {
+        let tmp = tempfile::tempdir().expect("tmp");
+        fs::write(
+            tmp.path().join("Cargo.toml"),
+            "[package]\nname = \"p\"\nversion = \"1.0.0\"\n",
+        )
+        .expect("write");
+        fs::write(
+            tmp.path().join("package.toml"),
+            "[package]\nname = \"p\"\nversion = \"1.0.0\"\n",
+        )
+        .expect("write");
+        fs::write(
+            tmp.path().join("build"),
+            "sleep 30 &\necho started >&2\nwait\n",
+        )
+        .expect("write");
+        let cargo = Cargo {
+            program: OsString::from("sh"),
+            ..Cargo::default()
+        };
+        (tmp, cargo)
+    }
+
+    #[test]
+    fn a_limited_build_is_killed_with_everything_it_started() {
+        let (tmp, cargo) = sleeping_package();
+        let started = Instant::now();
+        let mut lines = Vec::new();
+        let e = build_until(
+            tmp.path(),
+            Profile::Release,
+            &cargo,
+            Stdio::null(),
+            CargoLog::Lines(&mut |l: &str| lines.push(l.to_string())),
+            &BuildLimit {
+                timeout: Some(Duration::from_millis(300)),
+                stop: None,
+            },
+        )
+        .expect_err("timed out");
+        assert!(matches!(e, BuildError::TimedOut { .. }), "{e}");
+        assert!(e.to_string().contains("took longer than 0s"), "{e}");
+        // The background sleep held the output pipe: it was killed too.
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(lines, ["started"]);
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let setter = stop.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            setter.store(true, Ordering::SeqCst);
+        });
+        let e = build_until(
+            tmp.path(),
+            Profile::Release,
+            &cargo,
+            Stdio::null(),
+            CargoLog::To(Stdio::null()),
+            &BuildLimit {
+                timeout: Some(Duration::from_secs(60)),
+                stop: Some(stop),
+            },
+        )
+        .expect_err("stopped");
+        t.join().expect("setter");
+        assert!(matches!(e, BuildError::Stopped { .. }), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(20));
     }
 
     #[test]
