@@ -220,8 +220,10 @@ mod tests {
         assert_eq!((u.as_str(), o.schema.as_str()), (url, "acme_1"));
         let (_, o) = tenant_store_location(url, home, ADMIN_TENANT).expect("location");
         assert_eq!(o.schema, "public");
+        let (_, o) = tenant_store_location(url, home, "My-Tenant").expect("location");
+        assert_eq!(o.schema, "my-tenant");
         assert!(matches!(
-            tenant_store_location(url, home, "bad-name"),
+            tenant_store_location(url, home, "bad name"),
             Err(TenantError::InvalidName { .. })
         ));
     }
