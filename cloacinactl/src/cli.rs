@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::NonEmptyStringValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// cloacinactl: build, pack, sign and ship Cloacina workflow packages, and manage the
@@ -144,6 +145,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct TargetArgs {
     /// The resource's id (or name, where the verb says so).
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
     pub target: String,
 
     #[command(flatten)]
@@ -184,6 +186,7 @@ pub struct WorkflowListArgs {
 #[derive(Debug, Args)]
 pub struct WorkflowRunArgs {
     /// The workflow's name.
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
     pub name: String,
 
     /// The initial context: a JSON object in FILE, or '-' for standard input [default: {}].
@@ -237,6 +240,7 @@ pub struct ExecutionListArgs {
 #[derive(Debug, Args)]
 pub struct ExecutionEventsArgs {
     /// The execution's id.
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
     pub id: String,
 
     /// Only events newer than this long ago (e.g. 90s, 10m, 1h30m).
@@ -274,6 +278,7 @@ pub enum TenantCommand {
 #[derive(Debug, Args)]
 pub struct TenantCreateArgs {
     /// The tenant's name.
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
     pub name: String,
 
     /// What the tenant is for.
@@ -288,6 +293,7 @@ pub struct TenantCreateArgs {
 #[derive(Debug, Args)]
 pub struct ForceArgs {
     /// The resource's id or name.
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
     pub target: String,
 
     /// Do not ask for confirmation (required when there is no terminal to ask on).
@@ -311,6 +317,7 @@ pub enum KeyCommand {
 #[derive(Debug, Args)]
 pub struct KeyCreateArgs {
     /// A name for the key (who or what uses it).
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
     pub name: String,
 
     /// admin, write or read.
@@ -588,6 +595,7 @@ pub struct PackageListArgs {
 #[derive(Debug, Args)]
 pub struct PackageDeleteArgs {
     /// The package's id.
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
     pub id: String,
 
     /// Do not ask for confirmation (required when there is no terminal to ask on).
