@@ -152,6 +152,14 @@ pub fn table(settings: &Settings, items: &[Value], columns: &[&str]) -> String {
     out
 }
 
+/// Unix milliseconds as an RFC 3339 UTC time with milliseconds (the server's own format,
+/// `2026-12-03T16:34:15.123Z`); the number itself when it is out of chrono's range.
+pub fn rfc3339_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
 /// `text` in bold green when colours are on.
 pub fn good(settings: &Settings, text: &str) -> String {
     if settings.color {
@@ -330,6 +338,14 @@ mod tests {
             "no tenants",
         );
         assert_eq!(r.text, "no tenants");
+    }
+
+    #[test]
+    fn milliseconds_read_as_rfc3339() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_714_557_600_123), "2024-05-01T10:00:00.123Z");
+        assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::cli::{AdminCommand, CleanupEventsArgs};
 use crate::error::CliError;
-use crate::output::{Report, emit};
+use crate::output::{Report, emit, rfc3339_ms};
 use crate::settings::Settings;
 
 /// Connections per store: the command runs one statement at a time.
@@ -108,7 +108,7 @@ fn cleanup_events(settings: &Settings, args: &CleanupEventsArgs) -> Result<(), C
     let threshold = format!(
         "older than {} (created before {})",
         args.older_than,
-        rfc3339(before)
+        rfc3339_ms(before)
     );
     let width = outcomes
         .iter()
@@ -153,7 +153,7 @@ fn cleanup_events(settings: &Settings, args: &CleanupEventsArgs) -> Result<(), C
             value: json!({
                 "dry_run": args.dry_run,
                 "older_than": args.older_than,
-                "before": rfc3339(before),
+                "before": rfc3339_ms(before),
                 "database": shown_url,
                 "tenants": tenants,
                 "total": total,
@@ -249,40 +249,4 @@ async fn clean_tenant(
         .map_err(|e| e.to_string());
     store.close().await;
     result
-}
-
-/// Unix milliseconds as an RFC 3339 UTC timestamp (`2026-12-03T16:34:15Z`).
-fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_796_315_655_000), "2026-12-03T16:34:15Z");
-        assert_eq!(rfc3339(-1000), "1969-12-31T23:59:59Z");
-    }
 }

@@ -224,48 +224,17 @@ fn kind_text(a: &Value) -> String {
 /// A member holding Unix milliseconds (or a string) as RFC 3339 UTC; `-` when absent.
 fn time(v: &Value, key: &str) -> String {
     match v.get(key) {
-        Some(Value::Number(n)) => n.as_i64().map(rfc3339_ms).unwrap_or_else(|| n.to_string()),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .map(output::rfc3339_ms)
+            .unwrap_or_else(|| n.to_string()),
         other => output::cell(other),
     }
-}
-
-/// Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ` (the server's own time format).
-fn rfc3339_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn milliseconds_read_as_rfc3339() {
-        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_ms(1_714_557_600_123), "2024-05-01T10:00:00.123Z");
-        assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
-        assert_eq!(time(&json!({"t": null}), "t"), "-");
-        assert_eq!(time(&json!({"t": "x"}), "t"), "x");
-    }
 
     #[test]
     fn the_status_view_counts_subscribers() {
