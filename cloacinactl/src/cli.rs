@@ -111,6 +111,9 @@ pub enum Command {
     /// Run and probe the HTTP API server.
     #[command(subcommand)]
     Server(ServerCommand),
+    /// Run and probe the build service (compiles pending source packages).
+    #[command(subcommand)]
+    Compiler(CompilerCommand),
     /// The workflows of a tenant's loaded packages (server).
     #[command(subcommand)]
     Workflow(WorkflowCommand),
@@ -497,6 +500,46 @@ pub struct ServerStartArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum CompilerCommand {
+    /// Run the compiler in the foreground (execs cloacina-compiler).
+    Start(CompilerStartArgs),
+    /// Stop the compiler recorded in <home>/compiler.pid (SIGTERM, or SIGKILL with --force).
+    Stop(DaemonStopArgs),
+    /// Print the compiler's status (GET /v1/status at [compiler].local_addr).
+    Status(DaemonStatusArgs),
+    /// Exit 0 if the compiler answers GET /health with 200, 2 otherwise; prints nothing.
+    Health,
+}
+
+/// The database URL reaches the compiler through its environment, never its command line.
+#[derive(Debug, Args)]
+pub struct CompilerStartArgs {
+    /// Listen address (/health, /v1/status, /metrics).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9000")]
+    pub bind: String,
+    /// Database connection URL, the servers' (sqlite:///path/to/cloacina.db or postgres://...)
+    /// [env: DATABASE_URL; else database_url in config.toml].
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// How often to poll for pending builds, in milliseconds [default: the compiler's].
+    #[arg(long, value_name = "N")]
+    pub poll_interval_ms: Option<u64>,
+    /// Heartbeat cadence of a build's claim, in seconds [default: the compiler's].
+    #[arg(long, value_name = "N")]
+    pub heartbeat_interval_s: Option<u64>,
+    /// Seconds before an in-flight build is stale and reclaimable [default: the compiler's].
+    #[arg(long, value_name = "N")]
+    pub stale_threshold_s: Option<u64>,
+    /// How often to sweep for stale claims, in seconds [default: the compiler's].
+    #[arg(long, value_name = "N")]
+    pub sweep_interval_s: Option<u64>,
+    /// Sign built archives with this private key (KEYFILE from 'package keygen'), so servers
+    /// requiring signatures accept them.
+    #[arg(long, value_name = "KEYFILE")]
+    pub signing_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum DaemonCommand {
     /// Run the daemon in the foreground (execs cloacina-daemon).
     Start(DaemonStartArgs),
@@ -704,6 +747,8 @@ impl Command {
             Command::Daemon(_) => None,
             Command::Server(ServerCommand::Status(a)) => a.output.output,
             Command::Server(_) => None,
+            Command::Compiler(CompilerCommand::Status(a)) => a.output.output,
+            Command::Compiler(_) => None,
             Command::Workflow(c) => match c {
                 WorkflowCommand::List(a) => a.output.output,
                 WorkflowCommand::Run(a) => a.output.output,

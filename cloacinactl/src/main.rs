@@ -68,6 +68,7 @@ fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Package(command) => commands::package::run(&settings, command),
         Command::Daemon(command) => commands::daemon::run(&settings, command),
         Command::Server(command) => commands::server::run(&settings, command),
+        Command::Compiler(command) => commands::compiler::run(&settings, command),
         Command::Workflow(command) => commands::workflow::run(&settings, command),
         Command::Execution(command) => commands::execution::run(&settings, command),
         Command::Graph(command) => commands::graph::run(&settings, command),

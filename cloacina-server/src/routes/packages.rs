@@ -63,6 +63,10 @@ pub struct PackageInfo {
     pub state: String,
     pub build_status: String,
     pub build_error: Option<String>,
+    /// The last lines of the last build's log (the compiler's output); only in `GET
+    /// /v1/packages/{id}`, never in lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build_log: Option<String>,
     pub sha256: String,
     pub size: i64,
     pub signed: bool,
@@ -149,6 +153,7 @@ pub fn package_info(state: &SharedState, row: &PackageRecord) -> PackageInfo {
         state: state_text,
         build_status: build_word(row.build_status).to_string(),
         build_error: row.build_error.clone(),
+        build_log: None,
         sha256: row.sha256.clone(),
         size: row.size,
         signed: row.signed,
@@ -478,7 +483,11 @@ async fn visible(state: &SharedState, caller: &Caller, id: Uuid) -> ApiResult<Pa
     }
 }
 
-/// One package: state, per-step load progress, last error, bound subscribers.
+/// Lines of the build log `package inspect` shows.
+const BUILD_LOG_TAIL_LINES: usize = 60;
+
+/// One package: state, per-step load progress, last error, bound subscribers, and the tail of
+/// its last build's log.
 #[utoipa::path(get, path = "/v1/packages/{id}", tag = "packages", security(("api_key" = [])),
     params(("id" = Uuid, Path)),
     responses((status = 200, body = PackageInfo), (status = 400, body = ErrorBody),
@@ -490,7 +499,14 @@ pub async fn package_get(
 ) -> ApiResult<Json<PackageInfo>> {
     caller.require(Role::Read)?;
     let row = visible(&state, &caller, id).await?;
-    Ok(Json(package_info(&state, &row)))
+    let mut info = package_info(&state, &row);
+    info.build_log = state
+        .control
+        .package_build_log(id)
+        .await?
+        .map(|log| cloacina::compiler::tail_lines(&log, BUILD_LOG_TAIL_LINES).to_string())
+        .filter(|tail| !tail.is_empty());
+    Ok(Json(info))
 }
 
 /// Runs the six-step unload of a package and deletes it. A guard refusal is a 409 whose

@@ -1,6 +1,7 @@
 //! One module per noun.
 
 pub mod admin;
+pub mod compiler;
 pub mod completions;
 pub mod config;
 pub mod daemon;
