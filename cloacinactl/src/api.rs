@@ -7,6 +7,8 @@ use std::io::{BufRead, IsTerminal, Write};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::error::CliError;
+use serde_json::{Value, json};
+
 use crate::http::{Client, DEFAULT_TIMEOUT};
 use crate::settings::Settings;
 
@@ -63,6 +65,44 @@ pub fn client(settings: &Settings) -> Result<Client, CliError> {
         return Err(CliError::User(format!("no API key configured: {hint}")));
     };
     Ok(Client::new(&server, Some(key), DEFAULT_TIMEOUT)?)
+}
+
+/// The rows per request when [`list_all`] pages through a list (the wire contract's maximum).
+const PAGE: usize = 1000;
+
+/// Every row of the list at `path` (which may carry a query already), fetched page by page
+/// with `limit`/`offset`: the first page's document with `items` holding all the rows and
+/// `total` their count, and the rows.
+pub fn list_all(client: &Client, path: &str) -> Result<(Value, Vec<Value>), CliError> {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let mut items: Vec<Value> = Vec::new();
+    let mut first: Option<Value> = None;
+    loop {
+        let doc = client.get_json(&format!("{path}{sep}limit={PAGE}&offset={}", items.len()))?;
+        let page = match doc.get("items") {
+            Some(Value::Array(rows)) => rows.clone(),
+            _ => {
+                return Err(CliError::Rejected(format!(
+                    "the server's answer to GET {path} is not a list (it has no 'items' array)"
+                )));
+            }
+        };
+        let total = doc.get("total").and_then(Value::as_u64).unwrap_or(0) as usize;
+        let got = page.len();
+        items.extend(page);
+        if first.is_none() {
+            first = Some(doc);
+        }
+        if got == 0 || items.len() >= total {
+            break;
+        }
+    }
+    let mut doc = first.unwrap_or_else(|| json!({}));
+    if let Value::Object(map) = &mut doc {
+        map.insert("items".to_string(), Value::Array(items.clone()));
+        map.insert("total".to_string(), json!(items.len()));
+    }
+    Ok((doc, items))
 }
 
 /// Asks `question` on the terminal unless `force`; `Ok` to go ahead. Without a terminal (a

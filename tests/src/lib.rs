@@ -18,3 +18,21 @@ pub mod wait;
 
 pub use home::Home;
 pub use wait::wait_for;
+
+/// One test per backend for a body `fn name(backend: Backend)`: `name::sqlite` and
+/// `name::postgres` (which skips when PostgreSQL is unreachable, except under `CI=true`).
+#[macro_export]
+macro_rules! both_backends {
+    ($body:ident) => {
+        mod $body {
+            #[test]
+            fn sqlite() {
+                super::$body($crate::server::Backend::Sqlite);
+            }
+            #[test]
+            fn postgres() {
+                super::$body($crate::server::Backend::Postgres);
+            }
+        }
+    };
+}

@@ -4,27 +4,11 @@
 
 use std::time::Duration;
 
+use cloacina_e2e::both_backends;
 use cloacina_e2e::ctl::Ctl;
 use cloacina_e2e::home::pack_example;
 use cloacina_e2e::server::{Backend, ServerHome, ServerProcess, Start};
 use serde_json::{Value, json};
-
-/// One test body per backend: `name::sqlite` and `name::postgres`.
-macro_rules! both_backends {
-    ($body:ident) => {
-        mod $body {
-            use super::*;
-            #[test]
-            fn sqlite() {
-                super::$body(Backend::Sqlite);
-            }
-            #[test]
-            fn postgres() {
-                super::$body(Backend::Postgres);
-            }
-        }
-    };
-}
 
 /// The `-o id` lines of a run.
 fn ids(ctl: &Ctl<'_, '_>, args: &[&str]) -> Vec<String> {

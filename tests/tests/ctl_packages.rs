@@ -4,27 +4,11 @@
 //! a signed one; `package list --filter` and its output formats; `package inspect`; and quiet
 //! output in pipes (no progress on stderr).
 
+use cloacina_e2e::both_backends;
 use cloacina_e2e::ctl::Ctl;
 use cloacina_e2e::home::pack_example;
 use cloacina_e2e::packages;
 use cloacina_e2e::server::{Backend, ServerHome, Start};
-
-/// One test body per backend: `name::sqlite` and `name::postgres`.
-macro_rules! both_backends {
-    ($body:ident) => {
-        mod $body {
-            use super::*;
-            #[test]
-            fn sqlite() {
-                super::$body(Backend::Sqlite);
-            }
-            #[test]
-            fn postgres() {
-                super::$body(Backend::Postgres);
-            }
-        }
-    };
-}
 
 fn publish_upload_list_inspect(backend: Backend) {
     let Some(home) = ServerHome::new(backend) else {

@@ -12,28 +12,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cloacina_e2e::bins;
+use cloacina_e2e::both_backends;
 use cloacina_e2e::ctl::{Ctl, CtlOut};
 use cloacina_e2e::home::pack_example;
 use cloacina_e2e::server::{Backend, ServerHome, ServerProcess, Start};
 use cloacina_e2e::wait::WAIT_LIMIT;
 use serde_json::{Value, json};
-
-/// One test body per backend: `name::sqlite` and `name::postgres`.
-macro_rules! both_backends {
-    ($body:ident) => {
-        mod $body {
-            use super::*;
-            #[test]
-            fn sqlite() {
-                super::$body(Backend::Sqlite);
-            }
-            #[test]
-            fn postgres() {
-                super::$body(Backend::Postgres);
-            }
-        }
-    };
-}
 
 /// Packs and uploads example `name` to `public`, which must answer 201; the answer.
 fn upload(server: &ServerProcess<'_>, name: &'static str) -> Value {

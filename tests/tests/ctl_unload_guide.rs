@@ -9,28 +9,12 @@
 
 use std::path::{Path, PathBuf};
 
+use cloacina_e2e::both_backends;
 use cloacina_e2e::ctl::{Ctl, CtlOut};
 use cloacina_e2e::home::{pack_example, pack_to};
 use cloacina_e2e::packages;
 use cloacina_e2e::server::{Backend, ServerHome, ServerProcess, Start};
 use serde_json::{Value, json};
-
-/// One test body per backend: `name::sqlite` and `name::postgres`.
-macro_rules! both_backends {
-    ($body:ident) => {
-        mod $body {
-            use super::*;
-            #[test]
-            fn sqlite() {
-                super::$body(Backend::Sqlite);
-            }
-            #[test]
-            fn postgres() {
-                super::$body(Backend::Postgres);
-            }
-        }
-    };
-}
 
 fn create_tenant(server: &ServerProcess<'_>, name: &str) {
     let r = server.post("/v1/tenants", &json!({"name": name}));

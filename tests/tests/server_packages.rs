@@ -8,27 +8,11 @@ use std::io::Write as _;
 use std::path::Path;
 
 use cloacina::package::archive;
+use cloacina_e2e::both_backends;
 use cloacina_e2e::home::{pack_example, pack_to};
 use cloacina_e2e::packages;
 use cloacina_e2e::server::{Backend, ServerHome, ServerProcess, Start};
 use serde_json::{Value, json};
-
-/// One test body per backend: `name_sqlite` and `name_postgres`.
-macro_rules! both_backends {
-    ($body:ident) => {
-        mod $body {
-            use super::*;
-            #[test]
-            fn sqlite() {
-                super::$body(Backend::Sqlite);
-            }
-            #[test]
-            fn postgres() {
-                super::$body(Backend::Postgres);
-            }
-        }
-    };
-}
 
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).expect("read archive")

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::api::{self, enc, query};
 use crate::cli::GraphCommand;
-use crate::commands::workflow::{field, get_all, indent, kv_lines};
+use crate::commands::workflow::{field, indent, kv_lines};
 use crate::error::CliError;
 use crate::output::{self, Report, emit};
 use crate::settings::Settings;
@@ -36,7 +36,7 @@ fn names(items: &[Value]) -> String {
 
 fn list(settings: &Settings) -> Result<(), CliError> {
     let client = api::client(settings)?;
-    let (doc, items) = get_all(
+    let (doc, items) = crate::api::list_all(
         &client,
         &format!("/v1/health/graphs{}", tenant_query(settings)),
     )?;
@@ -167,7 +167,7 @@ fn status_text(settings: &Settings, doc: &Value) -> String {
 
 fn accumulators(settings: &Settings) -> Result<(), CliError> {
     let client = api::client(settings)?;
-    let (doc, items) = get_all(
+    let (doc, items) = crate::api::list_all(
         &client,
         &format!("/v1/health/accumulators{}", tenant_query(settings)),
     )?;

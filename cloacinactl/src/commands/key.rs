@@ -5,7 +5,7 @@
 use cloacina::tenant::is_admin_tenant;
 use serde_json::{Value, json};
 
-use super::tenant::{all_pages, text_of};
+use super::tenant::text_of;
 use crate::api::{self, enc};
 use crate::cli::{ForceArgs, KeyCommand, KeyCreateArgs};
 use crate::error::CliError;
@@ -85,7 +85,7 @@ fn create(settings: &Settings, client: &Client, args: &KeyCreateArgs) -> Result<
 
 /// `key list`: metadata only (the server never returns a hash or a plaintext key).
 fn list(settings: &Settings, client: &Client) -> Result<(), CliError> {
-    let (doc, items) = all_pages(client, &keys_path(settings))?;
+    let (doc, items) = crate::api::list_all(client, &keys_path(settings))?;
     let rows: Vec<Value> = items
         .iter()
         .map(|k| {

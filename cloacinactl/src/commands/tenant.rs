@@ -19,40 +19,6 @@ pub fn run(settings: &Settings, command: &TenantCommand) -> Result<(), CliError>
     }
 }
 
-/// Rows per request when paging through a list (the wire contract's maximum).
-const PAGE: usize = 1000;
-
-/// Every row of the `{"items","total"}` list at `path`, page by page: the first page's
-/// document with `items` holding all the rows, and the rows.
-pub(crate) fn all_pages(client: &Client, path: &str) -> Result<(Value, Vec<Value>), CliError> {
-    let sep = if path.contains('?') { '&' } else { '?' };
-    let mut items: Vec<Value> = Vec::new();
-    let mut first: Option<Value> = None;
-    loop {
-        let doc = client.get_json(&format!("{path}{sep}limit={PAGE}&offset={}", items.len()))?;
-        let Some(Value::Array(page)) = doc.get("items") else {
-            return Err(CliError::Rejected(format!(
-                "the server's answer to GET {path} is not a list (it has no 'items' array)"
-            )));
-        };
-        let got = page.len();
-        items.extend(page.iter().cloned());
-        let total = doc.get("total").and_then(Value::as_u64).unwrap_or(0) as usize;
-        if first.is_none() {
-            first = Some(doc);
-        }
-        if got == 0 || items.len() >= total {
-            break;
-        }
-    }
-    let mut doc = first.unwrap_or_else(|| json!({}));
-    if let Value::Object(map) = &mut doc {
-        map.insert("items".to_string(), Value::Array(items.clone()));
-        map.insert("total".to_string(), json!(items.len()));
-    }
-    Ok((doc, items))
-}
-
 /// A member as text, `-` when missing or null.
 pub(crate) fn text_of(v: &Value, key: &str) -> String {
     match v.get(key) {
@@ -90,7 +56,7 @@ fn create(settings: &Settings, client: &Client, args: &TenantCreateArgs) -> Resu
 
 /// `tenant list`: GET /v1/tenants (every page).
 fn list(settings: &Settings, client: &Client) -> Result<(), CliError> {
-    let (doc, items) = all_pages(client, "/v1/tenants")?;
+    let (doc, items) = crate::api::list_all(client, "/v1/tenants")?;
     emit(
         settings,
         &Report::list(

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::api::{self, enc, tenant_path};
 use crate::cli::TriggerCommand;
-use crate::commands::workflow::{field, get_all, indent, kv_lines, schedule_row, schedule_text};
+use crate::commands::workflow::{field, indent, kv_lines, schedule_row, schedule_text};
 use crate::error::CliError;
 use crate::output::{self, Report, emit};
 use crate::settings::Settings;
@@ -19,7 +19,7 @@ pub fn run(settings: &Settings, command: &TriggerCommand) -> Result<(), CliError
 
 fn list(settings: &Settings) -> Result<(), CliError> {
     let client = api::client(settings)?;
-    let (doc, items) = get_all(&client, &tenant_path(settings, "triggers"))?;
+    let (doc, items) = crate::api::list_all(&client, &tenant_path(settings, "triggers"))?;
     let rows: Vec<Value> = items.iter().map(schedule_row).collect();
     let mut report = Report::list(
         settings,

@@ -1,7 +1,7 @@
 //! `cloacinactl workflow list|inspect|run|pause|resume`: the workflows a tenant's loaded
 //! packages serve, through the server's `/v1/tenants/<tenant>/workflows` routes.
 //!
-//! Also the helpers the other server-facing list verbs of this family share: [`get_all`]
+//! Also the helpers the other server-facing list verbs of this family share: [`crate::api::list_all`]
 //! (every page of a `{"items","total"}` list) and [`kv_lines`] (`key: value` views).
 
 use std::io::Read;
@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 use crate::api::{self, enc, tenant_path};
 use crate::cli::{WorkflowCommand, WorkflowListArgs, WorkflowRunArgs};
 use crate::error::CliError;
-use crate::http::Client;
 use crate::output::{self, Report, cell, emit};
 use crate::settings::Settings;
 
@@ -23,44 +22,6 @@ pub fn run(settings: &Settings, command: &WorkflowCommand) -> Result<(), CliErro
         WorkflowCommand::Pause(args) => set_paused(settings, &args.target, true),
         WorkflowCommand::Resume(args) => set_paused(settings, &args.target, false),
     }
-}
-
-/// The rows per request when [`get_all`] pages through a list (the wire contract's maximum).
-const PAGE: usize = 1000;
-
-/// Every row of the list at `path` (which may carry a query already), fetched page by page
-/// with `limit`/`offset`: the first page's document with `items` holding all the rows and
-/// `total` their count, and the rows.
-pub(crate) fn get_all(client: &Client, path: &str) -> Result<(Value, Vec<Value>), CliError> {
-    let sep = if path.contains('?') { '&' } else { '?' };
-    let mut items: Vec<Value> = Vec::new();
-    let mut first: Option<Value> = None;
-    loop {
-        let doc = client.get_json(&format!("{path}{sep}limit={PAGE}&offset={}", items.len()))?;
-        let page = match doc.get("items") {
-            Some(Value::Array(rows)) => rows.clone(),
-            _ => {
-                return Err(CliError::Rejected(format!(
-                    "the server's answer to GET {path} is not a list (it has no 'items' array)"
-                )));
-            }
-        };
-        let total = doc.get("total").and_then(Value::as_u64).unwrap_or(0) as usize;
-        let got = page.len();
-        items.extend(page);
-        if first.is_none() {
-            first = Some(doc);
-        }
-        if got == 0 || items.len() >= total {
-            break;
-        }
-    }
-    let mut doc = first.unwrap_or_else(|| json!({}));
-    if let Value::Object(map) = &mut doc {
-        map.insert("items".to_string(), Value::Array(items.clone()));
-        map.insert("total".to_string(), json!(items.len()));
-    }
-    Ok((doc, items))
 }
 
 /// `key: value` lines (values through [`cell`]), unaligned so each line reads the same to a
@@ -76,7 +37,7 @@ pub(crate) fn field(v: &Value, key: &str) -> String {
 
 fn list(settings: &Settings, args: &WorkflowListArgs) -> Result<(), CliError> {
     let client = api::client(settings)?;
-    let (mut doc, items) = get_all(&client, &tenant_path(settings, "workflows"))?;
+    let (mut doc, items) = crate::api::list_all(&client, &tenant_path(settings, "workflows"))?;
     let items = filter_by_package(items, args.package.as_deref());
     if let Value::Object(map) = &mut doc {
         map.insert("items".to_string(), Value::Array(items.clone()));
