@@ -30,29 +30,6 @@ pub fn run(settings: &Settings, command: &AdminCommand) -> Result<(), CliError> 
     }
 }
 
-/// The database URL: `--database-url`, else `DATABASE_URL`, else `database_url` in
-/// config.toml (loaded only when needed, so a flag works beside a broken config).
-fn database_url(settings: &Settings, home: &Home, flag: Option<&str>) -> Result<String, CliError> {
-    let non_empty = |s: &str| !s.trim().is_empty();
-    if let Some(url) = flag {
-        if non_empty(url) {
-            return Ok(url.to_string());
-        }
-        return Err(CliError::Usage("--database-url is empty".to_string()));
-    }
-    if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| non_empty(u)) {
-        return Ok(url);
-    }
-    if let Some(url) = settings.config()?.database_url.filter(|u| non_empty(u)) {
-        return Ok(url);
-    }
-    Err(CliError::User(format!(
-        "admin cleanup-events needs the server's database: pass --database-url URL, set DATABASE_URL, or set database_url in {} (e.g. sqlite://{} or postgres://user@host/db)",
-        home.config().display(),
-        home.database().display()
-    )))
-}
-
 /// One tenant's outcome: how many events (deleted, or that would be), or why not.
 struct Outcome {
     tenant: String,
@@ -63,7 +40,11 @@ fn cleanup_events(settings: &Settings, args: &CleanupEventsArgs) -> Result<(), C
     let older = cloacina::duration::parse(&args.older_than)
         .map_err(|e| CliError::User(format!("--older-than: {e}")))?;
     let home = Home::at(settings.home()?);
-    let url = database_url(settings, &home, args.database_url.as_deref())?;
+    let url = super::database_url(
+        settings,
+        args.database_url.as_deref(),
+        "admin cleanup-events",
+    )?;
     let shown_url = redact_url(&url);
     match DatabaseUrl::parse(&url).map_err(|e| CliError::User(e.to_string()))? {
         DatabaseUrl::Sqlite {

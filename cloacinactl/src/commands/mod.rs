@@ -26,6 +26,35 @@ use nix::unistd::Pid;
 
 use crate::error::CliError;
 
+/// The database URL a service or `admin` verb uses: `--database-url` (`flag`), else
+/// `DATABASE_URL`, else `database_url` in config.toml (read only when needed, so a flag works
+/// beside a broken config). `who` ("the server", ...) names the user in the error.
+pub fn database_url(
+    settings: &crate::settings::Settings,
+    flag: Option<&str>,
+    who: &str,
+) -> Result<String, CliError> {
+    let non_empty = |s: &str| !s.trim().is_empty();
+    if let Some(url) = flag {
+        if non_empty(url) {
+            return Ok(url.to_string());
+        }
+        return Err(CliError::Usage("--database-url is empty".to_string()));
+    }
+    if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| non_empty(u)) {
+        return Ok(url);
+    }
+    if let Some(url) = settings.config()?.database_url.filter(|u| non_empty(u)) {
+        return Ok(url);
+    }
+    let home = cloacina::config::Home::at(settings.home()?);
+    Err(CliError::User(format!(
+        "{who} needs a database: pass --database-url URL, set DATABASE_URL, or set database_url in {} (e.g. sqlite://{} or postgres://user@host/db)",
+        home.config().display(),
+        home.database().display()
+    )))
+}
+
 /// Finds a service binary beside this executable, then on `PATH`.
 pub fn find_binary(name: &str) -> Result<PathBuf, CliError> {
     let beside = std::env::current_exe()

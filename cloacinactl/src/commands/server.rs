@@ -38,40 +38,13 @@ pub fn run(settings: &Settings, command: &ServerCommand) -> Result<(), CliError>
     }
 }
 
-/// The database URL: `--database-url`, else `DATABASE_URL`, else `database_url` in
-/// config.toml (loaded only when needed, so a flag works beside a broken config).
-fn database_url(
-    settings: &Settings,
-    home: &Home,
-    args: &ServerStartArgs,
-) -> Result<String, CliError> {
-    let non_empty = |s: &str| !s.trim().is_empty();
-    if let Some(url) = args.database_url.as_deref() {
-        if non_empty(url) {
-            return Ok(url.to_string());
-        }
-        return Err(CliError::Usage("--database-url is empty".to_string()));
-    }
-    if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| non_empty(u)) {
-        return Ok(url);
-    }
-    if let Some(url) = settings.config()?.database_url.filter(|u| non_empty(u)) {
-        return Ok(url);
-    }
-    Err(CliError::User(format!(
-        "the server needs a database: pass --database-url URL, set DATABASE_URL, or set database_url in {} (e.g. sqlite://{} or postgres://user@host/db)",
-        home.config().display(),
-        home.database().display()
-    )))
-}
-
 /// Replaces this process with the server, in the foreground. The database URL and the
 /// bootstrap key go in the server's environment (`DATABASE_URL`, `CLOACINA_BOOTSTRAP_KEY`),
 /// never on its command line, which other local users can read in `/proc`. The server
 /// itself refuses to start when another holds this home's PID lock.
 fn start(settings: &Settings, home: &Home, args: &ServerStartArgs) -> Result<(), CliError> {
     use std::os::unix::process::CommandExt;
-    let url = database_url(settings, home, args)?;
+    let url = super::database_url(settings, args.database_url.as_deref(), "the server")?;
     let binary = super::find_binary(SERVER_BINARY)?;
     let mut cmd = std::process::Command::new(&binary);
     cmd.arg("--home").arg(home.root());
