@@ -8,6 +8,7 @@
 //! `cargo test -p cloacina-e2e`; a missing binary fails the test with that instruction.
 
 pub mod bins;
+pub mod compiler;
 pub mod ctl;
 pub mod faults;
 pub mod home;
