@@ -21,25 +21,8 @@ use cloacina_e2e::compiler::{BUILD_WAIT, CompilerProcess, slow_build_rs, source_
 use cloacina_e2e::ctl::Ctl;
 use cloacina_e2e::home::pack_example;
 use cloacina_e2e::server::{Backend, ServerHome, ServerProcess, Start};
-use cloacina_e2e::{bins, packages};
+use cloacina_e2e::{bins, both_backends, packages};
 use serde_json::{Value, json};
-
-/// One test body per backend: `name::sqlite` and `name::postgres`.
-macro_rules! both_backends {
-    ($body:ident) => {
-        mod $body {
-            use super::*;
-            #[test]
-            fn sqlite() {
-                super::$body(Backend::Sqlite);
-            }
-            #[test]
-            fn postgres() {
-                super::$body(Backend::Postgres);
-            }
-        }
-    };
-}
 
 /// Polls `cond` every 250 ms for up to `limit`; panics with `what` and `context()` after.
 fn wait_long(

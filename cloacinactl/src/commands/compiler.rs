@@ -33,32 +33,6 @@ pub fn run(settings: &Settings, command: &CompilerCommand) -> Result<(), CliErro
     }
 }
 
-/// The database URL: `--database-url`, else `DATABASE_URL`, else `database_url` in
-/// config.toml (loaded only when needed, so a flag works beside a broken config).
-fn database_url(
-    settings: &Settings,
-    home: &Home,
-    args: &CompilerStartArgs,
-) -> Result<String, CliError> {
-    let non_empty = |s: &str| !s.trim().is_empty();
-    if let Some(url) = args.database_url.as_deref() {
-        if non_empty(url) {
-            return Ok(url.to_string());
-        }
-        return Err(CliError::Usage("--database-url is empty".to_string()));
-    }
-    if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| non_empty(u)) {
-        return Ok(url);
-    }
-    if let Some(url) = settings.config()?.database_url.filter(|u| non_empty(u)) {
-        return Ok(url);
-    }
-    Err(CliError::User(format!(
-        "the compiler needs the servers' database: pass --database-url URL, set DATABASE_URL, or set database_url in {} (e.g. postgres://user@host/db)",
-        home.config().display()
-    )))
-}
-
 /// The compiler's command line (all but the database URL, which goes in its environment).
 fn start_args(home: &Home, args: &CompilerStartArgs) -> Vec<std::ffi::OsString> {
     let mut out: Vec<std::ffi::OsString> = vec![
@@ -90,7 +64,11 @@ fn start_args(home: &Home, args: &CompilerStartArgs) -> Vec<std::ffi::OsString> 
 /// in `/proc`. The compiler itself refuses to start when another holds this home's PID lock.
 fn start(settings: &Settings, home: &Home, args: &CompilerStartArgs) -> Result<(), CliError> {
     use std::os::unix::process::CommandExt;
-    let url = database_url(settings, home, args)?;
+    let url = super::database_url(
+        settings,
+        args.database_url.as_deref(),
+        "the compiler (it uses the servers' database)",
+    )?;
     let binary = super::find_binary(COMPILER_BINARY)?;
     let mut cmd = std::process::Command::new(&binary);
     cmd.args(start_args(home, args));
