@@ -595,6 +595,15 @@ fn build_errors() -> Vec<BuildError> {
             release: s().into(),
             debug: s().into(),
         },
+        BuildError::TimedOut {
+            package: s(),
+            dir: s(),
+            after: std::time::Duration::from_secs(1),
+        },
+        BuildError::Stopped {
+            package: s(),
+            dir: s(),
+        },
         BuildError::Archive(ArchiveError::MissingSource {
             dir: s(),
             file: "Cargo.toml",

@@ -87,10 +87,12 @@ impl ErrorCode for build::BuildError {
             }
             E::Manifest(e) => e.code(),
             E::CargoMissing { .. } => "cargo_unavailable",
-            E::Metadata { .. } | E::MetadataOutput { .. } | E::CargoFailed { .. } => "build_failed",
+            E::Metadata { .. }
+            | E::MetadataOutput { .. }
+            | E::CargoFailed { .. }
+            | E::TimedOut { .. }
+            | E::Stopped { .. } => "build_failed",
             E::NoBuild { .. } => "package_not_built",
-            E::TimedOut { .. } => "build_timed_out",
-            E::Stopped { .. } => "build_stopped",
             E::Archive(e) => e.code(),
             E::Signature(e) => e.code(),
         }
