@@ -1340,17 +1340,85 @@ fn scan(path: &Path, all_entries: bool) -> Result<ArchiveSummary, ArchiveError> 
         .max_total_bytes
         .saturating_add((limits.max_entries as u64).saturating_mul(8192));
     let mut tar = tar::Archive::new(GzDecoder::new(io::BufReader::new(file)).take(cap));
+    // Raw entries, as in `unpack`: long-name and PAX records are read here with a bound (the
+    // tar crate would read them whole into memory, whatever size they declare), and declared
+    // sizes are checked before an entry is skipped, so a bomb is refused unread.
     let entries = tar
         .entries()
-        .map_err(|e| corrupt(printable(&e.to_string(), 120)))?;
+        .map_err(|e| corrupt(printable(&e.to_string(), 120)))?
+        .raw(true);
     let mut manifest = None;
     let mut targets = std::collections::BTreeSet::new();
-    for (n, entry) in entries.enumerate() {
-        if n >= limits.max_entries {
-            break;
-        }
+    let mut pending = PendingRecords::default();
+    let mut records = 0usize;
+    let mut count = 0usize;
+    let mut total = 0u64;
+    for entry in entries {
         let mut entry = entry.map_err(|e| corrupt(printable(&e.to_string(), 120)))?;
-        let raw = entry.path_bytes().into_owned();
+        let header_name = printable_bytes(&entry.header().path_bytes(), 300);
+        if let Some(record) = Record::of(entry.header().entry_type()) {
+            records += 1;
+            if records > limits.max_entries {
+                return Err(ArchiveError::TooManyEntries {
+                    archive: shown,
+                    entry: header_name,
+                    limit: limits.max_entries,
+                });
+            }
+            let too_large = |size: u64| ArchiveError::RecordTooLarge {
+                archive: shown.clone(),
+                entry: header_name.clone(),
+                what: record.what(),
+                size,
+                limit: record.limit(),
+            };
+            if entry.size() > record.limit() {
+                return Err(too_large(entry.size()));
+            }
+            let mut data = Vec::new();
+            (&mut entry)
+                .take(record.limit() + 1)
+                .read_to_end(&mut data)
+                .map_err(|e| corrupt(printable(&e.to_string(), 120)))?;
+            if data.len() as u64 > record.limit() {
+                return Err(too_large(data.len() as u64));
+            }
+            pending
+                .add(record, data)
+                .map_err(|message| corrupt(format!("entry '{header_name}': {message}")))?;
+            continue;
+        }
+        let records_for_entry = std::mem::take(&mut pending);
+        let raw = records_for_entry
+            .path()
+            .unwrap_or_else(|| entry.header().path_bytes().into_owned());
+        let shown_entry = printable_bytes(&raw, 300);
+        // Refused as `unpack` would refuse it (not read as "no package.toml" when the
+        // manifest comes after the limit).
+        count += 1;
+        if count > limits.max_entries {
+            return Err(ArchiveError::TooManyEntries {
+                archive: shown,
+                entry: shown_entry,
+                limit: limits.max_entries,
+            });
+        }
+        let declared = entry.size();
+        if declared > limits.max_entry_bytes {
+            return Err(ArchiveError::EntryTooLarge {
+                archive: shown,
+                entry: shown_entry,
+                limit: limits.max_entry_bytes,
+            });
+        }
+        total = total.saturating_add(declared);
+        if total > limits.max_total_bytes {
+            return Err(ArchiveError::TooLarge {
+                archive: shown,
+                entry: shown_entry,
+                limit: limits.max_total_bytes,
+            });
+        }
         let name = String::from_utf8_lossy(&raw);
         let name = name.trim_start_matches("./");
         if let Some(rest) = name.strip_prefix("lib/") {
