@@ -24,6 +24,8 @@ pub struct ServerConfig {
     pub max_upload_bytes: usize,
     /// How long a stop waits for running tasks.
     pub shutdown_timeout: Duration,
+    /// Connection limits and request read timeouts.
+    pub limits: crate::serve::Limits,
 }
 
 impl ServerConfig {
@@ -39,6 +41,7 @@ impl ServerConfig {
             reconcile_interval: Duration::from_secs(5),
             max_upload_bytes: 64 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(30),
+            limits: crate::serve::Limits::default(),
         }
     }
 

@@ -46,6 +46,16 @@ pub const HTTP_CODES: &[(&str, u16, &str)] = &[
     ),
     ("body_too_large", 413, "the body is larger than the limit"),
     (
+        "request_timeout",
+        408,
+        "the request body did not arrive within --body-read-timeout-s; the connection is closed",
+    ),
+    (
+        "too_many_connections",
+        503,
+        "the server is serving --max-connections connections; the connection is closed, retry shortly",
+    ),
+    (
         "invalid_pagination",
         400,
         "limit is not 1-1000 or offset is negative",

@@ -11,6 +11,7 @@ pub mod error;
 pub mod metrics;
 pub mod middleware;
 pub mod routes;
+pub mod serve;
 pub mod state;
 pub mod sync;
 pub mod tenants;
@@ -170,9 +171,14 @@ impl Server {
             stop.await;
             stopping.send_replace(true);
         };
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(stop)
-            .await;
+        let served = serve::run(
+            self.listener,
+            self.router,
+            self.state.config.limits,
+            self.state.metrics.connection_stats(),
+            stop,
+        )
+        .await;
         let _ = sync_stop.send(true);
         let _ = sync.await;
         self.state

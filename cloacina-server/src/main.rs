@@ -44,6 +44,21 @@ struct Args {
     /// Largest package upload, in MiB.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=512))]
     max_upload_mb: u64,
+    /// Most HTTP connections served at once; one more is answered 503 and closed.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    max_connections: u64,
+    /// Seconds a request's headers may take to arrive (also how long an idle keep-alive
+    /// connection stays open).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_read_timeout_s: u64,
+    /// Seconds a request's body may take to arrive after its headers (raise it for large
+    /// uploads over slow links).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    body_read_timeout_s: u64,
+    /// Seconds a client may take none of an answer's bytes (it stopped reading) before its
+    /// connection is closed.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    write_timeout_s: u64,
     /// Seconds a stop waits for running tasks before handing them back.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86400))]
     shutdown_timeout_s: u64,
@@ -103,6 +118,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.reconcile_interval = Duration::from_secs(args.reconcile_interval_s);
     config.max_upload_bytes = (args.max_upload_mb * 1024 * 1024) as usize;
     config.shutdown_timeout = Duration::from_secs(args.shutdown_timeout_s);
+    config.limits = cloacina_server::serve::Limits {
+        max_connections: args.max_connections as usize,
+        header_read_timeout: Duration::from_secs(args.header_read_timeout_s),
+        body_read_timeout: Duration::from_secs(args.body_read_timeout_s),
+        write_timeout: Duration::from_secs(args.write_timeout_s),
+    };
     // Held (locked) until we exit: one server per home. Its address is added once bound.
     let pid = PidFile::acquire_as(pidfile::SERVER, &config.pid_file(), None)?;
     let (_log, otel_guard) = cloacina_service::init_with_otel(

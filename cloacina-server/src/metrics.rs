@@ -61,6 +61,7 @@ pub struct Metrics {
     ready_tasks: Family<TenantLabels, Gauge>,
     packages: Family<PackageLabels, Gauge>,
     task_duration: Family<TenantLabels, Histogram>,
+    connections: crate::serve::ConnectionStats,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -131,6 +132,17 @@ impl Metrics {
             "Packages known to this replica's reconciler, by tenant, package and state (1 per package)",
             packages.clone(),
         );
+        let connections = crate::serve::ConnectionStats::default();
+        registry.register(
+            "http_connections_open",
+            "HTTP connections being served",
+            connections.open.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections refused because --max-connections were being served",
+            connections.refused.clone(),
+        );
         registry.register(
             "task_duration_seconds",
             "Duration of task attempts run by this replica, by tenant",
@@ -146,7 +158,13 @@ impl Metrics {
             ready_tasks,
             packages,
             task_duration,
+            connections,
         }
+    }
+
+    /// The connection loop's gauge and counter.
+    pub fn connection_stats(&self) -> crate::serve::ConnectionStats {
+        self.connections.clone()
     }
 
     pub fn http_request(&self, route: &str, method: &str, status: u16, seconds: f64) {

@@ -1,12 +1,15 @@
 //! What wraps every request: a request id (the caller's own when it sent a valid one),
-//! metrics by route template, and the one error shape for answers produced outside the
-//! handlers (unknown routes, wrong methods, body limits, extractor rejections).
+//! metrics by route template, the body's read deadline (`--body-read-timeout-s`), and the one
+//! error shape for answers produced outside the handlers (unknown routes, wrong methods, body
+//! limits, extractor rejections).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody as _};
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -24,6 +27,23 @@ fn valid_request_id(v: &HeaderValue) -> bool {
     !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
 }
 
+/// The method as a metric label and span field: the standard ones by name, any other
+/// (clients may send any token) as `OTHER`, so a client cannot grow the metrics without bound.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "OTHER",
+    }
+}
+
 pub async fn observe(State(state): State<SharedState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = req
@@ -31,7 +51,7 @@ pub async fn observe(State(state): State<SharedState>, req: Request, next: Next)
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().as_str().to_string();
+    let method = method_label(req.method());
     let request_id = req
         .headers()
         .get(REQUEST_ID)
@@ -41,8 +61,32 @@ pub async fn observe(State(state): State<SharedState>, req: Request, next: Next)
             HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
                 .unwrap_or(HeaderValue::from_static("unknown"))
         });
-    let span = request_span(&method, &route, &request_id);
+    let span = request_span(method, &route, &request_id);
+    // The body (if any) must arrive before the deadline: a client trickling it in does not
+    // hold a connection (and a handler) for longer.
+    let limit = state.config.limits.body_read_timeout;
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let req = if req.body().is_end_stream() {
+        req
+    } else {
+        let flag = timed_out.clone();
+        req.map(|body| Body::new(crate::serve::DeadlineBody::new(body, limit, flag)))
+    };
     let mut response = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    if timed_out.load(Ordering::Relaxed) {
+        response = ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request body did not arrive within {} s (cloacina-server --body-read-timeout-s); the connection is closed",
+                limit.as_secs()
+            ),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if response.status().is_client_error() || response.status().is_server_error() {
         response = json_error_shape(response).await;
     }
@@ -55,7 +99,7 @@ pub async fn observe(State(state): State<SharedState>, req: Request, next: Next)
     }
     state
         .metrics
-        .http_request(&route, &method, status, started.elapsed().as_secs_f64());
+        .http_request(&route, method, status, started.elapsed().as_secs_f64());
     response
 }
 
