@@ -37,6 +37,12 @@ cargo build --workspace --all-targets --locked
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast "$@"
 
+# The HTTP API fuzzed from its own OpenAPI document (schemathesis, installed by the script into
+# target/fuzz-venv) in a short mode: no 5xx, every error in the JSON error shape, the server
+# still up. The long mode and its figures: docs/reliability.md, "Hostile input".
+echo "== fuzz the HTTP API (short mode)"
+bash scripts/fuzz.sh --short
+
 # The benchmark program in a short mode: proves every scenario runs on both backends and every
 # workflow ends Completed with the right context (it exits non-zero otherwise). Timing is not
 # checked here; see docs/performance.md.
