@@ -204,7 +204,7 @@ pub async fn execution_list(
 
 /// One execution's status.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/executions/{id}", tag = "executions", security(("api_key" = [])),
-    params(("tenant" = String, Path), ("id" = String, Path, description = "The execution id (a UUID)")),
+    params(("tenant" = String, Path), ("id" = Uuid, Path, description = "The execution id (a UUID)")),
     responses((status = 200, body = ExecutionDetail), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn execution_get(
@@ -282,7 +282,7 @@ fn since(text: Option<&str>) -> ApiResult<(i64, Option<i64>)> {
 /// An execution's events, oldest first.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/executions/{id}/events", tag = "executions",
     security(("api_key" = [])),
-    params(("tenant" = String, Path), ("id" = String, Path), EventQuery),
+    params(("tenant" = String, Path), ("id" = Uuid, Path, description = "The execution id (a UUID)"), EventQuery),
     responses((status = 200, body = EventList), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn execution_events(
@@ -322,7 +322,7 @@ pub async fn execution_events(
 /// nothing. The stream ends after the event that finishes the run.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/executions/{id}/events/stream", tag = "executions",
     security(("api_key" = [])),
-    params(("tenant" = String, Path), ("id" = String, Path), StreamQuery),
+    params(("tenant" = String, Path), ("id" = Uuid, Path, description = "The execution id (a UUID)"), StreamQuery),
     responses((status = 200, description = "text/event-stream of EventInfo documents", content_type = "text/event-stream"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
@@ -406,7 +406,7 @@ pub async fn execution_stream(
 /// An execution's tasks with status, attempts, timings and last error.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/executions/{id}/tasks", tag = "executions",
     security(("api_key" = [])),
-    params(("tenant" = String, Path), ("id" = String, Path)),
+    params(("tenant" = String, Path), ("id" = Uuid, Path, description = "The execution id (a UUID)")),
     responses((status = 200, body = TaskList), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn execution_tasks(
@@ -475,7 +475,7 @@ async fn act(
 /// Cancels a run: tasks not started never start; running ones are told to stop.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/executions/{id}/cancel", tag = "executions",
     security(("api_key" = [])),
-    params(("tenant" = String, Path), ("id" = String, Path)),
+    params(("tenant" = String, Path), ("id" = Uuid, Path, description = "The execution id (a UUID)")),
     responses((status = 200, body = ExecutionState), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
@@ -490,7 +490,7 @@ pub async fn execution_cancel(
 /// Pauses a run: no new task starts; running ones finish.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/executions/{id}/pause", tag = "executions",
     security(("api_key" = [])),
-    params(("tenant" = String, Path), ("id" = String, Path)),
+    params(("tenant" = String, Path), ("id" = Uuid, Path, description = "The execution id (a UUID)")),
     responses((status = 200, body = ExecutionState), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
@@ -505,7 +505,7 @@ pub async fn execution_pause(
 /// Resumes a paused run.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/executions/{id}/resume", tag = "executions",
     security(("api_key" = [])),
-    params(("tenant" = String, Path), ("id" = String, Path)),
+    params(("tenant" = String, Path), ("id" = Uuid, Path, description = "The execution id (a UUID)")),
     responses((status = 200, body = ExecutionState), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
