@@ -281,7 +281,7 @@ fn stopped_and_killed_compilers_never_strand_a_build(backend: Backend) {
         "slow",
         "1.0.0",
         None,
-        Some(&slow_build_rs(6)),
+        Some(&slow_build_rs(4)),
     );
     let r = server.upload_raw("public", &read(&archive));
     assert_eq!(r.status, 201, "{r}");

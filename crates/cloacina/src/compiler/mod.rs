@@ -672,4 +672,91 @@ mod tests {
     fn worker_ids_differ() {
         assert_ne!(worker_id(), worker_id());
     }
+
+    static NO_SOURCES: AbiSources = AbiSources {
+        workspace_manifest: "[workspace]\n",
+        crates: &[],
+    };
+
+    /// A source-only archive of a tiny package.
+    fn source_only(dir: &std::path::Path) -> Vec<u8> {
+        let src = dir.join("pkg");
+        std::fs::create_dir_all(src.join("src")).expect("mkdir");
+        let manifest = "[package]\nname = \"tiny\"\nversion = \"1.0.0\"\n";
+        std::fs::write(src.join("package.toml"), manifest).expect("write");
+        std::fs::write(
+            src.join("Cargo.toml"),
+            format!("{manifest}\n[lib]\ncrate-type = [\"cdylib\"]\n"),
+        )
+        .expect("write");
+        std::fs::write(src.join("src/lib.rs"), "").expect("write");
+        let out = dir.join("tiny.cloacina");
+        crate::package::archive::pack(&src, &[], &out).expect("pack");
+        std::fs::read(out).expect("read")
+    }
+
+    /// The whole loop in process, with a "cargo" that always fails: claimed, built, recorded
+    /// as failed with the reason and the log; nothing left to claim or in the work directory.
+    #[tokio::test]
+    async fn a_failing_build_is_recorded_with_its_reason_and_log() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let url = format!("sqlite://{}", tmp.path().join("c.db").display());
+        let store = Store::open(&url).await.expect("open");
+        let p = store
+            .package_create(crate::store::NewPackage {
+                tenant: "public".to_string(),
+                name: "tiny".to_string(),
+                version: "1.0.0".to_string(),
+                archive: source_only(tmp.path()),
+                signature: None,
+                has_library: false,
+                build_status: crate::store::BuildStatus::Pending,
+            })
+            .await
+            .expect("create");
+        let mut options = CompilerOptions::new(tmp.path());
+        options.cargo = OsString::from("false");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let seen = events.clone();
+        let compiler = Compiler::new(store.clone(), options.clone(), &NO_SOURCES)
+            .expect("compiler")
+            .with_observer(move |e| lock(&seen).push(format!("{e:?}")));
+        let (_tx, mut rx) = watch::channel(false);
+        let report = compiler
+            .build_next(&mut rx)
+            .await
+            .expect("claim")
+            .expect("a package was pending");
+        assert_eq!((report.package_id, report.outcome), (p.id, Outcome::Failed));
+        let error = report.error.expect("reason");
+        assert!(error.contains("cargo build --release failed"), "{error}");
+        let row = store.package_get(p.id).await.expect("get").expect("row");
+        assert_eq!(row.build_status, crate::store::BuildStatus::Failed);
+        assert_eq!(row.build_error.as_deref(), Some(error.as_str()));
+        assert_eq!(row.build_claimed_by, None);
+        let log = store
+            .package_build_log(p.id)
+            .await
+            .expect("log")
+            .expect("a log");
+        assert!(log.contains("running: cargo build --release"), "{log}");
+        assert!(
+            log.contains("neither cloacina-workflow nor cloacina-macros"),
+            "{log}"
+        );
+        assert!(
+            log.contains("build failed: cargo build --release failed"),
+            "{log}"
+        );
+        let state = compiler.state();
+        assert_eq!((state.builds_failed, state.builds_succeeded), (1, 0));
+        assert!(state.last_failure_at.is_some() && state.current.is_none());
+        assert_eq!(lock(&events).len(), 1);
+        assert!(compiler.build_next(&mut rx).await.expect("claim").is_none());
+        let left: Vec<_> = std::fs::read_dir(&options.work_dir)
+            .expect("work dir")
+            .collect();
+        assert!(left.is_empty(), "scratch directories are removed: {left:?}");
+        store.close().await;
+    }
 }
