@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::cli::{CompilerCommand, CompilerStartArgs};
 use crate::error::CliError;
 use crate::http::{Client, HttpError};
-use crate::output::{Report, emit, fields};
+use crate::output::{Report, cell, emit, fields};
 use crate::settings::Settings;
 
 const COMPILER_BINARY: &str = "cloacina-compiler";
@@ -104,18 +104,7 @@ fn compiler_url(home: &Home, config: &Config) -> Result<String, CliError> {
 /// `GET /health`: exit 0 on 200, else 2, printing nothing (`-v` logs why).
 fn health(settings: &Settings, home: &Home) -> Result<(), CliError> {
     let url = compiler_url(home, &settings.config()?)?;
-    let answer = Client::new(&url, None, PROBE_TIMEOUT).and_then(|c| c.get_status("/health"));
-    match answer {
-        Ok(200) => Ok(()),
-        Ok(status) => {
-            tracing::debug!(%url, status, "health probe answered, but not 200");
-            Err(CliError::Silent(2))
-        }
-        Err(e) => {
-            tracing::debug!(%url, error = %e, "health probe failed");
-            Err(CliError::Silent(2))
-        }
-    }
+    super::probe_health(&url, PROBE_TIMEOUT)
 }
 
 /// `GET /v1/status`: the queue, the build in progress, the heartbeat and the last outcomes.
@@ -143,15 +132,6 @@ fn show_status(settings: &Settings, home: &Home) -> Result<(), CliError> {
     )
 }
 
-/// A scalar JSON value as text (`-` for a missing or null one).
-fn scalar(v: Option<&Value>) -> String {
-    match v {
-        None | Some(Value::Null) => "-".to_string(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-    }
-}
-
 fn status_text(base: &str, v: &Value) -> String {
     let heartbeat = v
         .get("seconds_since_heartbeat")
@@ -163,28 +143,28 @@ fn status_text(base: &str, v: &Value) -> String {
     let current = match v.get("current_build") {
         Some(c @ Value::Object(_)) => format!(
             "{} {} (tenant {}, since {})",
-            scalar(c.get("name")),
-            scalar(c.get("version")),
-            scalar(c.get("tenant_id")),
-            scalar(c.get("started_at"))
+            cell(c.get("name")),
+            cell(c.get("version")),
+            cell(c.get("tenant_id")),
+            cell(c.get("started_at"))
         ),
         _ => "none".to_string(),
     };
     let mut rows = vec![
         ("compiler", base.to_string()),
-        ("status", scalar(v.get("status"))),
-        ("pending", scalar(v.get("pending"))),
-        ("building", scalar(v.get("building"))),
-        ("failed", scalar(v.get("failed"))),
+        ("status", cell(v.get("status"))),
+        ("pending", cell(v.get("pending"))),
+        ("building", cell(v.get("building"))),
+        ("failed", cell(v.get("failed"))),
         ("current build", current),
         ("heartbeat", heartbeat),
-        ("last success", scalar(v.get("last_success_at"))),
-        ("last failure", scalar(v.get("last_failure_at"))),
-        ("worker", scalar(v.get("worker_id"))),
-        ("backend", scalar(v.get("backend"))),
+        ("last success", cell(v.get("last_success_at"))),
+        ("last failure", cell(v.get("last_failure_at"))),
+        ("worker", cell(v.get("worker_id"))),
+        ("backend", cell(v.get("backend"))),
     ];
     if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
-        rows.push(("error", scalar(Some(e))));
+        rows.push(("error", cell(Some(e))));
     }
     fields(&rows)
 }

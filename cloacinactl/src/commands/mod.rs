@@ -55,6 +55,23 @@ pub fn database_url(
     )))
 }
 
+/// `GET /health` at `url` (a service's probe verb): exit 0 on 200, else 2, printing nothing
+/// (`-v` logs why).
+pub fn probe_health(url: &str, timeout: Duration) -> Result<(), CliError> {
+    let answer = crate::http::Client::new(url, None, timeout).and_then(|c| c.get_status("/health"));
+    match answer {
+        Ok(200) => Ok(()),
+        Ok(status) => {
+            tracing::debug!(%url, status, "health probe answered, but not 200");
+            Err(CliError::Silent(2))
+        }
+        Err(e) => {
+            tracing::debug!(%url, error = %e, "health probe failed");
+            Err(CliError::Silent(2))
+        }
+    }
+}
+
 /// Finds a service binary beside this executable, then on `PATH`.
 pub fn find_binary(name: &str) -> Result<PathBuf, CliError> {
     let beside = std::env::current_exe()

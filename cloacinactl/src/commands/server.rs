@@ -112,18 +112,7 @@ pub(crate) fn local_url(addr: &str) -> String {
 /// `GET /health`: exit 0 on 200, else 2, printing nothing (`-v` logs why).
 fn health(settings: &Settings, home: &Home) -> Result<(), CliError> {
     let url = server_url(settings, home, &settings.config()?)?;
-    let answer = Client::new(&url, None, PROBE_TIMEOUT).and_then(|c| c.get_status("/health"));
-    match answer {
-        Ok(200) => Ok(()),
-        Ok(status) => {
-            tracing::debug!(%url, status, "health probe answered, but not 200");
-            Err(CliError::Silent(2))
-        }
-        Err(e) => {
-            tracing::debug!(%url, error = %e, "health probe failed");
-            Err(CliError::Silent(2))
-        }
-    }
+    super::probe_health(&url, PROBE_TIMEOUT)
 }
 
 /// `GET /v1/health/status` with the resolved API key. Without a key the request is still
