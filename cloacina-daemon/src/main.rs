@@ -51,6 +51,8 @@ struct Args {
 }
 
 fn main() {
+    // A probe child (a copy of this binary opening a package library) ends here.
+    cloacina::package::probe::serve_or_enable();
     // A bad command line exits 1 like every other start failure (help and version exit 0).
     let args = match Args::try_parse() {
         Ok(args) => args,

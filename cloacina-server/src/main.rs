@@ -71,6 +71,8 @@ struct Args {
 }
 
 fn main() {
+    // A probe child (a copy of this binary opening a package library) ends here.
+    cloacina::package::probe::serve_or_enable();
     let args = match Args::try_parse() {
         Ok(args) => args,
         Err(e) => {

@@ -1031,6 +1031,22 @@ fn hostile_archives_are_refused_and_the_server_keeps_serving(backend: Backend) {
         );
         assert!(r.error().contains("cannot be loaded"), "{example}: {r}");
     }
+    // A library whose initializer aborts the process that opens it: opened first in a probe
+    // process, which it kills; refused with the reason, and this server never runs it.
+    let bytes = quick_pack("hostile/abort-on-load");
+    let r = server.upload_raw("public", &bytes);
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (422, "package_load_failed"),
+        "abort-on-load: {r}\n{}",
+        server.logs()
+    );
+    assert!(
+        r.error().contains(
+            "cannot be loaded: the library killed the process that opened it (SIGABRT (signal 6))"
+        ) && r.error().contains("this process is unharmed"),
+        "abort-on-load: {r}"
+    );
 
     // Nothing kept, nothing written outside the server's directories.
     assert_eq!(package_names(&server), before);

@@ -313,6 +313,11 @@ pub const CODES: &[CodeInfo] = &[
         "an earlier load of this library crashed a process, so it is not loaded again",
     ),
     c(
+        "library_crashed",
+        Invalid,
+        "opening the library ended the test process that opened it first (an initializer aborts, exits or faults)",
+    ),
+    c(
         "not_a_package",
         Invalid,
         "the library does not export Cloacina's ABI version symbol",

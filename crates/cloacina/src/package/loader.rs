@@ -14,6 +14,9 @@
 //!    removed when the load returns. A marker left by a process that is gone means that load
 //!    crashed it: the library is refused ([`LoadError::Quarantined`]) until the marker is
 //!    deleted, rather than crashing every process that tries again.
+//!    In a host that enabled probing ([`super::probe`]), the library is first opened in a
+//!    throwaway child process; one that ends that process is refused
+//!    ([`LoadError::CrashedProbe`]) without ever running in this one.
 //! 4. It is opened from a **content-addressed copy**, `<cache dir>/<sha256>/<file name>`, so
 //!    two versions never share a path (the dynamic loader caches by path) and replacing the
 //!    original file never changes code that is already mapped.
@@ -124,6 +127,17 @@ pub enum LoadError {
         file: String,
         pid: String,
         marker: String,
+    },
+
+    /// Opening the library in a probe process ended that process (see [`super::probe`]): it
+    /// would have ended the host the same way, so it is not opened here.
+    #[error(
+        "package '{package}': {file} cannot be loaded: {failure}. It was opened in a separate test process first, so this process is unharmed; fix the library's initializers and publish a new build"
+    )]
+    CrashedProbe {
+        package: String,
+        file: String,
+        failure: super::probe::ProbeFailure,
     },
 
     /// The archive's signature side-car is missing (when required), invalid or untrusted.
@@ -724,6 +738,14 @@ fn load_as(
                 .unwrap_or_else(|| "library".to_string());
             let copy = cache_copy(cache_dir, &sha256, &file_name, &bytes)
                 .map_err(|(path, e)| io("write the cached copy", &path, e))?;
+            // Its initializers run first in a throwaway process, where a crash harms nothing.
+            if let Err(failure) = super::probe::check(&copy) {
+                return Err(LoadError::CrashedProbe {
+                    package,
+                    file,
+                    failure,
+                });
+            }
             // The last line a crash in the library's initializers leaves behind.
             tracing::info!(package = %package, file = %file, sha256 = %sha256, "opening package library");
             // SAFETY: opening a library runs its initializers. A package library is trusted

@@ -13,6 +13,7 @@ pub mod archive;
 pub mod build;
 pub mod loader;
 pub mod manifest;
+pub mod probe;
 pub mod signing;
 
 use crate::error::ErrorCode;
@@ -169,6 +170,7 @@ impl ErrorCode for loader::LoadError {
             E::Io { .. } => "io_failed",
             E::WrongTarget { .. } | E::Malformed { .. } | E::Open { .. } => "library_invalid",
             E::Quarantined { .. } => "library_quarantined",
+            E::CrashedProbe { .. } => "library_crashed",
             E::NotAPackage { .. } => "not_a_package",
             E::AbiMismatch { .. } | E::MissingSymbol { .. } => "abi_mismatch",
             E::Describe { .. } | E::InvalidDescription { .. } | E::ManifestMismatch { .. } => {
