@@ -13,6 +13,7 @@ pub mod ctl;
 pub mod faults;
 pub mod home;
 pub mod packages;
+pub mod replicas;
 pub mod rows;
 pub mod server;
 pub mod wait;
