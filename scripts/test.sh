@@ -24,6 +24,10 @@ ensure_postgres() {
 }
 ensure_postgres
 
+# HAProxy for the load-balancer tests (tests/tests/balancer.rs): installed with apt-get when
+# missing. Without it those tests skip, or fail under CI=true.
+bash scripts/haproxy.sh || echo "test.sh: haproxy is not available; the load-balancer tests will skip (or fail under CI=true)"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
