@@ -96,6 +96,14 @@ struct Report {
     /// `null` for `server`: the store's counters are inside the server process.
     db_txns_per_task: Option<f64>,
     db_ops_per_task: Option<f64>,
+    /// Storage operations and SQL statements (`BEGIN`/`COMMIT` included) per workflow over the
+    /// measured rounds; `null` for `server`.
+    db_ops_per_workflow: Option<f64>,
+    db_statements_per_workflow: Option<f64>,
+    /// CPU time (user + system) per workflow over the measured rounds (the timed part of each):
+    /// of the bench's process, which runs the engine, or for `server` of the server process.
+    /// Unlike the clock, it does not swing with the machine's phases.
+    cpu_ms_per_workflow: Option<f64>,
     failed: usize,
     sync: Option<String>,
     rounds: u32,
@@ -124,10 +132,7 @@ struct Report {
     polls_per_workflow: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     poll_ms: Option<u64>,
-    /// `server` only: CPU time (user + system) of the server process, and of the bench's client
-    /// threads, per execution over the measured rounds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cpu_ms_per_workflow: Option<f64>,
+    /// `server` only: CPU time (user + system) of the bench's client threads per execution.
     #[serde(skip_serializing_if = "Option::is_none")]
     client_cpu_ms_per_workflow: Option<f64>,
     /// `server` only: the server's own mean time to answer a submit and a status poll (from
@@ -351,7 +356,10 @@ async fn reconciler(args: &Args) -> anyhow::Result<Report> {
     let dir = tempfile::tempdir()?;
     let archive = reconcile::example_archive(dir.path())?;
     let db = Db::fresh(args).await?;
+    let (before, cpu_before) = (db.store.stats(), rounds::cpu_ms()?);
     let c = reconcile::cycles(&db.store, &archive, n).await?;
+    let cpu_ms = rounds::cpu_ms()? - cpu_before;
+    let statements = db.store.stats().statements - before.statements;
     let sync = db.sync_name();
     db.close().await?;
     let elapsed: f64 = c.load_ms.iter().chain(&c.unload_ms).sum::<f64>() / 1e3;
@@ -370,6 +378,9 @@ async fn reconciler(args: &Args) -> anyhow::Result<Report> {
         peak_rss_mb: peak_rss_mb(),
         db_txns_per_task: Some(round(c.commits as f64 / n as f64, 3)),
         db_ops_per_task: Some(round(c.ops as f64 / n as f64, 3)),
+        db_ops_per_workflow: Some(round(c.ops as f64 / n as f64, 3)),
+        db_statements_per_workflow: Some(round(statements as f64 / n as f64, 3)),
+        cpu_ms_per_workflow: Some(round(cpu_ms / n as f64, 3)),
         failed: c.failed,
         sync,
         rounds: 1,
@@ -396,6 +407,7 @@ fn report(
     let rate = median(&rates);
     let latencies: Vec<f64> = done.iter().flat_map(|r| r.latencies_ms.clone()).collect();
     let tasks = (n * per * done.len()) as f64;
+    let workflows = (n * done.len()) as f64;
     Ok(Report {
         scenario: name.to_string(),
         backend: args.backend.clone(),
@@ -415,6 +427,18 @@ fn report(
         db_ops_per_task: Some(round(
             done.iter().map(|r| r.ops).sum::<u64>() as f64 / tasks,
             3,
+        )),
+        db_ops_per_workflow: Some(round(
+            done.iter().map(|r| r.ops).sum::<u64>() as f64 / workflows,
+            3,
+        )),
+        db_statements_per_workflow: Some(round(
+            done.iter().map(|r| r.statements).sum::<u64>() as f64 / workflows,
+            3,
+        )),
+        cpu_ms_per_workflow: Some(round(
+            done.iter().map(|r| r.cpu_ms).sum::<f64>() / workflows,
+            4,
         )),
         failed: done.iter().map(|r| r.failed).sum(),
         sync,

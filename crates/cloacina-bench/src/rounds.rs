@@ -22,6 +22,11 @@ pub struct Round {
     pub failed: usize,
     pub commits: u64,
     pub ops: u64,
+    /// SQL statements sent, `BEGIN`/`COMMIT` included.
+    pub statements: u64,
+    /// CPU time (user + system) of this whole process over the timed part of the round, in
+    /// ms: the runner's threads, the store's writer and the bench's own submits and waits.
+    pub cpu_ms: f64,
 }
 
 /// A task that reads `n` and inserts `t_<id> = n + 1`: a small context read and write.
@@ -115,6 +120,8 @@ pub async fn round(
     runner.register(wf);
     let limit = Some(Duration::from_secs(600));
     let before = store.stats();
+    let cpu_before = cpu_ms()?;
+    timed_part_starts(n);
     let start = Instant::now();
     let ids = if is_sequential(scenario) {
         let mut ids = Vec::with_capacity(n);
@@ -134,13 +141,18 @@ pub async fn round(
         ids
     };
     let elapsed_s = start.elapsed().as_secs_f64();
+    timed_part_ends(n);
+    let cpu_ms = cpu_ms()? - cpu_before;
 
-    let (commits, ops) = counted(&before, &store.stats());
+    let after = store.stats();
+    let (commits, ops) = counted(&before, &after);
     let mut out = Round {
         elapsed_s,
         latencies_ms: Vec::with_capacity(n),
         commits,
         ops,
+        statements: after.statements - before.statements,
+        cpu_ms,
         ..Round::default()
     };
     let task_ids: Vec<String> = runner
@@ -174,6 +186,29 @@ pub fn counted(before: &StoreStats, after: &StoreStats) -> (u64, u64) {
         after.commits - before.commits,
         (after.write_ops - before.write_ops) + (after.reads - before.reads),
     )
+}
+
+/// Called as a round's timed part starts, so callgrind can count instructions of that part
+/// alone (`--dump-before=*timed_part_starts*`, see docs/performance.md). Never inlined, and
+/// distinct from [`timed_part_ends`], so both symbols exist.
+#[inline(never)]
+pub fn timed_part_starts(workflows: usize) {
+    std::hint::black_box(workflows);
+}
+
+/// Called as a round's timed part ends (`--dump-before=*timed_part_ends*`).
+#[inline(never)]
+pub fn timed_part_ends(workflows: usize) {
+    std::hint::black_box(workflows.wrapping_add(1));
+}
+
+/// CPU time (user + system) this process has used so far, in ms. `getrusage` rather than
+/// `/proc/self/stat`, whose 10 ms ticks are too coarse for a 50 ms round.
+pub fn cpu_ms() -> anyhow::Result<f64> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let usage = getrusage(UsageWho::RUSAGE_SELF)?;
+    let ms = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 * 1e3 + t.tv_usec() as f64 / 1e3;
+    Ok(ms(usage.user_time()) + ms(usage.system_time()))
 }
 
 /// The median of `values` (the lower middle one for an even count).

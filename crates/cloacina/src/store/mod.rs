@@ -11,6 +11,7 @@
 
 mod control_rows;
 mod control_types;
+mod counted;
 mod error;
 mod hold;
 mod pg_batch;
@@ -183,6 +184,9 @@ pub struct StoreStats {
     pub commits: u64,
     /// Read operations (each one round trip, possibly several statements).
     pub reads: u64,
+    /// SQL statements sent on the store's connections (each prepared statement, or string of
+    /// statements sent at once, counts one), `BEGIN` and `COMMIT` included.
+    pub statements: u64,
     /// Write operations the writer merged with others of their group commit into set-based
     /// statements (PostgreSQL: terminal finishes, claims, creations without a cron claim).
     /// Always 0 on SQLite, which runs every write alone.
@@ -244,6 +248,7 @@ struct Inner {
     database: String,
     write_txns: AtomicU64,
     reads: AtomicU64,
+    statements: counted::StatementCounter,
     /// Set by [`Store::close`]; read only when an operation failed, to say why.
     closed: AtomicBool,
 }
@@ -390,6 +395,7 @@ impl Store {
 
     pub async fn open_with(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
         let (mut signals, _) = broadcast::channel(4096);
+        let statements = counted::StatementCounter::default();
         let parsed = DatabaseUrl::parse(url)?;
         let database = match &parsed {
             DatabaseUrl::Sqlite { target, .. } => target.describe(),
@@ -404,10 +410,14 @@ impl Store {
                 target,
                 synchronous,
             } => {
-                let store =
-                    sqlite::SqliteStore::open(target.clone(), synchronous, options.max_connections)
-                        .await
-                        .map_err(|e| e.in_database(&database))?;
+                let store = sqlite::SqliteStore::open(
+                    target.clone(),
+                    synchronous,
+                    options.max_connections,
+                    statements.clone(),
+                )
+                .await
+                .map_err(|e| e.in_database(&database))?;
                 if let SqliteTarget::File(path) = &target {
                     signals = shared_sqlite_bus(path, signals);
                 }
@@ -420,6 +430,7 @@ impl Store {
                     options.max_connections,
                     signals.clone(),
                     &database,
+                    statements.clone(),
                 )
                 .await
                 .map_err(|e| e.in_database(&database))?,
@@ -433,6 +444,7 @@ impl Store {
                 database,
                 write_txns: AtomicU64::new(0),
                 reads: AtomicU64::new(0),
+                statements,
                 closed: AtomicBool::new(false),
             }),
         })
@@ -544,6 +556,7 @@ impl Store {
         StoreStats {
             write_ops,
             reads: self.inner.reads.load(Ordering::Relaxed),
+            statements: self.inner.statements.get(),
             commits: match &self.inner.backend {
                 Backend::Sqlite(s) => s.commits(),
                 Backend::Postgres(p) => p.commits(),

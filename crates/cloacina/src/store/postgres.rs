@@ -9,7 +9,7 @@ use std::time::Duration;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
-use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures::StreamExt;
 use tokio::sync::broadcast;
@@ -127,15 +127,18 @@ impl PgStore {
         max_connections: usize,
         signals: broadcast::Sender<StoreSignal>,
         database: &str,
+        statements: super::counted::StatementCounter,
     ) -> Result<Self, StoreError> {
         validate_schema(schema)?;
         migrate(url, schema).await?;
 
         let mut config = ManagerConfig::<Conn>::default();
         let set_path = format!("SET search_path TO \"{schema}\"");
+        let pool_statements = statements.clone();
         config.custom_setup = Box::new(move |url| {
             let url = url.to_string();
             let set_path = set_path.clone();
+            let statements = pool_statements.clone();
             Box::pin(async move {
                 let mut conn = connect(&url)
                     .await
@@ -143,6 +146,7 @@ impl PgStore {
                 conn.batch_execute(&set_path)
                     .await
                     .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+                conn.set_instrumentation(statements.hook());
                 Ok(conn)
             })
         });
@@ -164,9 +168,11 @@ impl PgStore {
             let (url, set_path) = (url.to_string(), format!("SET search_path TO \"{schema}\""));
             move || -> BoxFuture<'static, Result<Conn, StoreError>> {
                 let (url, set_path) = (url.clone(), set_path.clone());
+                let statements = statements.clone();
                 Box::pin(async move {
                     let mut conn = connect(&url).await?;
                     conn.batch_execute(&set_path).await?;
+                    conn.set_instrumentation(statements.hook());
                     Ok(conn)
                 })
             }

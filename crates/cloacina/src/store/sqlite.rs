@@ -117,6 +117,7 @@ impl SqliteStore {
         target: SqliteTarget,
         synchronous: Synchronous,
         readers: usize,
+        statements: super::counted::StatementCounter,
     ) -> Result<Self, StoreError> {
         let database = target.describe();
         let path = match &target {
@@ -153,6 +154,7 @@ impl SqliteStore {
             }
         };
         let open_error = connect_error.clone();
+        let writer_hook = statements.hook();
         let writer =
             tokio::task::spawn_blocking(move || -> Result<SqliteConnection, StoreError> {
                 let mut conn = SqliteConnection::establish(&writer_path)
@@ -169,6 +171,7 @@ impl SqliteStore {
                         .map(|_| ())
                         .map_err(|e| StoreError::Migration(e.to_string()))
                 })?;
+                conn.set_instrumentation(writer_hook);
                 Ok(conn)
             })
             .await
@@ -176,7 +179,7 @@ impl SqliteStore {
 
         let readers = match target {
             SqliteTarget::Memory => None,
-            SqliteTarget::File(_) => Some(reader_pool(&path, synchronous, readers)?),
+            SqliteTarget::File(_) => Some(reader_pool(&path, synchronous, readers, statements)?),
         };
         let writer = SyncConnectionWrapper::with_runtime(writer, Inline);
         let writer = Writer::spawn_thread(
@@ -248,17 +251,24 @@ fn pragmas(sync: Synchronous) -> String {
     )
 }
 
-fn reader_pool(path: &str, sync: Synchronous, size: usize) -> Result<Pool<Conn>, StoreError> {
+fn reader_pool(
+    path: &str,
+    sync: Synchronous,
+    size: usize,
+    statements: super::counted::StatementCounter,
+) -> Result<Pool<Conn>, StoreError> {
     let mut config = ManagerConfig::<Conn>::default();
     let setup = pragmas(sync);
     config.custom_setup = Box::new(move |url| {
         let url = url.to_string();
         let setup = setup.clone();
+        let statements = statements.clone();
         Box::pin(async move {
             let mut conn = Conn::establish(&url).await?;
             conn.batch_execute(&setup)
                 .await
                 .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+            conn.set_instrumentation(statements.hook());
             Ok(conn)
         })
     });
