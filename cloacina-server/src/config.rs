@@ -24,6 +24,10 @@ pub struct ServerConfig {
     pub max_upload_bytes: usize,
     /// How long a stop waits for running tasks.
     pub shutdown_timeout: Duration,
+    /// How long a stop keeps accepting and serving after `/ready` turns 503, so a load
+    /// balancer polling `/ready` takes the replica out before its listener closes (else the
+    /// connections it sends meanwhile are refused or cut). Zero: the listener closes at once.
+    pub drain_grace: Duration,
     /// Connection limits and request read timeouts.
     pub limits: crate::serve::Limits,
 }
@@ -41,6 +45,7 @@ impl ServerConfig {
             reconcile_interval: Duration::from_secs(5),
             max_upload_bytes: 64 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(30),
+            drain_grace: Duration::ZERO,
             limits: crate::serve::Limits::default(),
         }
     }

@@ -157,9 +157,10 @@ impl Server {
         &self.state
     }
 
-    /// Answers requests until `stop` completes; then stops accepting, lets requests in flight
-    /// finish, stops the package sync, and stops every tenant (their runs drained within the
-    /// shutdown timeout).
+    /// Answers requests until `stop` completes; then answers `/ready` with 503 and keeps
+    /// serving for the drain grace, then stops accepting, lets requests in flight finish, stops
+    /// the package sync, and stops every tenant (their runs drained within the shutdown
+    /// timeout).
     pub async fn serve(
         self,
         stop: impl Future<Output = ()> + Send + 'static,
@@ -167,9 +168,17 @@ impl Server {
         let (sync_stop, sync_rx) = watch::channel(false);
         let sync = tokio::spawn(sync::run(self.state.clone(), sync_rx));
         let stopping = self.state.stopping.clone();
+        let grace = self.state.config.drain_grace;
         let stop = async move {
             stop.await;
             stopping.send_replace(true);
+            if !grace.is_zero() {
+                tracing::info!(
+                    grace_ms = grace.as_millis() as u64,
+                    "draining: /ready answers 503, still serving"
+                );
+                tokio::time::sleep(grace).await;
+            }
         };
         let served = serve::run(
             self.listener,

@@ -62,6 +62,11 @@ struct Args {
     /// Seconds a stop waits for running tasks before handing them back.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86400))]
     shutdown_timeout_s: u64,
+    /// Milliseconds a stop keeps serving after `/ready` turns 503, before the listener closes:
+    /// behind a load balancer, longer than it takes to mark the replica down (its check
+    /// interval times its fall count).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    drain_grace_ms: u64,
     /// Debug-level logging.
     #[arg(short, long)]
     verbose: bool,
@@ -120,6 +125,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.reconcile_interval = Duration::from_secs(args.reconcile_interval_s);
     config.max_upload_bytes = (args.max_upload_mb * 1024 * 1024) as usize;
     config.shutdown_timeout = Duration::from_secs(args.shutdown_timeout_s);
+    config.drain_grace = Duration::from_millis(args.drain_grace_ms);
     config.limits = cloacina_server::serve::Limits {
         max_connections: args.max_connections as usize,
         header_read_timeout: Duration::from_secs(args.header_read_timeout_s),
@@ -160,7 +166,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             _ = sigint.recv() => {}
             _ = sigterm.recv() => {}
         }
-        tracing::info!("stopping: no new connections; finishing requests and draining runs");
+        tracing::info!(
+            "stopping: /ready answers 503; after the drain grace no new connections; finishing requests and draining runs"
+        );
         // A second SIGINT exits at once.
         tokio::spawn(async move {
             if sigint.recv().await.is_some() {

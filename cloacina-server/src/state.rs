@@ -24,8 +24,9 @@ pub struct AppState {
     pub sync_wake: Notify,
     /// Unix ms of the last completed sync pass.
     pub last_sync: std::sync::atomic::AtomicI64,
-    /// Turns true when the server begins to stop: long-lived answers (event streams) end, so
-    /// the graceful stop does not wait for them.
+    /// Turns true when the server begins to stop: `/ready` answers 503 (the drain grace
+    /// starts), and long-lived answers (event streams) end, so the graceful stop does not wait
+    /// for them.
     pub stopping: tokio::sync::watch::Sender<bool>,
 }
 

@@ -36,10 +36,21 @@ pub struct ReadyBody {
     pub reason: Option<String>,
 }
 
-/// Readiness: the database answers.
+/// Readiness: the database answers and the server is not stopping (a stopping server
+/// answers 503 through its drain grace, so a load balancer takes it out before it closes).
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses((status = 200, body = ReadyBody), (status = 503, body = ReadyBody)))]
 pub async fn ready(State(state): State<SharedState>) -> Response {
+    if *state.stopping.borrow() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(ReadyBody {
+                status: "not ready".to_string(),
+                reason: Some("stopping".to_string()),
+            }),
+        )
+            .into_response();
+    }
     match state
         .control
         .execution_count(&[ExecutionStatus::Running])
