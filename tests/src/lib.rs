@@ -7,6 +7,7 @@
 //! `cargo build --workspace --all-targets` first. Run alone, build them the same way before
 //! `cargo test -p cloacina-e2e`; a missing binary fails the test with that instruction.
 
+pub mod balancer;
 pub mod bins;
 pub mod compiler;
 pub mod ctl;
