@@ -52,3 +52,9 @@ bash scripts/fuzz.sh --short
 # checked here; see docs/performance.md.
 echo "== cloacina-bench (short mode)"
 cargo run --locked -q -p cloacina-bench -- --workflows 10 --history 2000 --rounds 2
+
+# The load test in a short mode: 20 s per backend of clients mixing executes with the list
+# endpoints against the real server; fails on any error or run that did not complete. Memory
+# is only reported here (judged from 5 minutes up); the long run: docs/reliability.md, "Load".
+echo "== load test (short mode)"
+cargo run --locked -q -p cloacina-bench -- --scenario load --duration 20

@@ -7,6 +7,7 @@
 //! runs several rounds, each on a fresh database and a fresh runner, and the median round is
 //! reported with the slowest and fastest beside it.
 
+mod load;
 mod reconcile;
 mod rounds;
 mod seed;
@@ -39,9 +40,11 @@ struct Args {
     /// sqlite, postgres or all.
     #[arg(long, default_value = "all")]
     backend: String,
-    /// simple, pipeline, parallel, chain10, chain40, fanout1000, history, reconciler, server or
-    /// all. `server` runs the real cloacina-server binary (built beside this one: `cargo build
-    /// --release -p cloacina-server`) over loopback HTTP; see --clients and --poll-ms.
+    /// simple, pipeline, parallel, chain10, chain40, fanout1000, history, reconciler, server,
+    /// load or all (every one but `load`). `server` runs the real cloacina-server binary (built
+    /// beside this one: `cargo build --release -p cloacina-server`) over loopback HTTP; see
+    /// --clients and --poll-ms. `load` is the bounded load test of that binary (see --duration
+    /// and docs/reliability.md): it fails on any error, not on speed.
     #[arg(long, default_value = "all")]
     scenario: String,
     /// Workflows per round (default 150; chain10 and chain40 run this many chains one after
@@ -71,6 +74,9 @@ struct Args {
     /// `server` only: how often a client polls its execution's status, in ms.
     #[arg(long, default_value_t = 5)]
     poll_ms: u64,
+    /// `load` only: how long the clients run, in seconds (fractions allowed).
+    #[arg(long, default_value_t = 60.0)]
+    duration: f64,
     /// PostgreSQL to run on; the `server` scenario creates (and drops) a database of its own
     /// there, so the role needs CREATEDB.
     #[arg(long, env = "CLOACINA_TEST_POSTGRES_URL", default_value = DEFAULT_PG)]
@@ -172,7 +178,12 @@ fn pick<'a>(value: &'a str, all: &[&'a str], what: &str) -> anyhow::Result<Vec<&
 /// Runs every selected pair in its own child process and relays its JSON line.
 fn run_all(args: &Args) -> anyhow::Result<()> {
     let backends = pick(&args.backend, &["sqlite", "postgres"], "backend")?;
-    let scenarios = pick(&args.scenario, &SCENARIOS, "scenario")?;
+    // `load` runs for a set time and judges errors, not speed: only when asked for by name.
+    let scenarios = if args.scenario == "load" {
+        vec!["load"]
+    } else {
+        pick(&args.scenario, &SCENARIOS, "scenario")?
+    };
     pick(&args.sync, &["full", "normal"], "sync mode")?;
     let exe = std::env::current_exe().context("locating the benchmark binary")?;
     let mut failures = 0;
@@ -185,6 +196,7 @@ fn run_all(args: &Args) -> anyhow::Result<()> {
                 .args(["--rounds", &args.rounds.to_string()])
                 .args(["--clients", &args.clients.to_string()])
                 .args(["--poll-ms", &args.poll_ms.to_string()])
+                .args(["--duration", &args.duration.to_string()])
                 .args(["--postgres-url", &args.postgres_url]);
             if let Some(n) = args.workflows {
                 cmd.args(["--workflows", &n.to_string()]);
@@ -194,6 +206,8 @@ fn run_all(args: &Args) -> anyhow::Result<()> {
                 .with_context(|| format!("running {backend}/{scenario}"))?;
             let stdout = String::from_utf8_lossy(&out.stdout);
             if !out.status.success() {
+                // A scenario that ran but failed its checks still printed its report.
+                print!("{stdout}");
                 eprint!("{}", String::from_utf8_lossy(&out.stderr));
                 eprintln!("error: {backend}/{scenario} failed ({})", out.status);
                 failures += 1;
@@ -223,6 +237,14 @@ fn run_single(args: &Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    if args.scenario == "load" {
+        let (line, ok) = rt.block_on(load::run(args))?;
+        println!("{line}");
+        if !ok {
+            bail!("the load test failed: see `failed`, `errors` and `rss_stable` in its report");
+        }
+        return Ok(());
+    }
     let report = rt.block_on(scenario(args))?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())

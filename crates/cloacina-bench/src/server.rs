@@ -24,11 +24,11 @@ use crate::{Args, Report, round};
 
 /// The workflow run, from the `hello-orders` example: one task that reads `name` and writes
 /// `greeting`.
-const WORKFLOW: &str = "hello";
-const TENANT: &str = "public";
+pub(crate) const WORKFLOW: &str = "hello";
+pub(crate) const TENANT: &str = "public";
 /// How long the server may take to start, and a run to end, before the bench gives up.
 const START_LIMIT: Duration = Duration::from_secs(120);
-const RUN_LIMIT: Duration = Duration::from_secs(120);
+pub(crate) const RUN_LIMIT: Duration = Duration::from_secs(120);
 /// Linux reports process CPU time in clock ticks of `USER_HZ`, which the kernel's ABI fixes at
 /// 100 on every architecture this runs on.
 const TICKS_PER_S: f64 = 100.0;
@@ -105,7 +105,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
 }
 
 /// `cloacina-server` in the bench binary's own directory (`target/<profile>/`).
-fn server_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn server_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the benchmark binary")?;
     let dir = exe
         .parent()
@@ -123,14 +123,14 @@ fn server_binary() -> anyhow::Result<PathBuf> {
 
 /// A PostgreSQL database of its own for one run (the server creates a schema per tenant, so a
 /// schema is not enough), dropped by [`PgDatabase::drop`].
-struct PgDatabase {
+pub(crate) struct PgDatabase {
+    pub(crate) url: String,
     admin_url: String,
     name: String,
-    url: String,
 }
 
 impl PgDatabase {
-    async fn create(admin_url: &str) -> anyhow::Result<PgDatabase> {
+    pub(crate) async fn create(admin_url: &str) -> anyhow::Result<PgDatabase> {
         use diesel_async::{AsyncConnection, SimpleAsyncConnection};
         let name = format!("cloacina_bench_{}", uuid::Uuid::new_v4().simple());
         let mut c = diesel_async::AsyncPgConnection::establish(admin_url)
@@ -146,7 +146,7 @@ impl PgDatabase {
         })
     }
 
-    async fn drop(self) -> anyhow::Result<()> {
+    pub(crate) async fn drop(self) -> anyhow::Result<()> {
         use diesel_async::{AsyncConnection, SimpleAsyncConnection};
         let mut c = diesel_async::AsyncPgConnection::establish(&self.admin_url).await?;
         c.batch_execute(&format!(
@@ -180,15 +180,15 @@ fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
 }
 
 /// The running server process.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     home: PathBuf,
-    base: String,
-    key: String,
+    pub(crate) base: String,
+    pub(crate) key: String,
 }
 
 impl Server {
-    fn start(binary: &Path, home: &Path, url: &str) -> anyhow::Result<Server> {
+    pub(crate) fn start(binary: &Path, home: &Path, url: &str) -> anyhow::Result<Server> {
         std::fs::create_dir_all(home)?;
         let key = cloacina::auth::key_generate().plaintext;
         let stderr = std::fs::File::create(home.join("stderr.log"))?;
@@ -251,12 +251,12 @@ impl Server {
         }
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// SIGTERM (a graceful stop), then SIGKILL if it has not exited within a minute.
-    fn stop(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn stop(&mut self) -> anyhow::Result<()> {
         use nix::sys::signal::{Signal, kill};
         use nix::unistd::Pid;
         if self.child.try_wait()?.is_some() {
@@ -280,7 +280,7 @@ impl Server {
     }
 
     /// The last lines of the server's stderr, for error messages.
-    fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.home.join("stderr.log")).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let from = lines.len().saturating_sub(30);
@@ -293,7 +293,7 @@ impl Server {
 }
 
 /// A client with one keep-alive connection, as each bench thread has.
-fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(60)))
@@ -301,7 +301,7 @@ fn agent() -> ureq::Agent {
     ureq::Agent::new_with_config(config)
 }
 
-fn json(mut r: ureq::http::Response<ureq::Body>) -> anyhow::Result<(u16, Value)> {
+pub(crate) fn json(mut r: ureq::http::Response<ureq::Body>) -> anyhow::Result<(u16, Value)> {
     let status = r.status().as_u16();
     let text = r.body_mut().read_to_string()?;
     let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -482,7 +482,7 @@ fn route_mean_ms(metrics: &str, route: &str) -> Option<f64> {
 }
 
 /// User + system CPU time of process `pid` so far, in ms (`/proc/<pid>/stat` fields 14, 15).
-fn cpu_ms(pid: u32) -> anyhow::Result<f64> {
+pub(crate) fn cpu_ms(pid: u32) -> anyhow::Result<f64> {
     stat_cpu_ms(&format!("/proc/{pid}/stat"))
 }
 
@@ -509,7 +509,7 @@ fn stat_cpu_ms(path: &str) -> anyhow::Result<f64> {
 }
 
 /// Peak resident set size (VmHWM) of process `pid`, in MB.
-fn peak_rss_mb_of(pid: u32) -> anyhow::Result<f64> {
+pub(crate) fn peak_rss_mb_of(pid: u32) -> anyhow::Result<f64> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     let kb = text
