@@ -647,7 +647,24 @@ async fn listing_filters_and_pages(db: &TestDb) {
         })
         .await
         .expect("list");
-    assert_eq!(singles.len(), 5);
+    assert_eq!(
+        singles.iter().map(|r| r.id).collect::<Vec<_>>(),
+        made.iter().rev().copied().collect::<Vec<_>>(),
+        "a filtered list is newest first too"
+    );
+    let filtered_page = store
+        .execution_list(ExecutionFilter {
+            workflow: Some("single".into()),
+            limit: Some(2),
+            offset: Some(2),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        filtered_page.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![made[2], made[1]]
+    );
     let cancelled = store
         .execution_list(ExecutionFilter {
             status: Some(ExecutionStatus::Cancelled),

@@ -316,10 +316,12 @@ pub(crate) async fn execution_get(
     conn: &mut Conn,
     id: Uuid,
 ) -> Result<Option<ExecutionRecord>, StoreError> {
+    // `get_result`, not `first`: a key finds at most one row, and `first` binds a `LIMIT ?`,
+    // whose value SQLite (3.45+) plans with, so it re-prepares the statement on every call.
     we::table
         .find(id.to_string())
         .select(ExecutionRow::as_select())
-        .first(conn)
+        .get_result(conn)
         .await
         .optional()?
         .map(TryInto::try_into)
@@ -331,6 +333,9 @@ pub(crate) async fn execution_list(
     filter: ExecutionFilter,
 ) -> Result<Vec<ExecutionRecord>, StoreError> {
     let mut q = we::table.select(ExecutionRow::as_select()).into_boxed();
+    // A keyset page (`before`) keeps the id order its cursor is in.
+    let by_index =
+        (filter.workflow.is_some() || filter.status.is_some()) && filter.before.is_none();
     if let Some(w) = filter.workflow {
         q = q.filter(we::workflow_name.eq(w));
     }
@@ -341,8 +346,16 @@ pub(crate) async fn execution_list(
         // Ids are UUIDv7: their text order is creation order.
         q = q.filter(we::id.lt(before.to_string()));
     }
+    // Newest first in the order of the index the query walks, so a page reads its own rows:
+    // the workflow and status indexes end in `created_at`, the table's key is the id (both
+    // creation order). Ordering a filtered list by id alone made every page sort all the
+    // matching executions (a load test saw list times grow with the history).
+    q = if by_index {
+        q.order((we::created_at.desc(), we::id.desc()))
+    } else {
+        q.order(we::id.desc())
+    };
     let rows: Vec<ExecutionRow> = q
-        .order(we::id.desc())
         .limit(filter.limit.unwrap_or(50).clamp(1, 10_000))
         .offset(filter.offset.unwrap_or(0).max(0))
         .load(conn)
@@ -1146,7 +1159,8 @@ pub(crate) async fn context_get(
     let doc: Option<String> = contexts::table
         .find((execution.to_string(), &owner))
         .select(contexts::data)
-        .first(conn)
+        // Not `first`: its bound `LIMIT ?` makes SQLite re-prepare (see `execution_get`).
+        .get_result(conn)
         .await
         .optional()?;
     doc.map(|d| {

@@ -169,7 +169,23 @@ impl SqliteStore {
                 conn.immediate_transaction(|c| {
                     c.run_pending_migrations(MIGRATIONS)
                         .map(|_| ())
-                        .map_err(|e| StoreError::Migration(e.to_string()))
+                        .map_err(|e| StoreError::Migration(e.to_string()))?;
+                    // SQLite opens a file it cannot write read-only without a word, and the
+                    // first write fails much later; a write that changes nothing finds out now.
+                    diesel::connection::SimpleConnection::batch_execute(
+                        c,
+                        "UPDATE __diesel_schema_migrations SET version = version WHERE 0",
+                    )
+                    .map_err(|e| {
+                        if e.to_string().contains("readonly") {
+                            open_error(format!(
+                                "the database file is read-only ({e}); make the file and its \
+                                 folder writable for this user"
+                            ))
+                        } else {
+                            StoreError::from(e)
+                        }
+                    })
                 })?;
                 conn.set_instrumentation(writer_hook);
                 Ok(conn)
@@ -258,6 +274,9 @@ fn reader_pool(
     statements: super::counted::StatementCounter,
 ) -> Result<Pool<Conn>, StoreError> {
     let mut config = ManagerConfig::<Conn>::default();
+    // A connection to a local file cannot be lost, so a checkout need not run a `SELECT 1`
+    // first (the default): that was one more statement for every read.
+    config.recycling_method = diesel_async::pooled_connection::RecyclingMethod::Fast;
     let setup = pragmas(sync);
     config.custom_setup = Box::new(move |url| {
         let url = url.to_string();
@@ -283,14 +302,16 @@ fn reader_pool(
 /// `Ready` rows (named, so a plan that cannot use it fails loudly instead of scanning), each
 /// row's execution looked up by its key in a correlated subquery: the cost follows the ready
 /// rows, never the history, and a join order chosen from stale statistics (an `ANALYZE` run
-/// when the tables were small) cannot turn the lookup into a scan.
+/// when the tables were small) cannot turn the lookup into a scan. The limit is a `CAST`, not
+/// a bare `?`: SQLite plans with the value bound to a bare `LIMIT ?`, so it re-prepares such
+/// a statement whenever it is bound again, i.e. on every call.
 pub(crate) const CLAIM_CANDIDATES: &str = "SELECT execution_id, task_id, \
      w_status <> 'Running' AS maybe_pending FROM (SELECT c.execution_id AS execution_id, \
      c.task_id AS task_id, c.ready_at AS ready_at, (SELECT w.status FROM workflow_executions w \
      WHERE w.id = c.execution_id) AS w_status \
      FROM task_executions c INDEXED BY task_executions_ready \
      WHERE c.status = 'Ready' AND c.ready_at <= ?) \
-     WHERE w_status IN ('Pending', 'Running') ORDER BY ready_at LIMIT ?";
+     WHERE w_status IN ('Pending', 'Running') ORDER BY ready_at LIMIT CAST(? AS INTEGER)";
 /// As [`CLAIM_CANDIDATES`], for the workflows named in a JSON array (the first bind).
 pub(crate) const CLAIM_CANDIDATES_OF: &str = "SELECT execution_id, task_id, \
      w_status <> 'Running' AS maybe_pending FROM (SELECT c.execution_id AS execution_id, \
@@ -298,7 +319,7 @@ pub(crate) const CLAIM_CANDIDATES_OF: &str = "SELECT execution_id, task_id, \
      WHERE w.id = c.execution_id AND w.workflow_name IN (SELECT value FROM json_each(?))) \
      AS w_status FROM task_executions c INDEXED BY task_executions_ready \
      WHERE c.status = 'Ready' AND c.ready_at <= ?) \
-     WHERE w_status IN ('Pending', 'Running') ORDER BY ready_at LIMIT ?";
+     WHERE w_status IN ('Pending', 'Running') ORDER BY ready_at LIMIT CAST(? AS INTEGER)";
 /// Claims one task: status-checked, and only while its execution is active; bumps the attempt
 /// (the fencing token).
 pub(crate) const CLAIM_ONE: &str = "UPDATE task_executions SET status = 'Running', \
@@ -667,6 +688,58 @@ mod plans {
             "statements whose cost grows with history:\n{}",
             problems.join("\n")
         );
+    }
+
+    /// A page of a filtered execution list walks the filter's index in its order and stops at
+    /// the page, rather than sorting every matching execution (the `GET .../executions` of
+    /// the load test slowed as the history grew).
+    #[tokio::test]
+    async fn execution_list_pages_are_not_sorted_whole() {
+        use crate::store::types::{ExecutionFilter, ExecutionStatus};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("lists.db").display().to_string();
+        let mut raw = SqliteConnection::establish(&path).expect("open");
+        raw.run_pending_migrations(MIGRATIONS).expect("migrate");
+        let mut conn = SyncConnectionWrapper::with_runtime(raw, Inline);
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = seen.clone();
+        conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+            if let InstrumentationEvent::StartQuery { query, .. } = event
+                && let Ok(mut s) = sink.lock()
+            {
+                s.push(query.to_string());
+            }
+        });
+        let filters = [
+            (Some("wf"), None),
+            (None, Some(ExecutionStatus::Completed)),
+            (Some("wf"), Some(ExecutionStatus::Completed)),
+        ];
+        for (workflow, status) in filters {
+            let filter = ExecutionFilter {
+                workflow: workflow.map(str::to_string),
+                status,
+                limit: Some(50),
+                offset: Some(50),
+                ..ExecutionFilter::default()
+            };
+            ops::execution_list(&mut conn, filter).await.expect("list");
+        }
+        drop(conn);
+        let statements = seen.lock().map(|s| s.clone()).unwrap_or_default();
+        assert_eq!(statements.len(), 3, "{statements:?}");
+        let mut raw = SqliteConnection::establish(&path).expect("open");
+        for statement in statements {
+            let sql = statement.split(" -- binds:").next().unwrap_or(&statement);
+            let plan: Vec<PlanLine> = diesel::sql_query(format!("EXPLAIN QUERY PLAN {sql}"))
+                .load(&mut raw)
+                .unwrap_or_else(|e| panic!("explaining {sql}: {e}"));
+            let lines: Vec<&str> = plan.iter().map(|l| l.detail.as_str()).collect();
+            assert!(
+                !lines.contains(&"USE TEMP B-TREE FOR ORDER BY"),
+                "every match is sorted: {lines:?}\n    in: {sql}"
+            );
+        }
     }
 
     /// The plan lines of `statements` that read a whole table or a history-sized index.
