@@ -316,12 +316,10 @@ pub(crate) async fn execution_get(
     conn: &mut Conn,
     id: Uuid,
 ) -> Result<Option<ExecutionRecord>, StoreError> {
-    // `get_result`, not `first`: a key finds at most one row, and `first` binds a `LIMIT ?`,
-    // whose value SQLite (3.45+) plans with, so it re-prepares the statement on every call.
     we::table
         .find(id.to_string())
         .select(ExecutionRow::as_select())
-        .get_result(conn)
+        .first(conn)
         .await
         .optional()?
         .map(TryInto::try_into)
@@ -1159,8 +1157,7 @@ pub(crate) async fn context_get(
     let doc: Option<String> = contexts::table
         .find((execution.to_string(), &owner))
         .select(contexts::data)
-        // Not `first`: its bound `LIMIT ?` makes SQLite re-prepare (see `execution_get`).
-        .get_result(conn)
+        .first(conn)
         .await
         .optional()?;
     doc.map(|d| {

@@ -169,23 +169,7 @@ impl SqliteStore {
                 conn.immediate_transaction(|c| {
                     c.run_pending_migrations(MIGRATIONS)
                         .map(|_| ())
-                        .map_err(|e| StoreError::Migration(e.to_string()))?;
-                    // SQLite opens a file it cannot write read-only without a word, and the
-                    // first write fails much later; a write that changes nothing finds out now.
-                    diesel::connection::SimpleConnection::batch_execute(
-                        c,
-                        "UPDATE __diesel_schema_migrations SET version = version WHERE 0",
-                    )
-                    .map_err(|e| {
-                        if e.to_string().contains("readonly") {
-                            open_error(format!(
-                                "the database file is read-only ({e}); make the file and its \
-                                 folder writable for this user"
-                            ))
-                        } else {
-                            StoreError::from(e)
-                        }
-                    })
+                        .map_err(|e| StoreError::Migration(e.to_string()))
                 })?;
                 conn.set_instrumentation(writer_hook);
                 Ok(conn)
@@ -274,9 +258,6 @@ fn reader_pool(
     statements: super::counted::StatementCounter,
 ) -> Result<Pool<Conn>, StoreError> {
     let mut config = ManagerConfig::<Conn>::default();
-    // A connection to a local file cannot be lost, so a checkout need not run a `SELECT 1`
-    // first (the default): that was one more statement for every read.
-    config.recycling_method = diesel_async::pooled_connection::RecyclingMethod::Fast;
     let setup = pragmas(sync);
     config.custom_setup = Box::new(move |url| {
         let url = url.to_string();
@@ -302,16 +283,14 @@ fn reader_pool(
 /// `Ready` rows (named, so a plan that cannot use it fails loudly instead of scanning), each
 /// row's execution looked up by its key in a correlated subquery: the cost follows the ready
 /// rows, never the history, and a join order chosen from stale statistics (an `ANALYZE` run
-/// when the tables were small) cannot turn the lookup into a scan. The limit is a `CAST`, not
-/// a bare `?`: SQLite plans with the value bound to a bare `LIMIT ?`, so it re-prepares such
-/// a statement whenever it is bound again, i.e. on every call.
+/// when the tables were small) cannot turn the lookup into a scan.
 pub(crate) const CLAIM_CANDIDATES: &str = "SELECT execution_id, task_id, \
      w_status <> 'Running' AS maybe_pending FROM (SELECT c.execution_id AS execution_id, \
      c.task_id AS task_id, c.ready_at AS ready_at, (SELECT w.status FROM workflow_executions w \
      WHERE w.id = c.execution_id) AS w_status \
      FROM task_executions c INDEXED BY task_executions_ready \
      WHERE c.status = 'Ready' AND c.ready_at <= ?) \
-     WHERE w_status IN ('Pending', 'Running') ORDER BY ready_at LIMIT CAST(? AS INTEGER)";
+     WHERE w_status IN ('Pending', 'Running') ORDER BY ready_at LIMIT ?";
 /// As [`CLAIM_CANDIDATES`], for the workflows named in a JSON array (the first bind).
 pub(crate) const CLAIM_CANDIDATES_OF: &str = "SELECT execution_id, task_id, \
      w_status <> 'Running' AS maybe_pending FROM (SELECT c.execution_id AS execution_id, \
@@ -319,7 +298,7 @@ pub(crate) const CLAIM_CANDIDATES_OF: &str = "SELECT execution_id, task_id, \
      WHERE w.id = c.execution_id AND w.workflow_name IN (SELECT value FROM json_each(?))) \
      AS w_status FROM task_executions c INDEXED BY task_executions_ready \
      WHERE c.status = 'Ready' AND c.ready_at <= ?) \
-     WHERE w_status IN ('Pending', 'Running') ORDER BY ready_at LIMIT CAST(? AS INTEGER)";
+     WHERE w_status IN ('Pending', 'Running') ORDER BY ready_at LIMIT ?";
 /// Claims one task: status-checked, and only while its execution is active; bumps the attempt
 /// (the fencing token).
 pub(crate) const CLAIM_ONE: &str = "UPDATE task_executions SET status = 'Running', \
