@@ -169,7 +169,23 @@ impl SqliteStore {
                 conn.immediate_transaction(|c| {
                     c.run_pending_migrations(MIGRATIONS)
                         .map(|_| ())
-                        .map_err(|e| StoreError::Migration(e.to_string()))
+                        .map_err(|e| StoreError::Migration(e.to_string()))?;
+                    // SQLite opens a file it cannot write read-only without a word, and the
+                    // first write fails much later; a write that changes nothing finds out now.
+                    diesel::connection::SimpleConnection::batch_execute(
+                        c,
+                        "UPDATE __diesel_schema_migrations SET version = version WHERE 0",
+                    )
+                    .map_err(|e| {
+                        if e.to_string().contains("readonly") {
+                            open_error(format!(
+                                "the database file is read-only ({e}); make the file and its \
+                                 folder writable for this user"
+                            ))
+                        } else {
+                            StoreError::from(e)
+                        }
+                    })
                 })?;
                 conn.set_instrumentation(writer_hook);
                 Ok(conn)
