@@ -222,3 +222,152 @@ fn cloacina_now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// A server replica on PostgreSQL killed with SIGKILL `rounds()` times in a row, restarted on
+/// the same home and port each time, while a second replica keeps serving, with the heartbeat
+/// cron, the `inbox_watch` trigger and slow `orders` runs active. After the last restart: every
+/// run ends in a terminal state, every cron instant has exactly one run (its input names that
+/// instant), every trigger run comes from its own claimed poll slot and no de-duplication key
+/// ran twice at once, and both replicas serve exactly the packages the database holds.
+#[test]
+fn server_replica_killed_repeatedly_loses_nothing_and_runs_nothing_twice() {
+    use cloacina_e2e::replicas::{Database, Replica, wait_served};
+    use serde_json::json;
+
+    let _s = serial();
+    let n = rounds();
+    let Some(db) = Database::create("crashes") else {
+        return;
+    };
+    let key = cloacina::auth::key_generate().plaintext;
+    let mut a = Replica::start("A", &db, &key);
+    let b = Replica::start("B", &db, &key);
+    let scratch = tempfile::tempdir().expect("scratch");
+    for name in ["heartbeat", "scheduled-reports", "hello-orders"] {
+        let archive = pack_example(name, scratch.path());
+        let (status, body) = a.upload("public", &archive, &key);
+        assert_eq!(status, 201, "upload {name}: {body}\n{}", a.logs());
+    }
+    for w in ["beat", "report", "orders"] {
+        wait_served(&b, "public", w, &key);
+    }
+    let logs = |a: &Replica, b: &Replica| format!("{}\n{}", a.logs(), b.logs());
+    let fires = || db.count("SELECT count(*) FROM cron_fires");
+
+    let started = Instant::now();
+    let mut submitted = 0;
+    for round in 0..n {
+        for i in 0..3u64 {
+            a.execute(
+                "public",
+                "orders",
+                &key,
+                json!({ "delay_ms": 300 + 700 * i, "run_id": format!("r{round}-{i}") }),
+            );
+            submitted += 1;
+        }
+        let at = fires();
+        let more = 2 + (round % 3) as i64;
+        cloacina_e2e::wait_for(
+            "more heartbeats fired",
+            || fires() >= at + more,
+            || logs(&a, &b),
+        );
+        a.kill9();
+        a.restart();
+        eprintln!(
+            "round {}/{n}: replica A killed and restarted after {:?}",
+            round + 1,
+            started.elapsed()
+        );
+    }
+    let restarted_at = cloacina_now_ms();
+    cloacina_e2e::wait_for(
+        "every run created before the last restart is terminal",
+        || {
+            db.count(&format!(
+                "SELECT count(*) FROM workflow_executions WHERE created_at < {restarted_at} \
+                 AND status NOT IN ('Completed', 'Failed', 'Cancelled')"
+            )) == 0
+        },
+        || logs(&a, &b),
+    );
+    let context = logs(&a, &b);
+    let count = |w: &str| {
+        db.count(&format!(
+            "SELECT count(*) FROM workflow_executions WHERE workflow_name = '{w}'"
+        ))
+    };
+    eprintln!(
+        "{n} kills of replica A in {:?}: {} orders of {submitted} submitted, {} beats, {} \
+         reports; {} failed",
+        started.elapsed(),
+        count("orders"),
+        count("beat"),
+        count("report"),
+        db.count("SELECT count(*) FROM workflow_executions WHERE status = 'Failed'")
+    );
+    assert_eq!(
+        count("orders"),
+        submitted,
+        "every accepted run is there\n{context}"
+    );
+
+    // Cron: one run per fired instant, and that run's input names the instant.
+    let rows = db.rows(
+        "SELECT COALESCE(f.instant::text, ''), COALESCE(x.id, ''), \
+         COALESCE((extract(epoch FROM (x.data::json->'cron'->>'instant')::timestamptz) * 1000)::bigint::text, '') \
+         FROM (SELECT e.id, c.data FROM workflow_executions e \
+               JOIN contexts c ON c.execution_id = e.id AND c.owner = '/input' \
+               WHERE e.workflow_name = 'beat') x \
+         FULL OUTER JOIN cron_fires f ON f.execution_id = x.id ORDER BY f.instant",
+    );
+    assert!(
+        rows.len() >= 2 * n,
+        "the heartbeat fired in every round: {rows:?}"
+    );
+    for r in &rows {
+        assert!(
+            !r[0].is_empty() && !r[1].is_empty() && r[0] == r[2],
+            "every fire has one run whose input is its instant, every run its fire: {r:?}\n\
+             {rows:?}\n{context}"
+        );
+    }
+
+    // Trigger: each run from its own claimed poll slot; no key ran twice at once.
+    let trigger_runs = db.count(
+        "SELECT count(*) FROM workflow_executions e \
+         JOIN contexts c ON c.execution_id = e.id AND c.owner = '/input' \
+         WHERE e.workflow_name = 'report' AND c.data::json->>'source' = 'inbox'",
+    );
+    let slots = db.count(
+        "SELECT count(*) FROM trigger_polls \
+         WHERE tenant = 'public' AND trigger_name = 'report:inbox_watch'",
+    );
+    assert!(
+        trigger_runs <= slots,
+        "{trigger_runs} trigger runs from {slots} claimed poll slots\n{context}"
+    );
+    let overlapping = db.count(
+        "SELECT count(*) FROM workflow_executions x JOIN workflow_executions y \
+         ON x.dedup_key = y.dedup_key AND x.id < y.id \
+         WHERE x.created_at < COALESCE(y.completed_at, 9223372036854775807) \
+           AND y.created_at < COALESCE(x.completed_at, 9223372036854775807)",
+    );
+    assert_eq!(overlapping, 0, "a trigger key ran twice at once\n{context}");
+
+    // Packages: what the database holds, served by both replicas.
+    let stored: Vec<String> = db
+        .rows("SELECT name FROM packages WHERE tenant = 'public' ORDER BY name")
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(stored, ["heartbeat", "hello-orders", "scheduled-reports"]);
+    let expected: BTreeSet<String> = ["beat", "hello", "orders", "report"]
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    for r in [&a, &b] {
+        assert_eq!(r.workflows("public", &key), expected, "replica {}", r.name);
+    }
+}
