@@ -8,7 +8,9 @@
 //!
 //! - Health checks on `GET /ready` every 200 ms, 2 failures to take a replica out, 2 successes
 //!   to put it back: a killed replica is out within about half a second, and a stopping one
-//!   (whose `/ready` answers 503 through its drain grace) before its listener closes.
+//!   (whose `/ready` answers 503 through its drain grace) before its listener closes. A check
+//!   may take 2 s (`timeout check`): a `/ready` slowed by a busy database must not take
+//!   healthy replicas out (all out, haproxy answers 503 itself).
 //! - `option http-server-close`: one server connection per request. A request is then never
 //!   sent on a kept-alive connection the server is closing at that moment, the one failure a
 //!   balancer cannot tell apart from "the server got the request and died".
@@ -244,6 +246,8 @@ defaults
     timeout server 60s
     timeout http-keep-alive 30s
     timeout queue 10s
+    # A slow /ready (a busy database) is not a failed check; a dead replica fails at connect.
+    timeout check 2s
     # One server connection per request: never a request on a connection the server closes.
     option http-server-close
     # Retry (on another replica) only what never reached a server: safe for POST.

@@ -94,6 +94,10 @@ impl Lb {
     fn logs(&self) -> String {
         let mut out: Vec<String> = self.replicas.iter().map(Replica::logs).collect();
         out.push(self.balancer.logs());
+        out.push(format!(
+            "--- haproxy's notable lines ---\n{}",
+            self.balancer.notable_lines().join("\n")
+        ));
         out.push(self.balancer.summary());
         out.join("\n")
     }
