@@ -15,7 +15,7 @@ if ! command -v apt-get >/dev/null 2>&1; then
 fi
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+    if command -v sudo >/dev/null 2>&1; then sudo="sudo -n"; else
         echo "haproxy.sh: haproxy is not installed and installing it needs root" >&2
         exit 1
     fi
