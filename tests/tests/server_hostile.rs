@@ -1077,6 +1077,23 @@ fn hostile_archives_are_refused_and_the_server_keeps_serving(backend: Backend) {
         .unwrap_or_default();
     assert!(scratch.is_empty(), "no scratch copy is left: {scratch:?}");
 
+    // A task that panics fails its run with the panic's message; the server is unharmed.
+    let exec = server.execute("public", "orders", &json!({"explode": true, "delay_ms": 0}));
+    assert_eq!(server.wait_execution("public", &exec)["status"], "Failed");
+    let tasks = server.get_ok(&format!("/v1/tenants/public/executions/{exec}/tasks"));
+    let fetch = tasks["tasks"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["task_id"] == "fetch_orders"))
+        .unwrap_or_else(|| panic!("no fetch_orders task: {tasks}"));
+    assert_eq!(
+        (&fetch["status"], &fetch["last_error"]),
+        (
+            &json!("Failed"),
+            &json!("panicked: fetch_orders exploded on purpose")
+        ),
+        "{tasks}"
+    );
+
     // The server still serves its package.
     let exec = server.execute("public", "hello", &json!({}));
     assert_eq!(
