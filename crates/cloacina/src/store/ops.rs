@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
 use diesel_async::RunQueryDsl;
 
-use super::{Conn, bump_many, claim_rows, insert_events, insert_tasks, start_executions};
+use super::{Conn, Stmt, bump_many, claim_rows, insert_events, insert_tasks, start_executions};
 use uuid::Uuid;
 
 use crate::store::error::StoreError;
@@ -84,6 +84,63 @@ pub(crate) struct Bump {
     pub(crate) failed_delta: i32,
 }
 
+/// The counters of an execution row after a bump (see [`BUMP`]).
+#[derive(diesel::QueryableByName)]
+struct Bumped {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    event_seq: i64,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    remaining_tasks: i32,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    failed_tasks: i32,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    status: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    workflow_name: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    workflow_version: String,
+}
+
+// The hot path's writes as fixed-text statements ([`Stmt`]), which stay prepared: diesel
+// renders and prepares its `UPDATE`s afresh on every call, which was most of the CPU of a
+// simple workflow on SQLite (a parse and a plan per statement).
+
+/// An execution's counter bump (every task transition).
+const BUMP: &str = "UPDATE workflow_executions SET event_seq = event_seq + ?, \
+     remaining_tasks = remaining_tasks + ?, failed_tasks = failed_tasks + ?, updated_at = ? \
+     WHERE id = ? \
+     RETURNING event_seq, remaining_tasks, failed_tasks, status, workflow_name, workflow_version";
+/// A terminal finish of attempt `attempt`, only while that attempt still holds the task.
+const FINISH: &str = "UPDATE task_executions SET status = ?, error = ?, lease_owner = NULL, \
+     lease_expires_at = NULL, completed_at = ?, updated_at = ? \
+     WHERE execution_id = ? AND task_id = ? AND attempt = ? AND status = 'Running' \
+     RETURNING dependents";
+/// A task's output (written again by a re-run after a lost commit acknowledgement).
+const OUTPUT: &str = "INSERT INTO contexts (execution_id, owner, data, created_at) \
+     VALUES (?, ?, ?, ?) ON CONFLICT (execution_id, owner) DO UPDATE SET data = excluded.data";
+/// An execution's final context (kept if already written).
+const FINAL: &str = "INSERT INTO contexts (execution_id, owner, data, created_at) \
+     VALUES (?, ?, ?, ?) ON CONFLICT (execution_id, owner) DO NOTHING";
+/// An execution's end.
+const END: &str = "UPDATE workflow_executions SET status = ?, error = ?, completed_at = ?, \
+     updated_at = ? WHERE id = ?";
+/// One context document.
+const CONTEXT: &str = "SELECT owner, data FROM contexts WHERE execution_id = ? AND owner = ?";
+
+#[derive(diesel::QueryableByName)]
+struct Doc {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    owner: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    data: String,
+}
+
+#[derive(diesel::QueryableByName)]
+struct Dependents {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    dependents: String,
+}
+
 /// Adjusts an execution's counters and appends its events. Updating the execution row first
 /// takes its row lock (PostgreSQL) so sequence numbers follow commit order per execution.
 pub(crate) async fn bump(
@@ -94,31 +151,29 @@ pub(crate) async fn bump(
     failed_delta: i32,
     now: Millis,
 ) -> Result<Counters, StoreError> {
+    use diesel::sql_types::{BigInt, Integer, Text};
     let n = events.len() as i64;
-    let (event_seq, remaining_tasks, failed_tasks, status, workflow_name, workflow_version) =
-        diesel::update(we::table.find(execution))
-            .set((
-                we::event_seq.eq(we::event_seq + n),
-                we::remaining_tasks.eq(we::remaining_tasks + remaining_delta),
-                we::failed_tasks.eq(we::failed_tasks + failed_delta),
-                we::updated_at.eq(now),
-            ))
-            .returning((
-                we::event_seq,
-                we::remaining_tasks,
-                we::failed_tasks,
-                we::status,
-                we::workflow_name,
-                we::workflow_version,
-            ))
-            .get_result::<(i64, i32, i32, String, String, String)>(conn)
-            .await
-            .optional()?
-            .ok_or_else(|| {
-                StoreError::ExecutionNotFound(
-                    crate::store::rows::parse_uuid(execution).unwrap_or_default(),
-                )
-            })?;
+    let Bumped {
+        event_seq,
+        remaining_tasks,
+        failed_tasks,
+        status,
+        workflow_name,
+        workflow_version,
+    } = Stmt::new(BUMP)
+        .bind::<BigInt, _>(n)
+        .bind::<Integer, _>(remaining_delta)
+        .bind::<Integer, _>(failed_delta)
+        .bind::<BigInt, _>(now)
+        .bind::<Text, _>(execution.to_string())
+        .get_result::<Bumped>(conn)
+        .await
+        .optional()?
+        .ok_or_else(|| {
+            StoreError::ExecutionNotFound(
+                crate::store::rows::parse_uuid(execution).unwrap_or_default(),
+            )
+        })?;
     if n > 0 {
         let first = event_seq - n + 1;
         let rows: Vec<EventRow> = events
@@ -316,10 +371,12 @@ pub(crate) async fn execution_get(
     conn: &mut Conn,
     id: Uuid,
 ) -> Result<Option<ExecutionRecord>, StoreError> {
+    // `get_result`, not `first`: a key finds at most one row, and `first` binds a `LIMIT ?`,
+    // whose value SQLite (3.45+) plans with, so it re-prepares the statement on every call.
     we::table
         .find(id.to_string())
         .select(ExecutionRow::as_select())
-        .first(conn)
+        .get_result(conn)
         .await
         .optional()?
         .map(TryInto::try_into)
@@ -754,37 +811,30 @@ async fn finish_terminal(
     output: Option<Context>,
     now: Millis,
 ) -> Result<FinishResult, StoreError> {
-    let dependents: Option<String> = diesel::update(fenced!(e, t, attempt))
-        .set((
-            te::status.eq(status.as_str()),
-            te::error.eq(message.clone()),
-            te::lease_owner.eq(None::<String>),
-            te::lease_expires_at.eq(None::<i64>),
-            te::completed_at.eq(Some(now)),
-            te::updated_at.eq(now),
-        ))
-        .returning(te::dependents)
+    use diesel::sql_types::{BigInt, Integer, Nullable, Text};
+    let dependents: Option<Dependents> = Stmt::new(FINISH)
+        .bind::<Text, _>(status.as_str())
+        .bind::<Nullable<Text>, _>(message.clone())
+        .bind::<BigInt, _>(now)
+        .bind::<BigInt, _>(now)
+        .bind::<Text, _>(e.to_string())
+        .bind::<Text, _>(t.to_string())
+        .bind::<Integer, _>(attempt)
         .get_result(conn)
         .await
         .optional()?;
-    let Some(dependents) = dependents else {
+    let Some(Dependents { dependents }) = dependents else {
         return Ok(FinishResult {
             fenced: true,
             ..FinishResult::default()
         });
     };
     if let Some(output) = output {
-        let row = ContextRow {
-            execution_id: e.to_string(),
-            owner: t.to_string(),
-            data: output.to_json(),
-            created_at: now,
-        };
-        diesel::insert_into(contexts::table)
-            .values(&row)
-            .on_conflict((contexts::execution_id, contexts::owner))
-            .do_update()
-            .set(contexts::data.eq(&row.data))
+        Stmt::new(OUTPUT)
+            .bind::<Text, _>(e.to_string())
+            .bind::<Text, _>(t.to_string())
+            .bind::<Text, _>(output.to_json())
+            .bind::<BigInt, _>(now)
             .execute(conn)
             .await?;
     }
@@ -862,31 +912,34 @@ pub(crate) async fn finalize(
         .select(te::task_id)
         .load(conn)
         .await?;
+    use diesel::sql_types::{BigInt, Nullable, Text};
     let mut owners = vec![INPUT_CONTEXT.to_string()];
     owners.extend(leaves.iter().cloned());
-    let docs: BTreeMap<String, String> = contexts::table
-        .filter(contexts::execution_id.eq(e))
-        .filter(contexts::owner.eq_any(&owners))
-        .select((contexts::owner, contexts::data))
-        .load::<(String, String)>(conn)
-        .await?
-        .into_iter()
-        .collect();
+    // One prepared lookup per document rather than an `IN` list, which diesel prepares afresh
+    // each time (its text follows the list's length).
+    let mut docs: BTreeMap<String, String> = BTreeMap::new();
+    for owner in &owners {
+        let doc: Option<Doc> = Stmt::new(CONTEXT)
+            .bind::<Text, _>(e.to_string())
+            .bind::<Text, _>(owner.clone())
+            .get_result(conn)
+            .await
+            .optional()?;
+        if let Some(d) = doc {
+            docs.insert(d.owner, d.data);
+        }
+    }
     let final_ctx = final_context(
         e,
         owners
             .iter()
             .filter_map(|o| docs.get(o).map(|d| (o.as_str(), d.as_str()))),
     )?;
-    diesel::insert_into(contexts::table)
-        .values(&ContextRow {
-            execution_id: e.to_string(),
-            owner: FINAL_CONTEXT.to_string(),
-            data: final_ctx.to_json(),
-            created_at: now,
-        })
-        .on_conflict((contexts::execution_id, contexts::owner))
-        .do_nothing()
+    Stmt::new(FINAL)
+        .bind::<Text, _>(e.to_string())
+        .bind::<Text, _>(FINAL_CONTEXT)
+        .bind::<Text, _>(final_ctx.to_json())
+        .bind::<BigInt, _>(now)
         .execute(conn)
         .await?;
     let (status, error, kind) = if failed_tasks > 0 {
@@ -909,13 +962,12 @@ pub(crate) async fn finalize(
             event_kind::EXECUTION_COMPLETED,
         )
     };
-    diesel::update(we::table.find(e))
-        .set((
-            we::status.eq(status.as_str()),
-            we::error.eq(error.clone()),
-            we::completed_at.eq(Some(now)),
-            we::updated_at.eq(now),
-        ))
+    Stmt::new(END)
+        .bind::<Text, _>(status.as_str())
+        .bind::<Nullable<Text>, _>(error.clone())
+        .bind::<BigInt, _>(now)
+        .bind::<BigInt, _>(now)
+        .bind::<Text, _>(e.to_string())
         .execute(conn)
         .await?;
     append_events(conn, e, vec![PendingEvent::execution(kind, error)], now).await?;
@@ -1157,7 +1209,8 @@ pub(crate) async fn context_get(
     let doc: Option<String> = contexts::table
         .find((execution.to_string(), &owner))
         .select(contexts::data)
-        .first(conn)
+        // Not `first`: its bound `LIMIT ?` makes SQLite re-prepare (see `execution_get`).
+        .get_result(conn)
         .await
         .optional()?;
     doc.map(|d| {

@@ -24,6 +24,9 @@ use super::types::{
 use super::writer::{Merge, Writer};
 use crate::workflow::BoxFuture;
 
+/// Statements with fixed text, kept prepared (see [`super::stmt`]).
+type Stmt = super::stmt::Stmt<diesel::pg::Pg>;
+
 pub(crate) type Conn = AsyncPgConnection;
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");

@@ -15,7 +15,6 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use super::error::StoreError;
 use super::rows::{EventRow, TaskRow};
-use super::schema::{execution_events, task_executions as te};
 use super::types::{ClaimRequest, ClaimedRow, Millis};
 use super::writer::Writer;
 use crate::workflow::BoxFuture;
@@ -274,6 +273,9 @@ fn reader_pool(
     statements: super::counted::StatementCounter,
 ) -> Result<Pool<Conn>, StoreError> {
     let mut config = ManagerConfig::<Conn>::default();
+    // A connection to a local file cannot be lost, so a checkout need not run a `SELECT 1`
+    // first (the default): that was one more statement for every read.
+    config.recycling_method = diesel_async::pooled_connection::RecyclingMethod::Fast;
     let setup = pragmas(sync);
     config.custom_setup = Box::new(move |url| {
         let url = url.to_string();
@@ -299,14 +301,16 @@ fn reader_pool(
 /// `Ready` rows (named, so a plan that cannot use it fails loudly instead of scanning), each
 /// row's execution looked up by its key in a correlated subquery: the cost follows the ready
 /// rows, never the history, and a join order chosen from stale statistics (an `ANALYZE` run
-/// when the tables were small) cannot turn the lookup into a scan.
+/// when the tables were small) cannot turn the lookup into a scan. The limit is a `CAST`, not
+/// a bare `?`: SQLite plans with the value bound to a bare `LIMIT ?`, so it re-prepares such
+/// a statement whenever it is bound again, i.e. on every call.
 pub(crate) const CLAIM_CANDIDATES: &str = "SELECT execution_id, task_id, \
      w_status <> 'Running' AS maybe_pending FROM (SELECT c.execution_id AS execution_id, \
      c.task_id AS task_id, c.ready_at AS ready_at, (SELECT w.status FROM workflow_executions w \
      WHERE w.id = c.execution_id) AS w_status \
      FROM task_executions c INDEXED BY task_executions_ready \
      WHERE c.status = 'Ready' AND c.ready_at <= ?) \
-     WHERE w_status IN ('Pending', 'Running') ORDER BY ready_at LIMIT ?";
+     WHERE w_status IN ('Pending', 'Running') ORDER BY ready_at LIMIT CAST(? AS INTEGER)";
 /// As [`CLAIM_CANDIDATES`], for the workflows named in a JSON array (the first bind).
 pub(crate) const CLAIM_CANDIDATES_OF: &str = "SELECT execution_id, task_id, \
      w_status <> 'Running' AS maybe_pending FROM (SELECT c.execution_id AS execution_id, \
@@ -314,7 +318,7 @@ pub(crate) const CLAIM_CANDIDATES_OF: &str = "SELECT execution_id, task_id, \
      WHERE w.id = c.execution_id AND w.workflow_name IN (SELECT value FROM json_each(?))) \
      AS w_status FROM task_executions c INDEXED BY task_executions_ready \
      WHERE c.status = 'Ready' AND c.ready_at <= ?) \
-     WHERE w_status IN ('Pending', 'Running') ORDER BY ready_at LIMIT ?";
+     WHERE w_status IN ('Pending', 'Running') ORDER BY ready_at LIMIT CAST(? AS INTEGER)";
 /// Claims one task: status-checked, and only while its execution is active; bumps the attempt
 /// (the fencing token).
 pub(crate) const CLAIM_ONE: &str = "UPDATE task_executions SET status = 'Running', \
@@ -453,23 +457,61 @@ pub(crate) async fn bump_many(
     Ok(out)
 }
 
-/// Multi-row inserts run on the underlying connection in one blocking hop.
+/// A new task row (see [`insert_tasks`]).
+const INSERT_TASK: &str = "INSERT INTO task_executions (execution_id, task_id, position, \
+     dependents, status, remaining_deps, failed_deps, attempt, max_attempts, recoveries, \
+     ready_at, lease_owner, lease_expires_at, error, created_at, updated_at, started_at, \
+     completed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+/// A new event row (see [`insert_events`]).
+const INSERT_EVENT: &str = "INSERT INTO execution_events (execution_id, seq, task_id, kind, \
+     attempt, message, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)";
+
+/// Inserts task rows one prepared statement each: a multi-row `INSERT` has a text of its own
+/// for every row count, so diesel would parse and plan it afresh on every call, which costs
+/// far more than stepping a prepared statement per row in process.
 pub(crate) async fn insert_tasks(conn: &mut Conn, rows: Vec<TaskRow>) -> Result<(), StoreError> {
-    conn.spawn_blocking(move |c| {
-        diesel::RunQueryDsl::execute(diesel::insert_into(te::table).values(&rows), c)
-    })
-    .await?;
+    use diesel::sql_types::{BigInt, Integer, Nullable, Text};
+    for r in rows {
+        Stmt::new(INSERT_TASK)
+            .bind::<Text, _>(r.execution_id)
+            .bind::<Text, _>(r.task_id)
+            .bind::<Integer, _>(r.position)
+            .bind::<Text, _>(r.dependents)
+            .bind::<Text, _>(r.status)
+            .bind::<Integer, _>(r.remaining_deps)
+            .bind::<Integer, _>(r.failed_deps)
+            .bind::<Integer, _>(r.attempt)
+            .bind::<Integer, _>(r.max_attempts)
+            .bind::<Integer, _>(r.recoveries)
+            .bind::<Nullable<BigInt>, _>(r.ready_at)
+            .bind::<Nullable<Text>, _>(r.lease_owner)
+            .bind::<Nullable<BigInt>, _>(r.lease_expires_at)
+            .bind::<Nullable<Text>, _>(r.error)
+            .bind::<BigInt, _>(r.created_at)
+            .bind::<BigInt, _>(r.updated_at)
+            .bind::<Nullable<BigInt>, _>(r.started_at)
+            .bind::<Nullable<BigInt>, _>(r.completed_at)
+            .execute(conn)
+            .await?;
+    }
     Ok(())
 }
 
+/// Inserts event rows one prepared statement each (see [`insert_tasks`]).
 pub(crate) async fn insert_events(conn: &mut Conn, rows: Vec<EventRow>) -> Result<(), StoreError> {
-    conn.spawn_blocking(move |c| {
-        diesel::RunQueryDsl::execute(
-            diesel::insert_into(execution_events::table).values(&rows),
-            c,
-        )
-    })
-    .await?;
+    use diesel::sql_types::{BigInt, Integer, Nullable, Text};
+    for r in rows {
+        Stmt::new(INSERT_EVENT)
+            .bind::<Text, _>(r.execution_id)
+            .bind::<BigInt, _>(r.seq)
+            .bind::<Nullable<Text>, _>(r.task_id)
+            .bind::<Text, _>(r.kind)
+            .bind::<Nullable<Integer>, _>(r.attempt)
+            .bind::<Nullable<Text>, _>(r.message)
+            .bind::<BigInt, _>(r.created_at)
+            .execute(conn)
+            .await?;
+    }
     Ok(())
 }
 
