@@ -372,7 +372,8 @@ pub(crate) async fn execution_get(
     id: Uuid,
 ) -> Result<Option<ExecutionRecord>, StoreError> {
     // `get_result`, not `first`: a key finds at most one row, and `first` binds a `LIMIT ?`,
-    // whose value SQLite (3.45+) plans with, so it re-prepares the statement on every call.
+    // whose value the bundled SQLite (3.50) plans with, so it re-prepares the statement on
+    // every call.
     we::table
         .find(id.to_string())
         .select(ExecutionRow::as_select())
