@@ -422,6 +422,11 @@ fn load_errors() -> Vec<LoadError> {
             pid: s(),
             marker: s(),
         },
+        LoadError::CrashedProbe {
+            package: package.clone(),
+            file: file.clone(),
+            failure: crate::package::probe::ProbeFailure::TimedOut,
+        },
         LoadError::Signature {
             archive: s(),
             cause: SignatureError::Missing {
