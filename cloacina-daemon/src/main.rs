@@ -14,7 +14,7 @@ use cloacina::config::{Config, Home, bounds};
 use cloacina::daemon::discovery::{self, Scanner};
 use cloacina::daemon::pidfile::PidFile;
 use cloacina::daemon::status::{self, DaemonStatus};
-use cloacina::host::{Host, HostConfig, HostSettings, ReactorStarter};
+use cloacina::host::{self, Host, HostConfig, HostSettings, ReactorStarter};
 use cloacina::package::signing::SignaturePolicy;
 use cloacina::schedule::cron::CronConfig;
 use cloacina::schedule::trigger::TriggerConfig;
@@ -126,6 +126,15 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             library_cache: home.library_cache(),
             signatures,
             reactor_starter: ReactorStarter::Runner,
+            // The PID lock proves every earlier daemon of this home is gone: the tasks it held
+            // when it died run again at once.
+            instance: Some(format!(
+                "daemon-{}",
+                host::instance_id(home.root()).with_context(|| format!(
+                    "writing {}",
+                    home.root().join(host::INSTANCE_ID_FILE).display()
+                ))?
+            )),
         },
     )
     .await?;

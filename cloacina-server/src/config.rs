@@ -30,6 +30,11 @@ pub struct ServerConfig {
     pub drain_grace: Duration,
     /// Connection limits and request read timeouts.
     pub limits: crate::serve::Limits,
+    /// This server's instance name, set by a process that holds the home's `server.pid` lock
+    /// (see [`cloacina::host::HostConfig::instance`]): tasks a killed predecessor on this home
+    /// held are taken back at start instead of after their leases expire. `None`: no such
+    /// proof (tests, embedders), leases expire as usual.
+    pub instance: Option<String>,
 }
 
 impl ServerConfig {
@@ -47,6 +52,7 @@ impl ServerConfig {
             shutdown_timeout: Duration::from_secs(30),
             drain_grace: Duration::ZERO,
             limits: crate::serve::Limits::default(),
+            instance: None,
         }
     }
 

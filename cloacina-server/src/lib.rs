@@ -102,6 +102,7 @@ impl Server {
             library_cache: config.cache_dir().join("libraries"),
             signatures: signatures.clone(),
             reactor_starter: ReactorStarter::Runner,
+            instance: config.instance.clone(),
         };
         let tenants =
             tenants::Tenants::new(config.database_url.clone(), config.home.clone(), template);

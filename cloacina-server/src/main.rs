@@ -134,6 +134,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     // Held (locked) until we exit: one server per home. Its address is added once bound.
     let pid = PidFile::acquire_as(pidfile::SERVER, &config.pid_file(), None)?;
+    // The lock proves every earlier server of this home is gone: its leases can be taken back.
+    config.instance = Some(format!(
+        "server-{}",
+        cloacina::host::instance_id(&config.home).with_context(|| format!(
+            "writing {}",
+            config.home.join(cloacina::host::INSTANCE_ID_FILE).display()
+        ))?
+    ));
     let (_log, otel_guard) = cloacina_service::init_with_otel(
         &cloacina_service::LogSettings {
             file: &home.logs().join("cloacina-server.log"),

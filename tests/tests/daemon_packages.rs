@@ -148,6 +148,109 @@ fn a_library_that_crashes_the_process_opening_it_is_refused_and_the_daemon_keeps
     assert!(home.ctl(&["daemon", "stop"]).status.success());
 }
 
+/// A task that aborts the process running it (native code with a fatal bug) cannot be caught
+/// like a panic: the daemon dies with it. Restarted (by its supervisor; here, the test), the
+/// daemon takes the task back at once, since its PID lock proves the process that held it is
+/// dead, and after `max_recoveries` (3) recoveries the task fails with the reason: four
+/// crashes, then a daemon that serves the other packages, never a crash loop.
+#[test]
+fn a_task_that_aborts_the_daemon_fails_after_its_recoveries_and_the_daemon_serves_on() {
+    use cloacina::store::{ExecutionStatus, Store, TaskStatus};
+    use std::os::unix::process::ExitStatusExt as _;
+
+    let mut home = Home::new();
+    let dir = home.packages_dir();
+    std::fs::create_dir_all(&dir).expect("packages dir");
+    pack_example("hello-orders", &dir);
+    let aborting = pack_example("hostile/abort-in-task", &dir);
+    let sha = archive::sha256_file(&aborting).expect("hash");
+    let package =
+        cloacina::package::loader::load_archive(&aborting, &home.path().join("test-cache"))
+            .expect("load abort-in-task in the test");
+    let workflow = package.workflow("abort_in_task").expect("the workflow");
+    let run = home.with_store(async |s: &Store| {
+        let made = cloacina_e2e::rows::execution_ready(
+            s,
+            &workflow,
+            cloacina::workflow::Context::new(),
+            Some(cloacina::daemon::discovery::package_id(&sha)),
+        )
+        .await;
+        s.close().await;
+        made
+    });
+
+    let started = Instant::now();
+    let mut crashes = 0;
+    loop {
+        home.spawn(&[]);
+        let deadline = Instant::now() + cloacina_e2e::wait::WAIT_LIMIT;
+        let crashed = loop {
+            let child = home.daemon.as_mut().expect("the daemon was started");
+            if let Some(status) = child.try_wait().expect("wait for the daemon") {
+                assert_eq!(
+                    status.signal(),
+                    Some(6),
+                    "killed by SIGABRT\n{}",
+                    home.logs()
+                );
+                break true;
+            }
+            let finished = home
+                .executions()
+                .iter()
+                .any(|e| e.id == run.id && e.status == ExecutionStatus::Failed);
+            if finished {
+                break false;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "neither a crash nor the run's end\n{}",
+                home.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        if !crashed {
+            break;
+        }
+        home.daemon = None;
+        crashes += 1;
+        assert!(
+            crashes <= 4,
+            "a crash loop: {crashes} crashes\n{}",
+            home.logs()
+        );
+    }
+    assert_eq!(
+        crashes,
+        4,
+        "the first attempt and three recoveries\n{}",
+        home.logs()
+    );
+    eprintln!(
+        "4 crashes, then the task failed, in {:?}",
+        started.elapsed()
+    );
+
+    let tasks = home.with_store(async |s: &Store| {
+        let t = s.task_list(run.id).await.expect("tasks");
+        s.close().await;
+        t
+    });
+    assert_eq!(tasks[0].status, TaskStatus::Failed);
+    let error = tasks[0].error.clone().unwrap_or_default();
+    assert!(
+        error.contains("expired after 3 earlier recoveries; giving up (max_recoveries = 3)"),
+        "{error}"
+    );
+    // The daemon that gave up on it serves on.
+    home.wait_for("the daemon answers its health socket", |h| {
+        h.ctl(&["daemon", "health"]).status.success()
+    });
+    assert!(loaded(&home.status(), "hello-orders"));
+    assert!(home.ctl(&["daemon", "stop"]).status.success());
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. Signatures
 

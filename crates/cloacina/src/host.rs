@@ -82,6 +82,12 @@ pub struct HostConfig {
     /// What an archive's signature must be before it is loaded.
     pub signatures: SignaturePolicy,
     pub reactor_starter: ReactorStarter,
+    /// The name of the service instance this host belongs to (e.g. `daemon-<id>` from
+    /// [`instance_id`]), set only by a process whose PID-file lock proves that no other process
+    /// of the instance runs. Its runners then claim as `<instance>/<pid>-<token>/…`, and at
+    /// start the leases still held under `<instance>/` by earlier, dead processes end at once:
+    /// after a crash their tasks run again without waiting out the lease (30 s).
+    pub instance: Option<String>,
 }
 
 impl HostConfig {
@@ -94,9 +100,34 @@ impl HostConfig {
             library_cache: library_cache.into(),
             signatures: SignaturePolicy::permissive(),
             reactor_starter: ReactorStarter::Runner,
+            instance: None,
         }
     }
 }
+
+/// File in a home directory naming the service instances that run from it.
+pub const INSTANCE_ID_FILE: &str = "instance-id";
+
+/// This home's instance id: read from `<home>/instance-id`, or made (16 random hex digits)
+/// and written there the first time. It outlives processes, so a new process of a service
+/// can recognise the leases its dead predecessors left (see [`HostConfig::instance`]).
+pub fn instance_id(home: &std::path::Path) -> std::io::Result<String> {
+    let path = home.join(INSTANCE_ID_FILE);
+    let valid = |t: &str| t.len() == 16 && t.bytes().all(|b| b.is_ascii_hexdigit());
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && valid(text.trim())
+    {
+        return Ok(text.trim().to_string());
+    }
+    let id = format!("{:016x}", rand::random::<u64>());
+    let tmp = home.join(format!(".{INSTANCE_ID_FILE}.{}", std::process::id()));
+    std::fs::write(&tmp, format!("{id}\n"))?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(id)
+}
+
+/// Tells this process's runners from those of an earlier process with the same pid.
+static PROCESS_TOKEN: std::sync::LazyLock<u32> = std::sync::LazyLock::new(rand::random);
 
 /// The settings a running host can change (a configuration reload): each applies from the
 /// components' next pass, poll or load.
@@ -183,7 +214,24 @@ impl Host {
     /// loads. Nothing is loaded yet: run the reconciler's passes.
     pub async fn start(store: Store, config: HostConfig) -> Result<Host, HostError> {
         let shutdown_timeout = config.runner.shutdown_timeout;
-        let runner = Runner::start(store.clone(), config.runner)
+        let mut runner_config = config.runner;
+        if let Some(instance) = &config.instance {
+            let own = format!("{instance}/{}-{:08x}/", std::process::id(), *PROCESS_TOKEN);
+            if runner_config.runner_id.is_none() {
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                runner_config.runner_id = Some(format!("{own}{}", &id[..8]));
+            }
+            // Earlier processes of this instance are dead (the caller holds their lock): the
+            // runner's first recovery pass, at its start, takes their tasks back at once.
+            let ended = store
+                .lease_expire_owners(&format!("{instance}/"), &own)
+                .await
+                .map_err(|e| HostError::Start(EngineError::from(e)))?;
+            if ended > 0 {
+                tracing::info!(instance = %instance, tasks = ended, "taking back the tasks an earlier process of this instance held when it died");
+            }
+        }
+        let runner = Runner::start(store.clone(), runner_config)
             .await
             .map_err(HostError::Start)?;
         let cron = CronScheduler::new(store.clone(), runner.clone(), config.cron);

@@ -574,6 +574,50 @@ async fn leases_renew_and_recovery_gives_up(db: &TestDb) {
     );
 }
 
+/// The leases of a dead instance's owners end at once (and only theirs): the next recovery
+/// pass requeues those tasks, counted as recoveries; this process's own leases, another
+/// instance's, and names that only look alike (`%`, `_`) are untouched.
+async fn lease_expire_owners_ends_only_a_dead_instances_leases(db: &TestDb) {
+    let store = db.open().await;
+    let owners = [
+        "daemon-a/1-x/r1",  // a dead process of instance daemon-a
+        "daemon-a/2-y/r2",  // this process (excepted)
+        "daemon-b/3-z/r3",  // another instance
+        "daemon-a_/4-w/r4", // `_` is not a wildcard
+    ];
+    let mut ids = Vec::new();
+    for owner in owners {
+        let e = create(&store, &single(), Context::new()).await;
+        let claimed = store.task_claim(claim_all(owner)).await.expect("claim");
+        assert_eq!(claimed.len(), 1, "{owner}");
+        ids.push(e.id);
+    }
+    let ended = store
+        .lease_expire_owners("daemon-a/", "daemon-a/2-y/")
+        .await
+        .expect("expire");
+    assert_eq!(ended, 1);
+    let rec = store.lease_recover_expired(3).await.expect("recover");
+    assert_eq!(rec.requeued.len(), 1, "{rec:?}");
+    for (owner, id) in owners.iter().zip(&ids) {
+        let t = &store.task_list(*id).await.expect("tasks")[0];
+        if *owner == "daemon-a/1-x/r1" {
+            assert_eq!((t.status, t.recoveries), (TaskStatus::Ready, 1), "{owner}");
+        } else {
+            assert_eq!(t.status, TaskStatus::Running, "{owner}");
+            assert_eq!(t.lease_owner.as_deref(), Some(*owner));
+        }
+    }
+    assert_eq!(
+        store
+            .lease_expire_owners("daemon-%", "")
+            .await
+            .expect("expire"),
+        0,
+        "% is not a wildcard either"
+    );
+}
+
 /// A claimed attempt handed back unrun is Ready again with no lease, is not counted as a
 /// recovery, leaves an event with the reason, and can be claimed again; a stale attempt
 /// cannot hand anything back.
@@ -1341,6 +1385,7 @@ conformance!(
     failures_mark_the_execution_failed,
     pause_resume_cancel,
     leases_renew_and_recovery_gives_up,
+    lease_expire_owners_ends_only_a_dead_instances_leases,
     task_release_hands_back_one_unstarted_attempt,
     listing_filters_and_pages,
     execution_count_by_status,

@@ -738,6 +738,19 @@ impl Store {
         dispatch!(write self, sig, |c| ops::lease_recover_expired(c, max_recoveries, now))
     }
 
+    /// Ends now the leases of owners named `prefix…` (but not `except…`): their tasks go back
+    /// to `Ready` on the next recovery pass, counted as recoveries. Only for owners known to be
+    /// dead (see [`crate::host::HostConfig::instance`]).
+    pub async fn lease_expire_owners(
+        &self,
+        prefix: &str,
+        except: &str,
+    ) -> Result<usize, StoreError> {
+        let (prefix, except) = (prefix.to_string(), except.to_string());
+        let now = now_ms();
+        dispatch!(write self, no_signals, |c| ops::lease_expire_owners(c, prefix, except, now))
+    }
+
     /// Puts every task `owner` still runs back to `Ready` at once (not counted as a recovery).
     pub async fn lease_release(&self, owner: &str) -> Result<Vec<(Uuid, String)>, StoreError> {
         #[allow(clippy::ptr_arg)] // a signal function takes the op's result type as it is

@@ -1022,6 +1022,41 @@ pub(crate) async fn lease_renew(
     .await?)
 }
 
+/// Ends now the leases held by owners whose names start with `prefix`, except those starting
+/// with `except`, so the next recovery pass takes their tasks back (counted as recoveries).
+/// For a process that knows its predecessors under `prefix` are dead (it holds their PID
+/// lock): their tasks need not wait out the lease.
+pub(crate) async fn lease_expire_owners(
+    conn: &mut Conn,
+    prefix: String,
+    except: String,
+    now: Millis,
+) -> Result<usize, StoreError> {
+    use diesel::expression_methods::{EscapeExpressionMethods as _, TextExpressionMethods as _};
+    let starts_with = |p: &str| {
+        let escaped: String = p
+            .chars()
+            .flat_map(|c| match c {
+                '\\' | '%' | '_' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        format!("{escaped}%")
+    };
+    Ok(diesel::update(
+        te::table
+            .filter(te::status.eq(Lit("Running")))
+            .filter(te::lease_owner.like(starts_with(&prefix)).escape('\\'))
+            .filter(te::lease_owner.not_like(starts_with(&except)).escape('\\')),
+    )
+    .set((
+        te::lease_expires_at.eq(Some(now - 1)),
+        te::updated_at.eq(now),
+    ))
+    .execute(conn)
+    .await?)
+}
+
 /// Hands back every task `owner` still runs (graceful shutdown past its drain timeout): they go
 /// back to `Ready` at once, without waiting for the lease to expire and without counting as a
 /// recovery.
