@@ -191,10 +191,12 @@ fn an_upload_to_one_replica_is_served_by_every_replica_and_a_delete_everywhere()
     assert!(a.workflows("public", &c.key).is_empty(), "A stopped too");
 }
 
-/// The pid of the runner a `task_claimed` event's message names (`leased to runner-<pid>-…`).
+/// The pid of the runner a `task_claimed` event's message names (`leased to server-<id>/<pid>-…`).
 fn claimer_pid(message: &str) -> Option<u32> {
-    let rest = message.split("leased to runner-").nth(1)?;
-    rest.split('-').next()?.parse().ok()
+    // A server's runners claim as `server-<instance id>/<pid>-<token>/<runner>`.
+    let owner = message.split("leased to ").nth(1)?.split(' ').next()?;
+    let process = owner.split('/').nth(1)?;
+    process.split('-').next()?.parse().ok()
 }
 
 /// Executions submitted alternately to A and B each run exactly once: every one Completed,
