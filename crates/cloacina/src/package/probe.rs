@@ -40,12 +40,20 @@ static PROBE_EXE: OnceLock<PathBuf> = OnceLock::new();
 /// First thing in a host binary's `main`: in a probe child, opens the library named by
 /// [`PROBE_ENV`] and exits (never returns); otherwise enables probing for this process, with
 /// this executable as the probe. If the executable cannot be found, probing stays off (loads
-/// are direct, as before) and a warning is logged when the first load happens.
+/// are direct, as before).
 pub fn serve_or_enable() {
     if let Some(library) = std::env::var_os(PROBE_ENV) {
         serve(Path::new(&library));
     }
-    if let Ok(exe) = std::env::current_exe() {
+    // `/proc/self/exe` still runs this binary after the file was replaced or deleted (an
+    // upgrade in place); the path `current_exe` names would then be another binary, or none.
+    let proc_exe = Path::new("/proc/self/exe");
+    let exe = if proc_exe.exists() {
+        Some(proc_exe.to_path_buf())
+    } else {
+        std::env::current_exe().ok()
+    };
+    if let Some(exe) = exe {
         let _ = PROBE_EXE.set(exe);
     }
 }
