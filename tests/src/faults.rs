@@ -454,17 +454,15 @@ mod tests {
     use cloacina::Store;
     use cloacina::store::{ExecutionFilter, StoreOptions};
 
-    fn postgres_url() -> String {
-        std::env::var("CLOACINA_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-    }
-
     /// The store under test loses its connections and rides through: a read after the
     /// termination still answers.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn terminated_connections_are_ended_and_the_store_reconnects() {
         let app = format!("e2e_faults_{}", std::process::id());
-        let url = format!("{}?application_name={app}", postgres_url());
+        let url = format!(
+            "{}?application_name={app}",
+            crate::server::postgres_base_url()
+        );
         // A schema of its own, dropped at the end: no other test's tables are touched.
         let options = StoreOptions {
             schema: format!("e2e_faults_{}", std::process::id()),
@@ -483,7 +481,7 @@ mod tests {
             .await
             .expect("list");
         let ended = tokio::task::spawn_blocking({
-            let (url, app) = (postgres_url(), app.clone());
+            let (url, app) = (crate::server::postgres_base_url(), app.clone());
             move || postgres_terminate(&url, &app)
         })
         .await

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::server::{postgres_base_url, with_database};
+use crate::server::{create_database, drop_database};
 use crate::wait::WAIT_LIMIT;
 use crate::{bins, wait_for};
 
@@ -49,7 +49,6 @@ pub fn free_port() -> u16 {
 /// A database of its own for one test, dropped (with any connection left) when dropped.
 #[derive(Debug)]
 pub struct Database {
-    admin_url: String,
     pub name: String,
     /// The URL the replicas connect to.
     pub url: String,
@@ -60,56 +59,18 @@ impl Database {
     /// `None` (test skipped, with a SKIPPED line) when PostgreSQL is not reachable and `CI` is
     /// not `true`, where that is a failure.
     pub fn create(test: &str) -> Option<Database> {
-        let admin_url = postgres_base_url();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or_default();
         let name = format!("cloacina_t_{test}_{}_{nanos}", std::process::id());
-        let out = Command::new("psql")
-            .arg(&admin_url)
-            .args(["-v", "ON_ERROR_STOP=1", "-At", "-c"])
-            .arg(format!("CREATE DATABASE {name}"))
-            .output();
-        let failure = match out {
-            Ok(o) if o.status.success() => None,
-            Ok(o) => Some(String::from_utf8_lossy(&o.stderr).into_owned()),
-            Err(e) => Some(format!("cannot run psql: {e}")),
-        };
-        if let Some(why) = failure {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "PostgreSQL must be reachable under CI=true ({admin_url}): {why}"
-            );
-            eprintln!("SKIPPED: PostgreSQL not reachable at {admin_url}: {why}");
-            return None;
-        }
-        let url = with_database(&admin_url, &name);
-        Some(Database {
-            admin_url,
-            name,
-            url,
-        })
+        let url = create_database(&name)?;
+        Some(Database { name, url })
     }
 
     /// Rows of `sql` (run in this database), columns split on `|` (no value here holds one).
     pub fn rows(&self, sql: &str) -> Vec<Vec<String>> {
-        let out = Command::new("psql")
-            .arg(&self.url)
-            .args(["-v", "ON_ERROR_STOP=1", "-At", "-c"])
-            .arg(sql)
-            .output()
-            .expect("run psql");
-        assert!(
-            out.status.success(),
-            "psql failed on {sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| l.split('|').map(str::to_string).collect())
-            .collect()
+        crate::faults::psql_rows(&self.url, sql)
     }
 
     /// The single number `sql` answers.
@@ -124,23 +85,7 @@ impl Database {
 
 impl Drop for Database {
     fn drop(&mut self) {
-        let out = Command::new("psql")
-            .arg(&self.admin_url)
-            .args(["-At", "-c"])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .output();
-        if let Ok(o) = out
-            && !o.status.success()
-        {
-            eprintln!(
-                "could not drop test database {}: {}",
-                self.name,
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
+        drop_database(&self.name);
     }
 }
 

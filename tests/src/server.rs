@@ -52,6 +52,49 @@ pub fn with_database(url: &str, db: &str) -> String {
     }
 }
 
+/// Creates database `name` on `CLOACINA_TEST_POSTGRES_URL`'s server with `psql`; its URL, or
+/// `None` (with a SKIPPED line) when PostgreSQL is unreachable, unless `CI=true`, where that is
+/// a failure.
+pub fn create_database(name: &str) -> Option<String> {
+    let base = postgres_base_url();
+    let out = Command::new("psql")
+        .arg(&base)
+        .args(["-Atq", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg(format!("CREATE DATABASE {name}"))
+        .output();
+    let failure = match out {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(String::from_utf8_lossy(&o.stderr).to_string()),
+        Err(e) => Some(format!("cannot run psql: {e}")),
+    };
+    if let Some(why) = failure {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "PostgreSQL must be reachable under CI=true ({base}): {why}"
+        );
+        eprintln!("SKIPPED: PostgreSQL not reachable at {base}: {why}");
+        return None;
+    }
+    Some(with_database(&base, name))
+}
+
+/// Drops database `name` (with any connection left), saying so on stderr if it cannot.
+pub fn drop_database(name: &str) {
+    let out = Command::new("psql")
+        .arg(postgres_base_url())
+        .args(["-Atq", "-c"])
+        .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .output();
+    if let Ok(o) = out
+        && !o.status.success()
+    {
+        eprintln!(
+            "could not drop test database {name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
 /// A PostgreSQL database of its own, created with `psql` and dropped (forcibly) on drop.
 #[derive(Debug)]
 pub struct PgDatabase {
@@ -73,42 +116,14 @@ impl PgDatabase {
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
         );
-        let base = postgres_base_url();
-        let out = Command::new("psql")
-            .arg(&base)
-            .args(["-Atq", "-v", "ON_ERROR_STOP=1", "-c"])
-            .arg(format!("CREATE DATABASE {name}"))
-            .output();
-        let failure = match out {
-            Ok(o) if o.status.success() => None,
-            Ok(o) => Some(String::from_utf8_lossy(&o.stderr).to_string()),
-            Err(e) => Some(format!("cannot run psql: {e}")),
-        };
-        if let Some(why) = failure {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "PostgreSQL must be reachable under CI=true: {why}"
-            );
-            eprintln!("SKIPPED: PostgreSQL not reachable at {base}: {why}");
-            return None;
-        }
-        Some(PgDatabase {
-            url: with_database(&base, &name),
-            name,
-        })
+        let url = create_database(&name)?;
+        Some(PgDatabase { name, url })
     }
 }
 
 impl Drop for PgDatabase {
     fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .arg(postgres_base_url())
-            .args(["-Atq", "-c"])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .output();
+        drop_database(&self.name);
     }
 }
 
