@@ -530,7 +530,7 @@ mod plans {
     use diesel_migrations::MigrationHarness;
     use uuid::Uuid;
 
-    use super::{Inline, MIGRATIONS, ops};
+    use super::{Conn, Inline, MIGRATIONS, ops};
     use crate::store::types::{
         AttemptOutcome, ClaimRequest, Handoff, NewExecution, NewTask, TaskFinish,
     };
@@ -596,10 +596,8 @@ mod plans {
         }
     }
 
-    /// Runs the hot path once (create, claim three ways, retry, finish with hand-off and
-    /// refill, finalize, leases, recovery, release, pause, resume, cancel) and returns the text
-    /// of every statement issued.
-    async fn hot_path_statements(path: &str) -> Vec<String> {
+    /// A migrated connection to `path` that records the text of every statement it sends.
+    fn recording_connection(path: &str) -> (Conn, Arc<Mutex<Vec<String>>>) {
         let mut raw = SqliteConnection::establish(path).expect("open");
         raw.run_pending_migrations(MIGRATIONS).expect("migrate");
         let mut conn = SyncConnectionWrapper::with_runtime(raw, Inline);
@@ -612,6 +610,14 @@ mod plans {
                 s.push(query.to_string());
             }
         });
+        (conn, seen)
+    }
+
+    /// Runs the hot path once (create, claim three ways, retry, finish with hand-off and
+    /// refill, finalize, leases, recovery, release, pause, resume, cancel) and returns the text
+    /// of every statement issued.
+    async fn hot_path_statements(path: &str) -> Vec<String> {
+        let (mut conn, seen) = recording_connection(path);
         let now = 1_000;
         let wf = || Some(vec!["wf".to_string()]);
         let run = ops::execution_create(&mut conn, new_execution("wf"), now)
@@ -735,18 +741,7 @@ mod plans {
         use crate::store::types::{ExecutionFilter, ExecutionStatus};
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("lists.db").display().to_string();
-        let mut raw = SqliteConnection::establish(&path).expect("open");
-        raw.run_pending_migrations(MIGRATIONS).expect("migrate");
-        let mut conn = SyncConnectionWrapper::with_runtime(raw, Inline);
-        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
-        let sink = seen.clone();
-        conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
-            if let InstrumentationEvent::StartQuery { query, .. } = event
-                && let Ok(mut s) = sink.lock()
-            {
-                s.push(query.to_string());
-            }
-        });
+        let (mut conn, seen) = recording_connection(&path);
         let filters = [
             (Some("wf"), None),
             (None, Some(ExecutionStatus::Completed)),
