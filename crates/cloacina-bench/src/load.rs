@@ -153,21 +153,7 @@ pub async fn run(args: &Args) -> anyhow::Result<(String, bool)> {
     let binary = server::server_binary()?;
     let work = tempfile::tempdir()?;
     let archive = crate::reconcile::example_archive(work.path())?;
-    let (url, database) = match args.backend.as_str() {
-        "sqlite" => (
-            format!(
-                "sqlite://{}?synchronous={}",
-                work.path().join("server.db").display(),
-                args.sync
-            ),
-            None,
-        ),
-        "postgres" => {
-            let db = server::PgDatabase::create(&args.postgres_url).await?;
-            (db.url.clone(), Some(db))
-        }
-        other => bail!("unknown backend '{other}'"),
-    };
+    let (url, database) = server::database_for(args, work.path()).await?;
     let home = work.path().join("home");
     let (clients, poll) = (args.clients, Duration::from_millis(args.poll_ms));
     let result = tokio::task::spawn_blocking(move || {

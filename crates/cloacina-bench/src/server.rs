@@ -59,6 +59,29 @@ struct RoundOut {
     samples: Vec<Sample>,
 }
 
+/// The database a benchmarked server runs on: a SQLite file in `work` (with `--sync`), or a
+/// fresh PostgreSQL database, dropped with the returned guard.
+pub async fn database_for(
+    args: &Args,
+    work: &std::path::Path,
+) -> anyhow::Result<(String, Option<PgDatabase>)> {
+    Ok(match args.backend.as_str() {
+        "sqlite" => (
+            format!(
+                "sqlite://{}?synchronous={}",
+                work.join("server.db").display(),
+                args.sync
+            ),
+            None,
+        ),
+        "postgres" => {
+            let db = PgDatabase::create(&args.postgres_url).await?;
+            (db.url.clone(), Some(db))
+        }
+        other => bail!("unknown backend '{other}'"),
+    })
+}
+
 pub async fn run(args: &Args) -> anyhow::Result<Report> {
     let settings = Settings {
         executions: args.workflows.unwrap_or(300),
@@ -69,21 +92,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
     let binary = server_binary()?;
     let work = tempfile::tempdir()?;
     let archive = crate::reconcile::example_archive(work.path())?;
-    let (url, database) = match args.backend.as_str() {
-        "sqlite" => (
-            format!(
-                "sqlite://{}?synchronous={}",
-                work.path().join("server.db").display(),
-                args.sync
-            ),
-            None,
-        ),
-        "postgres" => {
-            let db = PgDatabase::create(&args.postgres_url).await?;
-            (db.url.clone(), Some(db))
-        }
-        other => bail!("unknown backend '{other}'"),
-    };
+    let (url, database) = database_for(args, work.path()).await?;
     let home = work.path().join("home");
     let backend = args.backend.clone();
     let sync = (backend == "sqlite").then(|| args.sync.clone());
