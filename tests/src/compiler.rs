@@ -185,13 +185,7 @@ impl CompilerProcess {
 
     /// Sends `signal` (a `kill` name: `TERM`, `INT`, `KILL`) to the compiler.
     pub fn signal(&self, signal: &str) {
-        let pid = self.pid();
-        let sent = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -{signal} {pid} failed");
+        crate::faults::send_signal(self.pid(), signal);
     }
 
     /// Waits for the compiler to exit; its exit code (`None`: killed by a signal).

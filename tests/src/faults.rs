@@ -448,6 +448,17 @@ pub fn psql_rows(url: &str, sql: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Sends `signal` (a `kill` name: `TERM`, `INT`, `HUP`, `KILL`) to process `pid`; fails the
+/// test if it cannot be sent.
+pub fn send_signal(pid: u32, signal: &str) {
+    let sent = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -{signal} {pid} failed");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

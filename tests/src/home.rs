@@ -83,13 +83,7 @@ impl Home {
 
     /// Sends `signal` (a `kill` name: `HUP`, `INT`, `KILL`, ...) to the daemon.
     pub fn signal(&self, signal: &str) {
-        let pid = self.daemon_pid();
-        let sent = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -{signal} {pid} failed");
+        crate::faults::send_signal(self.daemon_pid(), signal);
     }
 
     /// Waits for the daemon process to exit and returns its exit code.

@@ -426,13 +426,7 @@ impl Replica {
 
     /// Sends `signal` (a `kill` name: `TERM`, `INT`, `KILL`) to the running process.
     pub fn signal(&self, signal: &str) {
-        let pid = self.pid();
-        let sent = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -{signal} {pid} failed");
+        crate::faults::send_signal(self.pid(), signal);
     }
 
     /// SIGKILL (no drain, no cleanup: a crash) and reaps the process; the home is kept.

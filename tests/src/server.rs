@@ -649,13 +649,7 @@ impl ServerProcess<'_> {
 
     /// Sends `signal` (a `kill` name: `TERM`, `INT`, `KILL`) to the server.
     pub fn signal(&self, signal: &str) {
-        let pid = self.pid();
-        let sent = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -{signal} {pid} failed");
+        crate::faults::send_signal(self.pid(), signal);
     }
 
     /// Waits for the server to exit (after a signal or `server stop`); its exit code.
