@@ -73,6 +73,46 @@ impl Database {
         crate::faults::psql_rows(&self.url, sql)
     }
 
+    /// The instants (ms, ascending) at which the `beat` cron schedule fired, read in one
+    /// statement (one snapshot), after checking what a fire must be: every fire has a `beat`
+    /// run whose input names that instant, every `beat` run has its fire, no run has two fires
+    /// and no instant fired twice. `context` is printed with a failure.
+    pub fn beat_instants(&self, context: &str) -> Vec<i64> {
+        let rows = self.rows(
+            "SELECT COALESCE(f.instant::text, ''), COALESCE(x.id, ''), \
+             COALESCE((extract(epoch FROM (x.data::json->'cron'->>'instant')::timestamptz) * 1000)::bigint::text, '') \
+             FROM (SELECT e.id, c.data FROM workflow_executions e \
+                   JOIN contexts c ON c.execution_id = e.id AND c.owner = '/input' \
+                   WHERE e.workflow_name = 'beat') x \
+             FULL OUTER JOIN cron_fires f ON f.execution_id = x.id \
+             ORDER BY f.instant",
+        );
+        for r in &rows {
+            assert!(
+                !r[0].is_empty() && !r[1].is_empty(),
+                "every fire has its execution and every beat execution its fire: {r:?}\n{rows:?}\n{context}"
+            );
+            assert_eq!(
+                r[0], r[2],
+                "the execution's input names the instant fired: {r:?}\n{context}"
+            );
+        }
+        let instants: Vec<i64> = rows.iter().map(|r| r[0].parse().expect("ms")).collect();
+        let distinct: BTreeSet<i64> = instants.iter().copied().collect();
+        assert_eq!(
+            distinct.len(),
+            instants.len(),
+            "no instant fired twice: {instants:?}\n{context}"
+        );
+        let executions: BTreeSet<&String> = rows.iter().map(|r| &r[1]).collect();
+        assert_eq!(
+            executions.len(),
+            rows.len(),
+            "one execution per instant: {rows:?}\n{context}"
+        );
+        instants
+    }
+
     /// The single number `sql` answers.
     pub fn count(&self, sql: &str) -> i64 {
         let rows = self.rows(sql);
