@@ -22,7 +22,10 @@ use std::collections::BTreeMap;
 use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
 use diesel_async::RunQueryDsl;
 
-use super::{Conn, Stmt, bump_many, claim_rows, insert_events, insert_tasks, start_executions};
+use super::{
+    Conn, Stmt, bump_many, claim_rows, insert_events, insert_tasks, release_dependents,
+    start_executions,
+};
 use uuid::Uuid;
 
 use crate::store::error::StoreError;
@@ -121,11 +124,18 @@ const OUTPUT: &str = "INSERT INTO contexts (execution_id, owner, data, created_a
 /// An execution's final context (kept if already written).
 const FINAL: &str = "INSERT INTO contexts (execution_id, owner, data, created_at) \
      VALUES (?, ?, ?, ?) ON CONFLICT (execution_id, owner) DO NOTHING";
-/// An execution's end.
+/// An execution's end, numbering the one event that records it.
 const END: &str = "UPDATE workflow_executions SET status = ?, error = ?, completed_at = ?, \
-     updated_at = ? WHERE id = ?";
-/// One context document.
-const CONTEXT: &str = "SELECT owner, data FROM contexts WHERE execution_id = ? AND owner = ?";
+     updated_at = ?, event_seq = event_seq + 1 WHERE id = ? RETURNING event_seq";
+/// The documents a final context merges, in merge order: the input, then each leaf's output
+/// by topological position (a leaf that wrote none has no row). One statement instead of a
+/// read of the leaves and one read per document; both halves are key lookups.
+const FINAL_DOCS: &str = "SELECT owner, data, -1 AS position FROM contexts \
+     WHERE execution_id = ? AND owner = ? \
+     UNION ALL SELECT c.owner, c.data, t.position FROM task_executions t \
+     JOIN contexts c ON c.execution_id = t.execution_id AND c.owner = t.task_id \
+     WHERE t.execution_id = ? AND t.dependents = '[]' \
+     ORDER BY position";
 
 #[derive(diesel::QueryableByName)]
 struct Doc {
@@ -133,6 +143,12 @@ struct Doc {
     owner: String,
     #[diesel(sql_type = diesel::sql_types::Text)]
     data: String,
+}
+
+#[derive(diesel::QueryableByName)]
+struct EventSeq {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    event_seq: i64,
 }
 
 #[derive(diesel::QueryableByName)]
@@ -342,12 +358,7 @@ pub(crate) async fn execution_create(
     } = execution_rows(new, now);
     // DO NOTHING rather than failing: a conflict (the id, or the de-duplication key of an
     // unfinished run) must not abort a PostgreSQL transaction that may hold a cron claim.
-    let inserted = match diesel::insert_into(we::table)
-        .values(&row)
-        .on_conflict_do_nothing()
-        .execute(conn)
-        .await
-    {
+    let inserted = match insert_execution(conn, &row).await {
         Err(e) if is_unique_violation(&e) => {
             return Err(StoreError::ExecutionExists { id: new_id });
         }
@@ -359,12 +370,56 @@ pub(crate) async fn execution_create(
     if !tasks.is_empty() {
         insert_tasks(conn, tasks).await?;
     }
-    diesel::insert_into(contexts::table)
-        .values(&input)
-        .execute(conn)
-        .await?;
+    insert_context(conn, input).await?;
     insert_events(conn, events).await?;
     row.try_into()
+}
+
+/// A new execution row, unless its id or its de-duplication key is taken (0 rows then).
+const INSERT_EXECUTION: &str = "INSERT INTO workflow_executions (id, workflow_name, \
+     workflow_version, package_id, status, total_tasks, remaining_tasks, failed_tasks, event_seq, \
+     error, created_at, updated_at, started_at, completed_at, dedup_key) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING";
+/// A new context document.
+const INSERT_CONTEXT: &str =
+    "INSERT INTO contexts (execution_id, owner, data, created_at) VALUES (?, ?, ?, ?)";
+
+/// Fixed-text inserts (kept prepared), for the creation of every run.
+async fn insert_execution(
+    conn: &mut Conn,
+    r: &ExecutionRow,
+) -> Result<usize, diesel::result::Error> {
+    use diesel::sql_types::{BigInt, Integer, Nullable, Text};
+    Stmt::new(INSERT_EXECUTION)
+        .bind::<Text, _>(r.id.clone())
+        .bind::<Text, _>(r.workflow_name.clone())
+        .bind::<Text, _>(r.workflow_version.clone())
+        .bind::<Nullable<Text>, _>(r.package_id.clone())
+        .bind::<Text, _>(r.status.clone())
+        .bind::<Integer, _>(r.total_tasks)
+        .bind::<Integer, _>(r.remaining_tasks)
+        .bind::<Integer, _>(r.failed_tasks)
+        .bind::<BigInt, _>(r.event_seq)
+        .bind::<Nullable<Text>, _>(r.error.clone())
+        .bind::<BigInt, _>(r.created_at)
+        .bind::<BigInt, _>(r.updated_at)
+        .bind::<Nullable<BigInt>, _>(r.started_at)
+        .bind::<Nullable<BigInt>, _>(r.completed_at)
+        .bind::<Nullable<Text>, _>(r.dedup_key.clone())
+        .execute(conn)
+        .await
+}
+
+async fn insert_context(conn: &mut Conn, r: ContextRow) -> Result<(), StoreError> {
+    use diesel::sql_types::{BigInt, Text};
+    Stmt::new(INSERT_CONTEXT)
+        .bind::<Text, _>(r.execution_id)
+        .bind::<Text, _>(r.owner)
+        .bind::<Text, _>(r.data)
+        .bind::<BigInt, _>(r.created_at)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 pub(crate) async fn execution_get(
@@ -845,36 +900,13 @@ async fn finish_terminal(
         _ => event_kind::TASK_FAILED,
     };
     let mut events = vec![PendingEvent::task(kind, t, Some(attempt), message)];
-    let dependents = parse_list(&dependents)?;
+    let dependents_json = dependents;
+    let dependents = parse_list(&dependents_json)?;
     let mut newly_ready = Vec::new();
     if !dependents.is_empty() {
         let failed_dep = i32::from(status != TaskStatus::Completed);
-        diesel::update(
-            te::table
-                .filter(te::execution_id.eq(e))
-                .filter(te::task_id.eq_any(&dependents)),
-        )
-        .set((
-            te::remaining_deps.eq(te::remaining_deps - 1),
-            te::failed_deps.eq(te::failed_deps + failed_dep),
-        ))
-        .execute(conn)
-        .await?;
-        newly_ready = diesel::update(
-            te::table
-                .filter(te::execution_id.eq(e))
-                .filter(te::task_id.eq_any(&dependents))
-                .filter(te::remaining_deps.le(0))
-                .filter(te::status.eq(Lit("NotStarted"))),
-        )
-        .set((
-            te::status.eq(TaskStatus::Ready.as_str()),
-            te::ready_at.eq(Some(now)),
-            te::updated_at.eq(now),
-        ))
-        .returning(te::task_id)
-        .load::<String>(conn)
-        .await?;
+        newly_ready =
+            release_dependents(conn, e, &dependents_json, &dependents, failed_dep, now).await?;
         newly_ready.sort_by_key(|r| dependents.iter().position(|d| d == r));
         events.extend(
             newly_ready
@@ -906,36 +938,14 @@ pub(crate) async fn finalize(
     failed_tasks: i32,
     now: Millis,
 ) -> Result<ExecutionStatus, StoreError> {
-    let leaves: Vec<String> = te::table
-        .filter(te::execution_id.eq(e))
-        .filter(te::dependents.eq("[]"))
-        .order(te::position.asc())
-        .select(te::task_id)
+    use diesel::sql_types::{BigInt, Nullable, Text};
+    let docs: Vec<Doc> = Stmt::new(FINAL_DOCS)
+        .bind::<Text, _>(e.to_string())
+        .bind::<Text, _>(INPUT_CONTEXT)
+        .bind::<Text, _>(e.to_string())
         .load(conn)
         .await?;
-    use diesel::sql_types::{BigInt, Nullable, Text};
-    let mut owners = vec![INPUT_CONTEXT.to_string()];
-    owners.extend(leaves.iter().cloned());
-    // One prepared lookup per document rather than an `IN` list, which diesel prepares afresh
-    // each time (its text follows the list's length).
-    let mut docs: BTreeMap<String, String> = BTreeMap::new();
-    for owner in &owners {
-        let doc: Option<Doc> = Stmt::new(CONTEXT)
-            .bind::<Text, _>(e.to_string())
-            .bind::<Text, _>(owner.clone())
-            .get_result(conn)
-            .await
-            .optional()?;
-        if let Some(d) = doc {
-            docs.insert(d.owner, d.data);
-        }
-    }
-    let final_ctx = final_context(
-        e,
-        owners
-            .iter()
-            .filter_map(|o| docs.get(o).map(|d| (o.as_str(), d.as_str()))),
-    )?;
+    let final_ctx = final_context(e, docs.iter().map(|d| (d.owner.as_str(), d.data.as_str())))?;
     Stmt::new(FINAL)
         .bind::<Text, _>(e.to_string())
         .bind::<Text, _>(FINAL_CONTEXT)
@@ -963,15 +973,16 @@ pub(crate) async fn finalize(
             event_kind::EXECUTION_COMPLETED,
         )
     };
-    Stmt::new(END)
+    let EventSeq { event_seq } = Stmt::new(END)
         .bind::<Text, _>(status.as_str())
         .bind::<Nullable<Text>, _>(error.clone())
         .bind::<BigInt, _>(now)
         .bind::<BigInt, _>(now)
         .bind::<Text, _>(e.to_string())
-        .execute(conn)
+        .get_result(conn)
         .await?;
-    append_events(conn, e, vec![PendingEvent::execution(kind, error)], now).await?;
+    let event = PendingEvent::execution(kind, error).into_row(e, event_seq, now);
+    insert_events(conn, vec![event]).await?;
     Ok(status)
 }
 

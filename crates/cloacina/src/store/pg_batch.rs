@@ -52,6 +52,48 @@ pub(crate) type Stmt = super::stmt::Stmt<Pg>;
 
 // ---- inserts ------------------------------------------------------------------------------
 
+/// Counts a finished task against its dependents and returns those it made ready (the
+/// per-write path; merged finishes do this set-based). PostgreSQL keeps one plan for `= ANY`
+/// of an array, so the names are bound as one.
+pub(crate) async fn release_dependents(
+    conn: &mut Conn,
+    execution: &str,
+    _dependents_json: &str,
+    dependents: &[String],
+    failed_dep: i32,
+    now: Millis,
+) -> Result<Vec<String>, StoreError> {
+    use crate::store::schema::task_executions as te;
+    use crate::store::stmt::Lit;
+    use diesel::{ExpressionMethods, QueryDsl};
+    diesel::update(
+        te::table
+            .filter(te::execution_id.eq(execution))
+            .filter(te::task_id.eq_any(dependents)),
+    )
+    .set((
+        te::remaining_deps.eq(te::remaining_deps - 1),
+        te::failed_deps.eq(te::failed_deps + failed_dep),
+    ))
+    .execute(conn)
+    .await?;
+    Ok(diesel::update(
+        te::table
+            .filter(te::execution_id.eq(execution))
+            .filter(te::task_id.eq_any(dependents))
+            .filter(te::remaining_deps.le(0))
+            .filter(te::status.eq(Lit("NotStarted"))),
+    )
+    .set((
+        te::status.eq(TaskStatus::Ready.as_str()),
+        te::ready_at.eq(Some(now)),
+        te::updated_at.eq(now),
+    ))
+    .returning(te::task_id)
+    .load::<String>(conn)
+    .await?)
+}
+
 pub(crate) async fn insert_tasks(conn: &mut Conn, rows: Vec<TaskRow>) -> Result<(), StoreError> {
     let n = rows.len();
     let (mut e, mut t, mut pos, mut deps, mut status) = (

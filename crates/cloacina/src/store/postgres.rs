@@ -449,4 +449,6 @@ impl Merge<Conn> for Finishes {
     }
 }
 
-pub(crate) use pg_batch::{bump_many, claim_rows, insert_events, insert_tasks, start_executions};
+pub(crate) use pg_batch::{
+    bump_many, claim_rows, insert_events, insert_tasks, release_dependents, start_executions,
+};

@@ -10,7 +10,7 @@ use diesel::{Connection, OptionalExtension, SqliteConnection};
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
-use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_async::{AsyncConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use super::error::StoreError;
@@ -455,6 +455,51 @@ pub(crate) async fn bump_many(
         );
     }
     Ok(out)
+}
+
+/// A finished task's dependents: one dependency fewer each (and one more failed one when it
+/// did not complete).
+const RELEASE_DEPENDENTS: &str = "UPDATE task_executions SET remaining_deps = remaining_deps - 1, \
+     failed_deps = failed_deps + ? WHERE execution_id = ? \
+     AND task_id IN (SELECT value FROM json_each(?))";
+/// Those of them with no dependency left, now ready.
+const READY_DEPENDENTS: &str = "UPDATE task_executions SET status = 'Ready', ready_at = ?, \
+     updated_at = ? WHERE execution_id = ? AND task_id IN (SELECT value FROM json_each(?)) \
+     AND remaining_deps <= 0 AND status = 'NotStarted' RETURNING task_id";
+
+#[derive(diesel::QueryableByName)]
+struct TaskId {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    task_id: String,
+}
+
+/// Counts a finished task against its dependents (`dependents_json`, the row's JSON list) and
+/// returns those it made ready. The list is bound as one JSON text, so the statements keep one
+/// text, stay prepared, and plan as key lookups; an `IN` list of the names has a text per
+/// length, which diesel prepares afresh on every call.
+pub(crate) async fn release_dependents(
+    conn: &mut Conn,
+    execution: &str,
+    dependents_json: &str,
+    _dependents: &[String],
+    failed_dep: i32,
+    now: Millis,
+) -> Result<Vec<String>, StoreError> {
+    use diesel::sql_types::{BigInt, Integer, Text};
+    Stmt::new(RELEASE_DEPENDENTS)
+        .bind::<Integer, _>(failed_dep)
+        .bind::<Text, _>(execution.to_string())
+        .bind::<Text, _>(dependents_json.to_string())
+        .execute(conn)
+        .await?;
+    let ready: Vec<TaskId> = Stmt::new(READY_DEPENDENTS)
+        .bind::<BigInt, _>(now)
+        .bind::<BigInt, _>(now)
+        .bind::<Text, _>(execution.to_string())
+        .bind::<Text, _>(dependents_json.to_string())
+        .load(conn)
+        .await?;
+    Ok(ready.into_iter().map(|r| r.task_id).collect())
 }
 
 /// A new task row (see [`insert_tasks`]).
