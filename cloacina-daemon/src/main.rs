@@ -50,6 +50,12 @@ struct Args {
     no_color: bool,
 }
 
+/// mimalloc rather than glibc's allocator: malloc and free were a quarter of the database
+/// writer thread's instructions (docs/performance.md). Package libraries keep their own
+/// allocator; the ABI hands every buffer back to the library that made it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     // A probe child (a copy of this binary opening a package library) ends here.
     cloacina::package::probe::serve_or_enable();

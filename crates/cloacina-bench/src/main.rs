@@ -149,6 +149,12 @@ struct Report {
     server_poll_ms: Option<f64>,
 }
 
+/// The allocator the server and the daemon use, so the bench measures what they run: glibc's
+/// malloc and free were a quarter of the database writer thread's instructions
+/// (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args = Args::parse();
     let result = if args.single {
