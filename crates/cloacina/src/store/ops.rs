@@ -692,6 +692,18 @@ pub(crate) async fn task_claim(
     req: ClaimRequest,
     now: Millis,
 ) -> Result<Vec<ClaimedTask>, StoreError> {
+    claim_tasks(conn, req, now, false).await
+}
+
+/// [`task_claim`]; `started` says every execution claimed from has started already (a
+/// hand-off: a task of it just finished, so its first claim set it Running, and a resumed run
+/// that had started goes back to Running), so no statement is spent moving it from Pending.
+async fn claim_tasks(
+    conn: &mut Conn,
+    req: ClaimRequest,
+    now: Millis,
+    started: bool,
+) -> Result<Vec<ClaimedTask>, StoreError> {
     let expires = now + req.lease_ms;
     let rows = claim_rows(conn, &req, now).await?;
     if rows.is_empty() {
@@ -705,7 +717,7 @@ pub(crate) async fn task_claim(
         if tasks.is_empty() {
             order.push(c.execution_id.clone());
         }
-        if c.maybe_pending && !maybe_pending.contains(&c.execution_id) {
+        if c.maybe_pending && !started && !maybe_pending.contains(&c.execution_id) {
             maybe_pending.push(c.execution_id.clone());
         }
         tasks.push((c.task_id, c.attempt, c.recoveries, c.failed_deps));
@@ -796,7 +808,7 @@ pub(crate) async fn task_finish(
             workflows: None,
             only: Some(only),
         };
-        result.claimed = task_claim(conn, req, now).await?;
+        result.claimed = claim_tasks(conn, req, now, true).await?;
         result.handed_off = result.claimed.len();
     }
     let left = h.limit - result.claimed.len() as i64;
