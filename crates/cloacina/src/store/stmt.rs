@@ -118,8 +118,8 @@ impl<DB: Backend, Conn> diesel::RunQueryDsl<Conn> for Stmt<DB> {}
 
 /// SQLite runs a fixed-text statement straight on its blocking connection. Through
 /// diesel-async's wrapper every statement first had its binds copied into owned buffers, its
-/// SQL rendered and its cacheability checked, before diesel did the same work again: callgrind
-/// put that at a quarter of the writer thread's instructions. The connection's runtime
+/// SQL rendered and its cacheability checked, before diesel did the same work again: going
+/// straight took 11 % off the writer thread's instructions (callgrind). The connection's runtime
 /// ([`Inline`](super::sqlite::Inline)) runs the call where it is issued, so this changes no
 /// thread and no transaction; these inherent methods take the place of diesel-async's
 /// `RunQueryDsl` ones for SQLite, so the queries shared by both backends read the same.
