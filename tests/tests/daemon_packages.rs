@@ -37,6 +37,15 @@ fn loaded(status: &serde_json::Value, name: &str) -> bool {
     package_line(status, name).is_some_and(|p| p["state"] == "loaded")
 }
 
+/// The home's packages folder, created, with the well-behaved `hello-orders` in it: the
+/// package a hostile one sits beside, which must stay served.
+fn packages_with_hello_orders(home: &Home) -> PathBuf {
+    let dir = home.packages_dir();
+    std::fs::create_dir_all(&dir).expect("packages dir");
+    pack_example("hello-orders", &dir);
+    dir
+}
+
 /// A `.cloacina` archive of example `name` whose library is replaced by `library` bytes,
 /// written entry by entry (`archive::pack` refuses such libraries).
 fn hand_packed(name: &'static str, library: &[u8], out: &Path) {
@@ -73,9 +82,7 @@ fn hand_packed(name: &'static str, library: &[u8], out: &Path) {
 #[test]
 fn a_truncated_library_is_refused_and_the_daemon_keeps_serving() {
     let mut home = Home::new();
-    let dir = home.packages_dir();
-    std::fs::create_dir_all(&dir).expect("packages dir");
-    pack_example("hello-orders", &dir);
+    let dir = packages_with_hello_orders(&home);
     // Cut inside the loadable segments: mapping this library is SIGBUS in the daemon.
     let mut library = std::fs::read(packages::example("heartbeat").library).expect("read");
     library.truncate(library.len() / 8);
@@ -113,9 +120,7 @@ fn a_truncated_library_is_refused_and_the_daemon_keeps_serving() {
 #[test]
 fn a_library_that_crashes_the_process_opening_it_is_refused_and_the_daemon_keeps_serving() {
     let mut home = Home::new();
-    let dir = home.packages_dir();
-    std::fs::create_dir_all(&dir).expect("packages dir");
-    pack_example("hello-orders", &dir);
+    let dir = packages_with_hello_orders(&home);
     let crashing = pack_example("hostile/abort-on-load", &dir);
     let crashing_name = crashing
         .file_name()
@@ -159,9 +164,7 @@ fn a_task_that_aborts_the_daemon_fails_after_its_recoveries_and_the_daemon_serve
     use std::os::unix::process::ExitStatusExt as _;
 
     let mut home = Home::new();
-    let dir = home.packages_dir();
-    std::fs::create_dir_all(&dir).expect("packages dir");
-    pack_example("hello-orders", &dir);
+    let dir = packages_with_hello_orders(&home);
     let aborting = pack_example("hostile/abort-in-task", &dir);
     let sha = archive::sha256_file(&aborting).expect("hash");
     let package =
