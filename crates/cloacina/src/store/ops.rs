@@ -24,7 +24,7 @@ use diesel_async::RunQueryDsl;
 
 use super::{
     Conn, Stmt, bump_many, claim_rows, insert_events, insert_tasks, release_dependents,
-    start_executions,
+    start_executions, update_returning,
 };
 use uuid::Uuid;
 
@@ -37,7 +37,7 @@ use crate::store::schema::{
     contexts, cron_fires as cf, cron_schedules as cs, execution_events, task_executions as te,
     workflow_executions as we,
 };
-use crate::store::stmt::Lit;
+use crate::store::stmt::{Lit, statement};
 use crate::store::types::{
     AttemptOutcome, ClaimRequest, ClaimedTask, CronClaim, CronFireRecord, CronScheduleFilter,
     CronScheduleRecord, EventRecord, ExecutionFilter, ExecutionRecord, ExecutionStatus,
@@ -108,34 +108,59 @@ struct Bumped {
 // renders and prepares its `UPDATE`s afresh on every call, which was most of the CPU of a
 // simple workflow on SQLite (a parse and a plan per statement).
 
-/// An execution's counter bump (every task transition).
-const BUMP: &str = "UPDATE workflow_executions SET event_seq = event_seq + ?, \
+statement! {
+    /// An execution's counter bump (every task transition).
+    BUMP = "UPDATE workflow_executions SET event_seq = event_seq + ?, \
      remaining_tasks = remaining_tasks + ?, failed_tasks = failed_tasks + ?, updated_at = ? \
      WHERE id = ? \
      RETURNING event_seq, remaining_tasks, failed_tasks, status, workflow_name, workflow_version";
-/// A terminal finish of attempt `attempt`, only while that attempt still holds the task.
-const FINISH: &str = "UPDATE task_executions SET status = ?, error = ?, lease_owner = NULL, \
+}
+statement! {
+    /// [`BUMP`]'s answer read by key (the backend's `update_returning` says when).
+    BUMPED = "SELECT event_seq, remaining_tasks, failed_tasks, status, workflow_name, \
+     workflow_version FROM workflow_executions WHERE id = ?";
+}
+statement! {
+    /// A terminal finish of attempt `attempt`, only while that attempt still holds the task.
+    FINISH = "UPDATE task_executions SET status = ?, error = ?, lease_owner = NULL, \
      lease_expires_at = NULL, completed_at = ?, updated_at = ? \
      WHERE execution_id = ? AND task_id = ? AND attempt = ? AND status = 'Running' \
      RETURNING dependents";
-/// A task's output (written again by a re-run after a lost commit acknowledgement).
-const OUTPUT: &str = "INSERT INTO contexts (execution_id, owner, data, created_at) \
+}
+statement! {
+    /// [`FINISH`]'s answer read by key.
+    FINISHED = "SELECT dependents FROM task_executions WHERE execution_id = ? AND task_id = ?";
+}
+statement! {
+    /// A task's output (written again by a re-run after a lost commit acknowledgement).
+    OUTPUT = "INSERT INTO contexts (execution_id, owner, data, created_at) \
      VALUES (?, ?, ?, ?) ON CONFLICT (execution_id, owner) DO UPDATE SET data = excluded.data";
-/// An execution's final context (kept if already written).
-const FINAL: &str = "INSERT INTO contexts (execution_id, owner, data, created_at) \
+}
+statement! {
+    /// An execution's final context (kept if already written).
+    FINAL = "INSERT INTO contexts (execution_id, owner, data, created_at) \
      VALUES (?, ?, ?, ?) ON CONFLICT (execution_id, owner) DO NOTHING";
-/// An execution's end, numbering the one event that records it.
-const END: &str = "UPDATE workflow_executions SET status = ?, error = ?, completed_at = ?, \
+}
+statement! {
+    /// An execution's end, numbering the one event that records it.
+    END = "UPDATE workflow_executions SET status = ?, error = ?, completed_at = ?, \
      updated_at = ?, event_seq = event_seq + 1 WHERE id = ? RETURNING event_seq";
-/// The documents a final context merges, in merge order: the input, then each leaf's output
-/// by topological position (a leaf that wrote none has no row). One statement instead of a
-/// read of the leaves and one read per document; both halves are key lookups.
-const FINAL_DOCS: &str = "SELECT owner, data, -1 AS position FROM contexts \
+}
+statement! {
+    /// [`END`]'s answer read by key.
+    ENDED = "SELECT event_seq FROM workflow_executions WHERE id = ?";
+}
+statement! {
+    /// The documents a final context merges, in merge order: the input, then each leaf's output
+    /// by topological position (a leaf that wrote none has no row). One statement instead of a
+    /// read of the leaves and one read per document; both halves are key lookups.
+    FINAL_DOCS = "SELECT owner, data, -1 AS position FROM contexts \
      WHERE execution_id = ? AND owner = ? \
      UNION ALL SELECT c.owner, c.data, t.position FROM task_executions t \
      JOIN contexts c ON c.execution_id = t.execution_id AND c.owner = t.task_id \
      WHERE t.execution_id = ? AND t.dependents = '[]' \
      ORDER BY position";
+}
 
 #[derive(diesel::QueryableByName)]
 struct Doc {
@@ -176,20 +201,20 @@ pub(crate) async fn bump(
         status,
         workflow_name,
         workflow_version,
-    } = Stmt::new(BUMP)
-        .bind::<BigInt, _>(n)
-        .bind::<Integer, _>(remaining_delta)
-        .bind::<Integer, _>(failed_delta)
-        .bind::<BigInt, _>(now)
-        .bind::<Text, _>(execution.to_string())
-        .get_result::<Bumped>(conn)
-        .await
-        .optional()?
-        .ok_or_else(|| {
-            StoreError::ExecutionNotFound(
-                crate::store::rows::parse_uuid(execution).unwrap_or_default(),
-            )
-        })?;
+    } = update_returning::<Bumped, _, _>(
+        conn,
+        Stmt::new(BUMP)
+            .bind::<BigInt, _>(n)
+            .bind::<Integer, _>(remaining_delta)
+            .bind::<Integer, _>(failed_delta)
+            .bind::<BigInt, _>(now)
+            .bind::<Text, _>(execution.to_string()),
+        Stmt::new(BUMPED).bind::<Text, _>(execution.to_string()),
+    )
+    .await?
+    .ok_or_else(|| {
+        StoreError::ExecutionNotFound(crate::store::rows::parse_uuid(execution).unwrap_or_default())
+    })?;
     if n > 0 {
         let first = event_seq - n + 1;
         let rows: Vec<EventRow> = events
@@ -375,14 +400,17 @@ pub(crate) async fn execution_create(
     row.try_into()
 }
 
-/// A new execution row, unless its id or its de-duplication key is taken (0 rows then).
-const INSERT_EXECUTION: &str = "INSERT INTO workflow_executions (id, workflow_name, \
+statement! {
+    /// A new execution row, unless its id or its de-duplication key is taken (0 rows then).
+    INSERT_EXECUTION = "INSERT INTO workflow_executions (id, workflow_name, \
      workflow_version, package_id, status, total_tasks, remaining_tasks, failed_tasks, event_seq, \
      error, created_at, updated_at, started_at, completed_at, dedup_key) \
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING";
-/// A new context document.
-const INSERT_CONTEXT: &str =
-    "INSERT INTO contexts (execution_id, owner, data, created_at) VALUES (?, ?, ?, ?)";
+}
+statement! {
+    /// A new context document.
+    INSERT_CONTEXT = "INSERT INTO contexts (execution_id, owner, data, created_at) VALUES (?, ?, ?, ?)";
+}
 
 /// Fixed-text inserts (kept prepared), for the creation of every run.
 async fn insert_execution(
@@ -880,17 +908,18 @@ async fn finish_terminal(
     now: Millis,
 ) -> Result<FinishResult, StoreError> {
     use diesel::sql_types::{BigInt, Integer, Nullable, Text};
-    let dependents: Option<Dependents> = Stmt::new(FINISH)
+    let finish = Stmt::new(FINISH)
         .bind::<Text, _>(status.as_str())
         .bind::<Nullable<Text>, _>(message.clone())
         .bind::<BigInt, _>(now)
         .bind::<BigInt, _>(now)
         .bind::<Text, _>(e.to_string())
         .bind::<Text, _>(t.to_string())
-        .bind::<Integer, _>(attempt)
-        .get_result(conn)
-        .await
-        .optional()?;
+        .bind::<Integer, _>(attempt);
+    let read = Stmt::new(FINISHED)
+        .bind::<Text, _>(e.to_string())
+        .bind::<Text, _>(t.to_string());
+    let dependents: Option<Dependents> = update_returning(conn, finish, read).await?;
     let Some(Dependents { dependents }) = dependents else {
         return Ok(FinishResult {
             fenced: true,
@@ -912,13 +941,11 @@ async fn finish_terminal(
         _ => event_kind::TASK_FAILED,
     };
     let mut events = vec![PendingEvent::task(kind, t, Some(attempt), message)];
-    let dependents_json = dependents;
-    let dependents = parse_list(&dependents_json)?;
+    let dependents = parse_list(&dependents)?;
     let mut newly_ready = Vec::new();
     if !dependents.is_empty() {
         let failed_dep = i32::from(status != TaskStatus::Completed);
-        newly_ready =
-            release_dependents(conn, e, &dependents_json, &dependents, failed_dep, now).await?;
+        newly_ready = release_dependents(conn, e, &dependents, failed_dep, now).await?;
         newly_ready.sort_by_key(|r| dependents.iter().position(|d| d == r));
         events.extend(
             newly_ready
@@ -985,14 +1012,16 @@ pub(crate) async fn finalize(
             event_kind::EXECUTION_COMPLETED,
         )
     };
-    let EventSeq { event_seq } = Stmt::new(END)
+    let end = Stmt::new(END)
         .bind::<Text, _>(status.as_str())
         .bind::<Nullable<Text>, _>(error.clone())
         .bind::<BigInt, _>(now)
         .bind::<BigInt, _>(now)
-        .bind::<Text, _>(e.to_string())
-        .get_result(conn)
-        .await?;
+        .bind::<Text, _>(e.to_string());
+    let read = Stmt::new(ENDED).bind::<Text, _>(e.to_string());
+    let EventSeq { event_seq } = update_returning(conn, end, read)
+        .await?
+        .ok_or_else(|| StoreError::ExecutionNotFound(parse_uuid(e).unwrap_or_default()))?;
     let event = PendingEvent::execution(kind, error).into_row(e, event_seq, now);
     insert_events(conn, vec![event]).await?;
     Ok(status)

@@ -48,9 +48,25 @@ use super::types::{
 };
 
 /// Statements with fixed text, kept prepared (see [`super::stmt`]).
-pub(crate) type Stmt = super::stmt::Stmt<Pg>;
+pub(crate) type Stmt<T = &'static str> = super::stmt::Stmt<Pg, T>;
+use super::stmt::SqlText;
 
 // ---- inserts ------------------------------------------------------------------------------
+
+/// An `UPDATE ... RETURNING` of one row: its answer, or `None` when nothing matched. `_read`
+/// (the row read by key) is SQLite's way to the same answer; here `RETURNING` saves a round
+/// trip.
+pub(crate) async fn update_returning<U, A: SqlText, B: SqlText>(
+    conn: &mut Conn,
+    update: Stmt<A>,
+    _read: Stmt<B>,
+) -> Result<Option<U>, StoreError>
+where
+    U: diesel::QueryableByName<Pg> + Send + 'static,
+{
+    use diesel::OptionalExtension;
+    Ok(update.get_result(conn).await.optional()?)
+}
 
 /// Counts a finished task against its dependents and returns those it made ready (the
 /// per-write path; merged finishes do this set-based). PostgreSQL keeps one plan for `= ANY`
@@ -58,7 +74,6 @@ pub(crate) type Stmt = super::stmt::Stmt<Pg>;
 pub(crate) async fn release_dependents(
     conn: &mut Conn,
     execution: &str,
-    _dependents_json: &str,
     dependents: &[String],
     failed_dep: i32,
     now: Millis,

@@ -25,7 +25,7 @@ use super::writer::{Merge, Writer};
 use crate::workflow::BoxFuture;
 
 /// Statements with fixed text, kept prepared (see [`super::stmt`]).
-type Stmt = super::stmt::Stmt<diesel::pg::Pg>;
+type Stmt<T = &'static str> = super::stmt::Stmt<diesel::pg::Pg, T>;
 
 pub(crate) type Conn = AsyncPgConnection;
 
@@ -451,4 +451,5 @@ impl Merge<Conn> for Finishes {
 
 pub(crate) use pg_batch::{
     bump_many, claim_rows, insert_events, insert_tasks, release_dependents, start_executions,
+    update_returning,
 };

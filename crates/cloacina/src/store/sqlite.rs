@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use diesel::{Connection, OptionalExtension, SqliteConnection};
+use diesel::{Connection, SqliteConnection};
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
@@ -15,12 +15,13 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use super::error::StoreError;
 use super::rows::{EventRow, TaskRow};
+use super::stmt::{SqlText, statement};
 use super::types::{ClaimRequest, ClaimedRow, Millis};
 use super::writer::Writer;
 use crate::workflow::BoxFuture;
 
 /// Statements with fixed text, kept prepared (see [`super::stmt`]).
-type Stmt = super::stmt::Stmt<diesel::sqlite::Sqlite>;
+type Stmt<T = &'static str> = super::stmt::Stmt<diesel::sqlite::Sqlite, T>;
 
 pub(crate) type Conn = SyncConnectionWrapper<SqliteConnection, Inline>;
 
@@ -297,37 +298,49 @@ fn reader_pool(
         .map_err(|e| StoreError::Pool(e.to_string()))
 }
 
-/// The ready tasks of active executions, oldest first. Driven by the partial index over
-/// `Ready` rows (named, so a plan that cannot use it fails loudly instead of scanning), each
-/// row's execution looked up by its key in a correlated subquery: the cost follows the ready
-/// rows, never the history, and a join order chosen from stale statistics (an `ANALYZE` run
-/// when the tables were small) cannot turn the lookup into a scan. The limit is a `CAST`, not
-/// a bare `?`: SQLite plans with the value bound to a bare `LIMIT ?`, so it re-prepares such
-/// a statement whenever it is bound again, i.e. on every call.
-pub(crate) const CLAIM_CANDIDATES: &str = "SELECT execution_id, task_id, \
+statement! {
+    /// The ready tasks of active executions, oldest first. Driven by the partial index over
+    /// `Ready` rows (named, so a plan that cannot use it fails loudly instead of scanning), each
+    /// row's execution looked up by its key in a correlated subquery: the cost follows the ready
+    /// rows, never the history, and a join order chosen from stale statistics (an `ANALYZE` run
+    /// when the tables were small) cannot turn the lookup into a scan. The limit is a `CAST`, not
+    /// a bare `?`: SQLite plans with the value bound to a bare `LIMIT ?`, so it re-prepares such
+    /// a statement whenever it is bound again, i.e. on every call.
+    pub(crate) CLAIM_CANDIDATES = "SELECT execution_id, task_id, \
      w_status <> 'Running' AS maybe_pending FROM (SELECT c.execution_id AS execution_id, \
      c.task_id AS task_id, c.ready_at AS ready_at, (SELECT w.status FROM workflow_executions w \
      WHERE w.id = c.execution_id) AS w_status \
      FROM task_executions c INDEXED BY task_executions_ready \
      WHERE c.status = 'Ready' AND c.ready_at <= ?) \
      WHERE w_status IN ('Pending', 'Running') ORDER BY ready_at LIMIT CAST(? AS INTEGER)";
-/// As [`CLAIM_CANDIDATES`], for the workflows named in a JSON array (the first bind).
-pub(crate) const CLAIM_CANDIDATES_OF: &str = "SELECT execution_id, task_id, \
+}
+statement! {
+    /// As [`CLAIM_CANDIDATES`], for the workflows named in a JSON array (the first bind).
+    pub(crate) CLAIM_CANDIDATES_OF = "SELECT execution_id, task_id, \
      w_status <> 'Running' AS maybe_pending FROM (SELECT c.execution_id AS execution_id, \
      c.task_id AS task_id, c.ready_at AS ready_at, (SELECT w.status FROM workflow_executions w \
      WHERE w.id = c.execution_id AND w.workflow_name IN (SELECT value FROM json_each(?))) \
      AS w_status FROM task_executions c INDEXED BY task_executions_ready \
      WHERE c.status = 'Ready' AND c.ready_at <= ?) \
      WHERE w_status IN ('Pending', 'Running') ORDER BY ready_at LIMIT CAST(? AS INTEGER)";
-/// Claims one task: status-checked, and only while its execution is active; bumps the attempt
-/// (the fencing token).
-pub(crate) const CLAIM_ONE: &str = "UPDATE task_executions SET status = 'Running', \
+}
+statement! {
+    /// Claims one task: status-checked, and only while its execution is active; bumps the attempt
+    /// (the fencing token).
+    pub(crate) CLAIM_ONE = "UPDATE task_executions SET status = 'Running', \
      attempt = attempt + 1, lease_owner = ?, lease_expires_at = ?, started_at = ?, updated_at = ? \
      WHERE execution_id = ? AND task_id = ? AND status = 'Ready' \
      AND (ready_at <= ? OR ready_at IS NULL) \
      AND EXISTS (SELECT 1 FROM workflow_executions w WHERE w.id = task_executions.execution_id \
      AND w.status IN ('Pending', 'Running')) \
      RETURNING attempt, recoveries, failed_deps";
+}
+statement! {
+    /// A claimed task's fencing token and counts, read after [`CLAIM_ONE`] (see
+    /// [`update_returning`]).
+    CLAIMED = "SELECT attempt, recoveries, failed_deps FROM task_executions \
+     WHERE execution_id = ? AND task_id = ?";
+}
 
 #[derive(diesel::QueryableByName)]
 struct Candidate {
@@ -368,33 +381,43 @@ pub(crate) async fn claim_rows(
             })
             .collect(),
         None => {
-            let stmt = match &req.workflows {
-                Some(names) => Stmt::new(CLAIM_CANDIDATES_OF).bind::<Text, _>(
-                    serde_json::to_string(names)
-                        .map_err(|e| StoreError::InvalidRequest(format!("workflow names: {e}")))?,
-                ),
-                None => Stmt::new(CLAIM_CANDIDATES),
-            };
-            stmt.bind::<BigInt, _>(now)
-                .bind::<BigInt, _>(req.limit.max(1))
-                .load(conn)
-                .await?
+            let limit = req.limit.max(1);
+            match &req.workflows {
+                Some(names) => {
+                    Stmt::new(CLAIM_CANDIDATES_OF)
+                        .bind::<Text, _>(serde_json::to_string(names).map_err(|e| {
+                            StoreError::InvalidRequest(format!("workflow names: {e}"))
+                        })?)
+                        .bind::<BigInt, _>(now)
+                        .bind::<BigInt, _>(limit)
+                        .load(conn)
+                        .await?
+                }
+                None => {
+                    Stmt::new(CLAIM_CANDIDATES)
+                        .bind::<BigInt, _>(now)
+                        .bind::<BigInt, _>(limit)
+                        .load(conn)
+                        .await?
+                }
+            }
         }
     };
     let expires = now + req.lease_ms;
     let mut out = Vec::with_capacity(candidates.len());
     for c in candidates {
-        let claimed: Option<Claimed> = Stmt::new(CLAIM_ONE)
+        let claim = Stmt::new(CLAIM_ONE)
             .bind::<Text, _>(req.owner.clone())
             .bind::<BigInt, _>(expires)
             .bind::<BigInt, _>(now)
             .bind::<BigInt, _>(now)
             .bind::<Text, _>(c.execution_id.clone())
             .bind::<Text, _>(c.task_id.clone())
-            .bind::<BigInt, _>(now)
-            .get_result(conn)
-            .await
-            .optional()?;
+            .bind::<BigInt, _>(now);
+        let read = Stmt::new(CLAIMED)
+            .bind::<Text, _>(c.execution_id.clone())
+            .bind::<Text, _>(c.task_id.clone());
+        let claimed: Option<Claimed> = update_returning(conn, claim, read).await?;
         if let Some(k) = claimed {
             out.push(ClaimedRow {
                 execution_id: c.execution_id,
@@ -409,6 +432,30 @@ pub(crate) async fn claim_rows(
     Ok(out)
 }
 
+/// An `UPDATE ... RETURNING` of one row, run as the update alone and then `read`, the row
+/// read by its key: its answer, or `None` when the update matched nothing. SQLite collects a
+/// `RETURNING` statement's rows in a temporary b-tree that it creates and frees on every run,
+/// which costs more than reading the one row again from the page the update just wrote.
+pub(crate) async fn update_returning<U, A: SqlText, B: SqlText>(
+    conn: &mut Conn,
+    update: Stmt<A>,
+    read: Stmt<B>,
+) -> Result<Option<U>, StoreError>
+where
+    U: diesel::QueryableByName<diesel::sqlite::Sqlite> + Send + 'static,
+{
+    if update.without_returning().execute(conn).await? == 0 {
+        return Ok(None);
+    }
+    Ok(Some(read.get_result(conn).await?))
+}
+
+statement! {
+    /// An execution's first claim.
+    START_EXECUTION = "UPDATE workflow_executions SET status = 'Running', started_at = ? \
+     WHERE id = ? AND status = 'Pending'";
+}
+
 /// Moves those of `ids` still Pending to Running (their first claim); returns which. One
 /// keyed update each: with an `IN` list, stale statistics can make SQLite scan the table.
 pub(crate) async fn start_executions(
@@ -419,14 +466,11 @@ pub(crate) async fn start_executions(
     use diesel::sql_types::{BigInt, Text};
     let mut started = Vec::new();
     for id in ids {
-        let n = Stmt::new(
-            "UPDATE workflow_executions SET status = 'Running', started_at = ? \
-             WHERE id = ? AND status = 'Pending'",
-        )
-        .bind::<BigInt, _>(now)
-        .bind::<Text, _>(id.clone())
-        .execute(conn)
-        .await?;
+        let n = Stmt::new(START_EXECUTION)
+            .bind::<BigInt, _>(now)
+            .bind::<Text, _>(id.clone())
+            .execute(conn)
+            .await?;
         if n == 1 {
             started.push(id.clone());
         }
@@ -457,59 +501,70 @@ pub(crate) async fn bump_many(
     Ok(out)
 }
 
-/// A finished task's dependents: one dependency fewer each (and one more failed one when it
-/// did not complete).
-const RELEASE_DEPENDENTS: &str = "UPDATE task_executions SET remaining_deps = remaining_deps - 1, \
-     failed_deps = failed_deps + ? WHERE execution_id = ? \
-     AND task_id IN (SELECT value FROM json_each(?))";
-/// Those of them with no dependency left, now ready.
-const READY_DEPENDENTS: &str = "UPDATE task_executions SET status = 'Ready', ready_at = ?, \
-     updated_at = ? WHERE execution_id = ? AND task_id IN (SELECT value FROM json_each(?)) \
-     AND remaining_deps <= 0 AND status = 'NotStarted' RETURNING task_id";
-
-#[derive(diesel::QueryableByName)]
-struct TaskId {
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    task_id: String,
+statement! {
+    /// A finished task's dependent: one dependency fewer (and one more failed one when the task
+    /// did not complete).
+    RELEASE_DEPENDENT = "UPDATE task_executions SET remaining_deps = remaining_deps - 1, \
+     failed_deps = failed_deps + ? WHERE execution_id = ? AND task_id = ?";
+}
+statement! {
+    /// That dependent made ready if it has no dependency left.
+    READY_DEPENDENT = "UPDATE task_executions SET status = 'Ready', ready_at = ?, \
+     updated_at = ? WHERE execution_id = ? AND task_id = ? \
+     AND remaining_deps <= 0 AND status = 'NotStarted'";
 }
 
-/// Counts a finished task against its dependents (`dependents_json`, the row's JSON list) and
-/// returns those it made ready. The list is bound as one JSON text, so the statements keep one
-/// text, stay prepared, and plan as key lookups; an `IN` list of the names has a text per
-/// length, which diesel prepares afresh on every call.
+/// Counts a finished task against its dependents and returns those it made ready: two keyed
+/// updates per dependent, the second's row count saying whether it became ready. A set-based
+/// form (the names as a JSON list through `json_each`, the ready ones by `RETURNING`) made
+/// SQLite build three temporary b-trees per call, which cost more than these statements.
 pub(crate) async fn release_dependents(
     conn: &mut Conn,
     execution: &str,
-    dependents_json: &str,
-    _dependents: &[String],
+    dependents: &[String],
     failed_dep: i32,
     now: Millis,
 ) -> Result<Vec<String>, StoreError> {
     use diesel::sql_types::{BigInt, Integer, Text};
-    Stmt::new(RELEASE_DEPENDENTS)
-        .bind::<Integer, _>(failed_dep)
-        .bind::<Text, _>(execution.to_string())
-        .bind::<Text, _>(dependents_json.to_string())
-        .execute(conn)
-        .await?;
-    let ready: Vec<TaskId> = Stmt::new(READY_DEPENDENTS)
-        .bind::<BigInt, _>(now)
-        .bind::<BigInt, _>(now)
-        .bind::<Text, _>(execution.to_string())
-        .bind::<Text, _>(dependents_json.to_string())
-        .load(conn)
-        .await?;
-    Ok(ready.into_iter().map(|r| r.task_id).collect())
+    let mut ready = Vec::new();
+    for d in dependents {
+        Stmt::new(RELEASE_DEPENDENT)
+            .bind::<Integer, _>(failed_dep)
+            .bind::<Text, _>(execution.to_string())
+            .bind::<Text, _>(d.clone())
+            .execute(conn)
+            .await?;
+        let n = Stmt::new(READY_DEPENDENT)
+            .bind::<BigInt, _>(now)
+            .bind::<BigInt, _>(now)
+            .bind::<Text, _>(execution.to_string())
+            .bind::<Text, _>(d.clone())
+            .execute(conn)
+            .await?;
+        if n == 1 {
+            ready.push(d.clone());
+        }
+    }
+    Ok(ready)
 }
 
-/// A new task row (see [`insert_tasks`]).
-const INSERT_TASK: &str = "INSERT INTO task_executions (execution_id, task_id, position, \
+statement! {
+    /// A new task row (see [`insert_tasks`]).
+    INSERT_TASK = "INSERT INTO task_executions (execution_id, task_id, position, \
      dependents, status, remaining_deps, failed_deps, attempt, max_attempts, recoveries, \
      ready_at, lease_owner, lease_expires_at, error, created_at, updated_at, started_at, \
      completed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-/// A new event row (see [`insert_events`]).
-const INSERT_EVENT: &str = "INSERT INTO execution_events (execution_id, seq, task_id, kind, \
+}
+statement! {
+    /// A new event row (see [`insert_events`]).
+    INSERT_EVENT = "INSERT INTO execution_events (execution_id, seq, task_id, kind, \
      attempt, message, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)";
+}
+statement! {
+    /// Two new event rows (see [`insert_events`]).
+    INSERT_EVENTS_2 = "INSERT INTO execution_events (execution_id, seq, task_id, kind, \
+     attempt, message, created_at) VALUES (?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?)";
+}
 
 /// Inserts task rows one prepared statement each: a multi-row `INSERT` has a text of its own
 /// for every row count, so diesel would parse and plan it afresh on every call, which costs
@@ -542,22 +597,37 @@ pub(crate) async fn insert_tasks(conn: &mut Conn, rows: Vec<TaskRow>) -> Result<
     Ok(())
 }
 
-/// Inserts event rows one prepared statement each (see [`insert_tasks`]).
+/// Inserts event rows, two per statement while two are left: a transition records one to
+/// three events, and a statement's own cost (binding, stepping, resetting) is most of what a
+/// small insert costs. The statement texts are fixed, so both stay prepared.
 pub(crate) async fn insert_events(conn: &mut Conn, rows: Vec<EventRow>) -> Result<(), StoreError> {
-    use diesel::sql_types::{BigInt, Integer, Nullable, Text};
-    for r in rows {
-        Stmt::new(INSERT_EVENT)
-            .bind::<Text, _>(r.execution_id)
-            .bind::<BigInt, _>(r.seq)
-            .bind::<Nullable<Text>, _>(r.task_id)
-            .bind::<Text, _>(r.kind)
-            .bind::<Nullable<Integer>, _>(r.attempt)
-            .bind::<Nullable<Text>, _>(r.message)
-            .bind::<BigInt, _>(r.created_at)
-            .execute(conn)
-            .await?;
+    let mut rows = rows.into_iter();
+    while let Some(first) = rows.next() {
+        match rows.next() {
+            Some(second) => {
+                bind_event(bind_event(Stmt::new(INSERT_EVENTS_2), first), second)
+                    .execute(conn)
+                    .await?
+            }
+            None => {
+                bind_event(Stmt::new(INSERT_EVENT), first)
+                    .execute(conn)
+                    .await?
+            }
+        };
     }
     Ok(())
+}
+
+fn bind_event<T: SqlText>(s: Stmt<T>, r: EventRow) -> Stmt<T> {
+    use diesel::sql_types::{BigInt, Integer, Nullable, Text};
+    s.bind::<Text, _>(r.execution_id)
+        .bind::<BigInt, _>(r.seq)
+        .bind::<Nullable<Text>, _>(r.task_id)
+        .bind::<Text, _>(r.kind)
+        .bind::<Nullable<Integer>, _>(r.attempt)
+        .bind::<Nullable<Text>, _>(r.message)
+        .bind::<BigInt, _>(r.created_at)
 }
 
 #[cfg(test)]

@@ -37,52 +37,155 @@ where
     }
 }
 
+/// The text of a [`Stmt`]: a `&'static str`, or a type of its own declared with
+/// [`statement!`], which diesel's statement cache finds by its type instead of rendering the
+/// text and hashing it on every call (a tenth of the SQLite writer thread's instructions).
+pub(crate) trait SqlText: Copy + Send + Sync + 'static {
+    /// What diesel's statement cache keys the statement by, when [`SqlText::TYPED`].
+    type Id: 'static;
+    const TYPED: bool;
+    fn sql(self) -> &'static str;
+    /// The text between the `?` marks (typed statements keep their own; others look theirs up).
+    fn parts(self) -> &'static [&'static str] {
+        parts(self.sql())
+    }
+    /// The same, of the text without its `RETURNING` clause.
+    fn parts_without_returning(self) -> &'static [&'static str] {
+        parts(without_returning(self.sql()))
+    }
+}
+
+fn without_returning(sql: &'static str) -> &'static str {
+    match sql.find(" RETURNING ") {
+        Some(i) => &sql[..i],
+        None => sql,
+    }
+}
+
+/// `sql` split at its `?` marks.
+pub(crate) fn split(sql: &'static str) -> &'static [&'static str] {
+    Box::leak(sql.split('?').collect::<Vec<_>>().into_boxed_slice())
+}
+
+impl SqlText for &'static str {
+    type Id = ();
+    const TYPED: bool = false;
+    fn sql(self) -> &'static str {
+        self
+    }
+}
+
+/// Declares a statement text as a type of its own (see [`SqlText`]). Only for texts bound
+/// with the same SQL types wherever they are used: PostgreSQL fixes a prepared statement's
+/// parameter types when it is prepared, and a typed statement is prepared once per connection.
+macro_rules! statement {
+    ($(#[$doc:meta])* $vis:vis $name:ident = $text:expr;) => {
+        $(#[$doc])*
+        // Named like the constants they replace: a statement reads as `Stmt::new(BUMP)`.
+        #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+        #[derive(Clone, Copy)]
+        $vis struct $name;
+        impl $crate::store::stmt::SqlText for $name {
+            type Id = $name;
+            const TYPED: bool = true;
+            fn sql(self) -> &'static str {
+                $text
+            }
+            fn parts(self) -> &'static [&'static str] {
+                static PARTS: std::sync::OnceLock<&'static [&'static str]> =
+                    std::sync::OnceLock::new();
+                PARTS.get_or_init(|| $crate::store::stmt::split($text))
+            }
+            fn parts_without_returning(self) -> &'static [&'static str] {
+                static PARTS: std::sync::OnceLock<&'static [&'static str]> =
+                    std::sync::OnceLock::new();
+                PARTS.get_or_init(|| {
+                    let sql: &'static str = $text;
+                    $crate::store::stmt::split(match sql.find(" RETURNING ") {
+                        Some(i) => &sql[..i],
+                        None => sql,
+                    })
+                })
+            }
+        }
+    };
+}
+pub(crate) use statement;
+
+/// A statement's text without its `RETURNING` clause (see [`Stmt::without_returning`]).
+#[derive(Clone, Copy)]
+pub(crate) struct NoReturning<T>(T);
+
+impl<T: SqlText> SqlText for NoReturning<T> {
+    type Id = NoReturning<T::Id>;
+    const TYPED: bool = T::TYPED;
+    fn sql(self) -> &'static str {
+        without_returning(self.0.sql())
+    }
+    fn parts(self) -> &'static [&'static str] {
+        self.0.parts_without_returning()
+    }
+}
+
 /// A hand-written statement with fixed text (`?` marks each bind, in order; diesel writes the
 /// backend's placeholder). Its text never depends on the values, so diesel keeps it prepared.
-pub(crate) struct Stmt<DB: Backend> {
+pub(crate) struct Stmt<DB: Backend, T: SqlText = &'static str> {
+    text: T,
     /// The text between the `?` marks.
     parts: &'static [&'static str],
     args: Vec<Box<dyn Arg<DB>>>,
 }
 
-impl<DB: Backend> Stmt<DB> {
-    /// `sql` is one of the engine's statement constants: its pieces are split once per
+impl<DB: Backend, T: SqlText> Stmt<DB, T> {
+    /// `text` is one of the engine's statement constants: its pieces are split once per
     /// process and kept, since diesel walks a statement several times per call.
-    pub(crate) fn new(sql: &'static str) -> Self {
+    pub(crate) fn new(text: T) -> Self {
         Stmt {
-            parts: parts(sql),
+            text,
+            parts: text.parts(),
             args: Vec::with_capacity(8),
         }
     }
 
-    pub(crate) fn bind<ST, T>(mut self, value: T) -> Self
+    pub(crate) fn bind<ST, V>(mut self, value: V) -> Self
     where
         DB: HasSqlType<ST>,
-        T: ToSql<ST, DB> + Send + Sync + 'static,
+        V: ToSql<ST, DB> + Send + Sync + 'static,
         ST: 'static,
     {
-        self.args.push(Box::new(Typed::<ST, T>(value, PhantomData)));
+        self.args.push(Box::new(Typed::<ST, V>(value, PhantomData)));
         self
+    }
+
+    /// The statement without its `RETURNING` clause, which binds nothing (see the SQLite
+    /// backend's `update_returning`).
+    pub(crate) fn without_returning(self) -> Stmt<DB, NoReturning<T>> {
+        let text = NoReturning(self.text);
+        Stmt {
+            text,
+            parts: text.parts(),
+            args: self.args,
+        }
     }
 }
 
-/// The pieces of `sql` between its `?` marks. Splitting on every walk was 7 % of the SQLite
-/// writer thread's instructions; the texts are the engine's constants, so the set is small and
-/// fixed and each is split once.
+/// The pieces of `sql` between its `?` marks, for an untyped statement. Splitting on every
+/// walk was 7 % of the SQLite writer thread's instructions; the texts are the engine's
+/// constants, so the set is small and fixed and each is split once.
 fn parts(sql: &'static str) -> &'static [&'static str] {
     type Split = std::collections::HashMap<(usize, usize), &'static [&'static str]>;
     static SPLIT: std::sync::OnceLock<std::sync::RwLock<Split>> = std::sync::OnceLock::new();
     let key = (sql.as_ptr() as usize, sql.len());
-    let split = SPLIT.get_or_init(Default::default);
-    if let Some(p) = crate::sync::read(split).get(&key) {
+    let cache = SPLIT.get_or_init(Default::default);
+    if let Some(p) = crate::sync::read(cache).get(&key) {
         return p;
     }
-    crate::sync::write(split)
+    crate::sync::write(cache)
         .entry(key)
-        .or_insert_with(|| Box::leak(sql.split('?').collect::<Vec<_>>().into_boxed_slice()))
+        .or_insert_with(|| split(sql))
 }
 
-impl<DB: Backend> QueryFragment<DB> for Stmt<DB> {
+impl<DB: Backend, T: SqlText> QueryFragment<DB> for Stmt<DB, T> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
         let mut args = self.args.iter();
         for (i, part) in self.parts.iter().enumerate() {
@@ -105,16 +208,16 @@ impl<DB: Backend> QueryFragment<DB> for Stmt<DB> {
     }
 }
 
-impl<DB: Backend> QueryId for Stmt<DB> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
+impl<DB: Backend, T: SqlText> QueryId for Stmt<DB, T> {
+    type QueryId = T::Id;
+    const HAS_STATIC_QUERY_ID: bool = T::TYPED;
 }
 
-impl<DB: Backend> Query for Stmt<DB> {
+impl<DB: Backend, T: SqlText> Query for Stmt<DB, T> {
     type SqlType = Untyped;
 }
 
-impl<DB: Backend, Conn> diesel::RunQueryDsl<Conn> for Stmt<DB> {}
+impl<DB: Backend, T: SqlText, Conn> diesel::RunQueryDsl<Conn> for Stmt<DB, T> {}
 
 /// SQLite runs a fixed-text statement straight on its blocking connection. Through
 /// diesel-async's wrapper every statement first had its binds copied into owned buffers, its
@@ -123,7 +226,7 @@ impl<DB: Backend, Conn> diesel::RunQueryDsl<Conn> for Stmt<DB> {}
 /// ([`Inline`](super::sqlite::Inline)) runs the call where it is issued, so this changes no
 /// thread and no transaction; these inherent methods take the place of diesel-async's
 /// `RunQueryDsl` ones for SQLite, so the queries shared by both backends read the same.
-impl Stmt<diesel::sqlite::Sqlite> {
+impl<T: SqlText> Stmt<diesel::sqlite::Sqlite, T> {
     pub(crate) async fn execute(self, conn: &mut super::sqlite::Conn) -> QueryResult<usize> {
         conn.spawn_blocking(move |c| diesel::RunQueryDsl::execute(self, c))
             .await
