@@ -154,6 +154,28 @@ fn upload_run_stream_and_delete(backend: Backend) {
         .collect();
     assert_eq!(resumed, later);
 
+    // A long poll: `?wait=` answers with the status as it stands when the time runs out,
+    // and as soon as the run has ended (one request instead of polling); a bad one is a 400.
+    let slow = server.execute("public", "orders", &json!({"delay_ms": 1500}));
+    let path = format!("/v1/tenants/public/executions/{slow}");
+    let early = server.get_ok(&format!("{path}?wait=100ms"));
+    assert!(
+        matches!(early["status"].as_str(), Some("Pending" | "Running")),
+        "{early}"
+    );
+    let ended = server.get_ok(&format!("{path}?wait=30s"));
+    assert_eq!(ended["status"], "Completed", "{ended}");
+    assert!(ended["result"].is_object(), "{ended}");
+    let r = server.get(&format!("{path}?wait=soon"));
+    assert_eq!((r.status, r.code().as_str()), (400, "invalid_query"), "{r}");
+    let r =
+        server.get("/v1/tenants/public/executions/00000000-0000-4000-8000-000000000000?wait=1s");
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (404, "execution_not_found"),
+        "{r}"
+    );
+
     // `hello` runs too.
     let exec = server.execute("public", "hello", &json!({}));
     assert_eq!(

@@ -94,6 +94,37 @@ pub struct EventQuery {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+pub struct StatusQuery {
+    /// Long poll: hold the answer until the run has ended (`Completed`, `Failed` or
+    /// `Cancelled`) or this long has passed, whichever is first, then answer with the status
+    /// at that moment. A duration (`500ms`, `30s`); at most 60s (longer is cut to 60s).
+    /// Without it the answer is immediate.
+    pub wait: Option<String>,
+}
+
+/// The longest a status request is held (`?wait=`): under the idle timeouts of common load
+/// balancers, and short enough that a client's retry loop stays responsive.
+const WAIT_MAX: Duration = Duration::from_secs(60);
+
+fn wait_limit(text: Option<&str>) -> ApiResult<Option<Duration>> {
+    let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    // Milliseconds too: a client that polls in a loop asks for short holds.
+    let millis = text.strip_suffix("ms").and_then(|n| n.parse::<u64>().ok());
+    let d = match millis {
+        Some(ms) => Duration::from_millis(ms),
+        None => cloacina::duration::parse(text).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("invalid wait: {e}; give a duration such as 30s or 500ms (at most 60s)"),
+            )
+        })?,
+    };
+    Ok(Some(d.min(WAIT_MAX)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
 pub struct StreamQuery {
     /// Resume after this sequence number (the `Last-Event-ID` header does the same).
     pub after: Option<i64>,
@@ -202,19 +233,26 @@ pub async fn execution_list(
     Ok(Json(List::in_tenant(items, total as usize, &tenant_name)))
 }
 
-/// One execution's status.
+/// One execution's status; with `wait`, once it has ended (a long poll).
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/executions/{id}", tag = "executions", security(("api_key" = [])),
-    params(("tenant" = String, Path), ("id" = Uuid, Path, description = "The execution id (a UUID)")),
+    params(("tenant" = String, Path), ("id" = Uuid, Path, description = "The execution id (a UUID)"), StatusQuery),
     responses((status = 200, body = ExecutionDetail), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn execution_get(
     State(state): State<SharedState>,
     caller: Caller,
     Path((tenant_name, id)): Path<(String, String)>,
+    Query(q): Query<StatusQuery>,
 ) -> ApiResult<Json<ExecutionDetail>> {
     let tenant = tenant_for(&state, &caller, &tenant_name, Role::Read)?;
     let id = parse_id(&id)?;
-    let e = record(&tenant, id).await?;
+    let e = match wait_limit(q.wait.as_deref())? {
+        None => record(&tenant, id).await?,
+        Some(limit) => match tenant.host.runner().wait_record(id, limit).await {
+            Err(cloacina::EngineError::ExecutionNotFound(_)) => record(&tenant, id).await?,
+            other => other?,
+        },
+    };
     let result = if e.status == ExecutionStatus::Completed {
         tenant
             .store()

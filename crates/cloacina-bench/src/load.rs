@@ -10,8 +10,8 @@
 //! 2. one of the execution lists: `GET .../executions?workflow=hello&limit=20`, or
 //!    `GET .../executions?status=Completed&limit=50&offset=50` every other time;
 //! 3. `GET /v1/tenants/public/workflows`, then `GET /v1/packages`;
-//! 4. `GET .../executions/{id}` every `--poll-ms` until the run has ended, which must be
-//!    `Completed` with the greeting `hello` writes.
+//! 4. `GET .../executions/{id}?wait=30s` (a long poll; or plain every `--poll-ms`) until the
+//!    run has ended, which must be `Completed` with the greeting `hello` writes.
 //!
 //! Every answer that is not the expected 2xx, every transport error and every run that did not
 //! complete as expected is counted; one is a failure (exit 1). A sampler reads the server's
@@ -392,7 +392,7 @@ fn iteration(
         return;
     };
     book.executions += 1;
-    let url = format!("{base}/v1/tenants/{TENANT}/executions/{id}");
+    let url = server::status_url(base, &id, poll);
     let submitted = Instant::now();
     loop {
         std::thread::sleep(poll);

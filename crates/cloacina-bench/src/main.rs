@@ -71,8 +71,9 @@ struct Args {
     #[arg(long, default_value_t = 16,
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     clients: usize,
-    /// `server` only: how often a client polls its execution's status, in ms.
-    #[arg(long, default_value_t = 5)]
+    /// `server` and `load`: how often a client asks after its execution's status, in ms; 0
+    /// (the default) asks once with a long poll (`?wait=`), answered when the run has ended.
+    #[arg(long, default_value_t = 0)]
     poll_ms: u64,
     /// `load` only: how long the clients run, in seconds (fractions allowed).
     #[arg(long, default_value_t = 60.0)]

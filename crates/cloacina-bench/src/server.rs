@@ -5,8 +5,9 @@
 //! free port and a fresh database (a SQLite file, or a PostgreSQL database created here and
 //! dropped afterwards), with a bootstrap key it generated, uploads the `hello-orders` example
 //! (its `hello` workflow is one trivial task) and then, per round, has `clients` threads run
-//! `workflows` executions between them: each thread submits one (`POST .../execute`), polls
-//! `GET .../executions/{id}` every `poll_ms` until the run has ended, checks the result and
+//! `workflows` executions between them: each thread submits one (`POST .../execute`), asks
+//! `GET .../executions/{id}?wait=30s` (a long poll, answered when the run has ended; or, with
+//! `--poll-ms N`, plain requests every N ms) until the run has ended, checks the result and
 //! takes the next. Everything the server does is counted: authentication of every request,
 //! the submit, the run and every poll.
 
@@ -442,7 +443,7 @@ fn one(agent: &ureq::Agent, server: &Server, i: usize, poll: Duration) -> anyhow
         .as_str()
         .with_context(|| format!("no execution_id in {accepted}"))?
         .to_string();
-    let url = format!("{}/v1/tenants/{TENANT}/executions/{id}", server.base);
+    let url = status_url(&server.base, &id, poll);
     let mut polls = 0;
     loop {
         std::thread::sleep(poll);
@@ -472,6 +473,17 @@ fn one(agent: &ureq::Agent, server: &Server, i: usize, poll: Duration) -> anyhow
                 ok: false,
             });
         }
+    }
+}
+
+/// Where a client asks after execution `id`: a long poll when `poll` is zero, otherwise the
+/// plain status (asked again every `poll`).
+pub(crate) fn status_url(base: &str, id: &str, poll: Duration) -> String {
+    let url = format!("{base}/v1/tenants/{TENANT}/executions/{id}");
+    if poll.is_zero() {
+        format!("{url}?wait=30s")
+    } else {
+        url
     }
 }
 

@@ -522,6 +522,31 @@ impl Runner {
         }
     }
 
+    /// The record of execution `id` once it has ended, or as it stands when `limit` has passed
+    /// (a long poll: running out of time is an answer, not an error). Woken by the store's
+    /// signal, so a client learns of the end in one request instead of polling for it.
+    pub async fn wait_record(
+        &self,
+        id: Uuid,
+        limit: Duration,
+    ) -> Result<ExecutionRecord, EngineError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        // Subscribed before the first read, so an end between the read and the wait is seen.
+        let mut signals = self.shared.store.subscribe();
+        let safety_net = self.shared.config.poll_interval.max(Duration::from_secs(5));
+        loop {
+            let rec = self.record(id).await?;
+            if rec.status.is_terminal() || tokio::time::Instant::now() >= deadline {
+                return Ok(rec);
+            }
+            tokio::select! {
+                _ = wait_for_finish(&mut signals, id) => {}
+                _ = tokio::time::sleep(safety_net) => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
     /// The execution's current status, and its final context once it has one.
     pub async fn status(&self, id: Uuid) -> Result<ExecutionResult, EngineError> {
         let rec = self.record(id).await?;
