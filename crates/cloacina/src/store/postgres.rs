@@ -29,6 +29,9 @@ type Stmt<T = &'static str> = super::stmt::Stmt<diesel::pg::Pg, T>;
 
 pub(crate) type Conn = AsyncPgConnection;
 
+/// Savepoints as one text: one round trip.
+impl super::writer::WriterConn for Conn {}
+
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 
 // The per-write operations, written once for both backends (see ops.rs).

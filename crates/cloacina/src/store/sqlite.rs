@@ -47,6 +47,18 @@ impl diesel_async::sync_connection_wrapper::SpawnBlocking for Inline {
     }
 }
 
+/// The writer's savepoints as statements prepared once per connection, not parsed per write.
+impl super::writer::WriterConn for Conn {
+    fn savepoint<'c>(&'c mut self, sql: &'static str) -> BoxFuture<'c, Result<(), StoreError>> {
+        Box::pin(async move {
+            for statement in sql.split("; ") {
+                Stmt::new(statement).execute(self).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 
 /// How long a connection waits for another process's write lock before failing.

@@ -184,6 +184,17 @@ pub(crate) trait Merge<C>: Send + Sync + 'static {
     ) -> BoxFuture<'c, Result<(), StoreError>>;
 }
 
+/// A connection the writer drives. Its savepoint statements (several per group commit, one
+/// pair per write) go through [`WriterConn::savepoint`]: sent as one text by default (one
+/// round trip on PostgreSQL); SQLite runs each statement of the text prepared and kept, where
+/// `batch_execute` would parse them on every write.
+pub(crate) trait WriterConn: SimpleAsyncConnection + Send {
+    /// Runs `sql`, statements separated by `"; "`.
+    fn savepoint<'c>(&'c mut self, sql: &'static str) -> BoxFuture<'c, Result<(), StoreError>> {
+        Box::pin(async move { self.batch_execute(sql).await.map_err(StoreError::from) })
+    }
+}
+
 /// For a backend that merges nothing and sends no notifications (SQLite).
 pub(crate) struct NoMerge;
 
@@ -228,7 +239,7 @@ pub(crate) struct Writer<C, M: Merge<C> = NoMerge> {
 
 impl<C, M> Writer<C, M>
 where
-    C: SimpleAsyncConnection + Send + 'static,
+    C: WriterConn + 'static,
     M: Merge<C>,
 {
     /// Starts the writer as a task on the current runtime (for connections that do async I/O).
@@ -384,7 +395,7 @@ struct LoopState {
     begin: &'static str,
 }
 
-async fn writer_loop<C: SimpleAsyncConnection + Send, M: Merge<C>>(
+async fn writer_loop<C: WriterConn, M: Merge<C>>(
     mut conn: C,
     mut rx: mpsc::UnboundedReceiver<Queued<M, C>>,
     state: LoopState,
@@ -471,7 +482,7 @@ async fn writer_loop<C: SimpleAsyncConnection + Send, M: Merge<C>>(
 /// Runs one write with the savepoint named `job` around it, already set by the caller.
 /// Afterwards the savepoint is set again (moved past this write, or rolled back to) when
 /// `more` writes follow, in the same round trip as the release or rollback.
-async fn after_savepoint<C: SimpleAsyncConnection + Send>(
+async fn after_savepoint<C: WriterConn>(
     conn: &mut C,
     ok: bool,
     more: bool,
@@ -483,7 +494,7 @@ async fn after_savepoint<C: SimpleAsyncConnection + Send>(
         (false, true) => "ROLLBACK TO SAVEPOINT job",
         (false, false) => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job",
     };
-    conn.batch_execute(sql).await.map_err(StoreError::from)
+    conn.savepoint(sql).await
 }
 
 type Answer<M, C> = (
@@ -493,7 +504,7 @@ type Answer<M, C> = (
 
 /// One group commit: every job in its own savepoint (skipped for a lone job, where the
 /// transaction itself is the unit), the merged items together, one COMMIT for all.
-async fn run_batch<C: SimpleAsyncConnection + Send, M: Merge<C>>(
+async fn run_batch<C: WriterConn, M: Merge<C>>(
     conn: &mut C,
     jobs: &mut Vec<Job<C>>,
     merged: &mut Vec<Merged<M, C>>,
@@ -528,9 +539,8 @@ async fn run_batch<C: SimpleAsyncConnection + Send, M: Merge<C>>(
         }
         if !single
             && i == 0
-            && let Err(e) = conn.batch_execute("SAVEPOINT job").await
+            && let Err(err) = conn.savepoint("SAVEPOINT job").await
         {
-            let err = StoreError::from(e);
             (job.fail)(&err);
             failure = Some(err);
             continue;
@@ -692,7 +702,7 @@ async fn begin_retrying<C: SimpleAsyncConnection + Send>(
 /// a savepoint. `alone` means nothing else is in the transaction: a failure of `many` then
 /// rolls back the whole transaction instead of a savepoint (one round trip fewer per batch).
 /// The outer error is for the batch (the connection failed); the inner ones are per item.
-async fn run_merged<C: SimpleAsyncConnection + Send, M: Merge<C>>(
+async fn run_merged<C: WriterConn, M: Merge<C>>(
     conn: &mut C,
     items: &[M::Item],
     merge: &M,
