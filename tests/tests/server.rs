@@ -321,9 +321,10 @@ fn sigterm_with_a_run_in_flight_stops_cleanly_and_loses_no_run() {
     }
 }
 
-/// An event stream open on a long run does not hold the stop up: the stream ends, the drain
-/// hands the run back after `--shutdown-timeout-s`, and the server exits 0 long before the run
-/// (60 s) could have finished.
+/// An event stream and a long poll (`?wait=60s`) open on a long run do not hold the stop up:
+/// the stream ends, the poll is answered with the run's status, the drain hands the run back
+/// after `--shutdown-timeout-s`, and the server exits 0 long before the run (60 s) could have
+/// finished.
 #[test]
 fn sigterm_ends_open_event_streams_instead_of_waiting_for_them() {
     let home = ServerHome::sqlite();
@@ -339,13 +340,20 @@ fn sigterm_ends_open_event_streams_instead_of_waiting_for_them() {
     );
     let stream_path = format!("/v1/tenants/public/executions/{exec}/events/stream");
     let started = std::time::Instant::now();
-    let events = std::thread::scope(|scope| {
+    let poll_path = format!("/v1/tenants/public/executions/{exec}?wait=60s");
+    let (events, polled) = std::thread::scope(|scope| {
         let reader = scope.spawn(|| server.sse(&stream_path, None));
-        // Let the stream open and deliver what exists, then stop the server.
+        let poller = scope.spawn(|| server.get(&poll_path));
+        // Let the stream and the poll open, then stop the server.
         std::thread::sleep(std::time::Duration::from_millis(500));
         server.signal("TERM");
-        reader.join().expect("the stream reader")
+        (
+            reader.join().expect("the stream reader"),
+            poller.join().expect("the long poll"),
+        )
     });
+    assert_eq!(polled.status, 200, "{polled}\n{}", server.logs());
+    assert_eq!(polled.json()["status"], "Running", "{polled}");
     assert!(
         started.elapsed() < std::time::Duration::from_secs(30),
         "the stream ended only after {:?}",

@@ -248,10 +248,21 @@ pub async fn execution_get(
     let id = parse_id(&id)?;
     let e = match wait_limit(q.wait.as_deref())? {
         None => record(&tenant, id).await?,
-        Some(limit) => match tenant.host.runner().wait_record(id, limit).await {
-            Err(cloacina::EngineError::ExecutionNotFound(_)) => record(&tenant, id).await?,
-            other => other?,
-        },
+        Some(limit) => {
+            // A stopping server answers a held request at once (with the status as it
+            // stands) instead of holding its shutdown for the rest of the wait.
+            let mut stopping = state.stopping.subscribe();
+            let waited = tokio::select! {
+                r = tenant.host.runner().wait_record(id, limit) => Some(r),
+                _ = stopping.wait_for(|s| *s) => None,
+            };
+            match waited {
+                Some(Err(cloacina::EngineError::ExecutionNotFound(_))) | None => {
+                    record(&tenant, id).await?
+                }
+                Some(other) => other?,
+            }
+        }
     };
     let result = if e.status == ExecutionStatus::Completed {
         tenant
