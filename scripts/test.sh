@@ -38,8 +38,20 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo build (binaries for the end-to-end tests)"
 cargo build --workspace --all-targets --locked
 
+# With cargo-nextest installed (and no arguments for cargo test), the tests run under nextest:
+# every test in a process of its own, four at a time across all the test binaries, with the
+# end-to-end binaries that must run their tests one at a time (or alone) grouped as
+# .config/nextest.toml says; the doc tests, which nextest does not run, follow under cargo test.
+# Otherwise (or with CLOACINA_TEST_RUNNER=cargo) plain `cargo test`, one binary after the other.
 echo "== cargo test"
-cargo test --workspace --locked --no-fail-fast "$@"
+if [ $# -eq 0 ] && [ "${CLOACINA_TEST_RUNNER:-}" != cargo ] && cargo nextest --version >/dev/null 2>&1; then
+    status=0
+    cargo nextest run --workspace --locked --no-fail-fast || status=$?
+    cargo test --workspace --locked --no-fail-fast --doc || status=$?
+    [ "$status" -eq 0 ] || exit "$status"
+else
+    cargo test --workspace --locked --no-fail-fast "$@"
+fi
 
 # The HTTP API fuzzed from its own OpenAPI document (schemathesis, installed by the script into
 # target/fuzz-venv) in a short mode: no 5xx, every error in the JSON error shape, the server
@@ -51,10 +63,13 @@ bash scripts/fuzz.sh --short
 # workflow ends Completed with the right context (it exits non-zero otherwise). Timing is not
 # checked here; see docs/performance.md.
 echo "== cloacina-bench (short mode)"
-cargo run --locked -q -p cloacina-bench -- --workflows 10 --history 2000 --rounds 2
+# Run as built above: `cargo run -p cloacina-bench` would resolve features for that package alone
+# and compile a second copy of cloacina and of a third of the dependencies first.
+BENCH="${CARGO_TARGET_DIR:-target}/debug/cloacina-bench"
+"$BENCH" --workflows 10 --history 2000 --rounds 2
 
 # The load test in a short mode: 20 s per backend of clients mixing executes with the list
 # endpoints against the real server; fails on any error or run that did not complete. Memory
 # is only reported here (judged from 5 minutes up); the long run: docs/reliability.md, "Load".
 echo "== load test (short mode)"
-cargo run --locked -q -p cloacina-bench -- --scenario load --duration 20
+"$BENCH" --scenario load --duration 20

@@ -1,9 +1,10 @@
 //! The example packages of `examples/packages/`, built once per test run.
 //!
 //! `build()` runs `cargo build --manifest-path examples/packages/Cargo.toml --workspace` with
-//! `CARGO_TARGET_DIR=<workspace>/target/packages`, once per test binary (a `OnceLock`) and one
-//! binary at a time (a file lock in that target directory); cargo makes the second and later
-//! builds no-ops. On failure the test panics with cargo's output.
+//! `CARGO_TARGET_DIR=<workspace>/target/packages`, once per test process (a `OnceLock`: one per
+//! test binary under `cargo test`, one per test under nextest) and one process at a time (a file
+//! lock in that target directory); cargo makes the second and later builds no-ops. On failure
+//! the test panics with cargo's output.
 //!
 //! Shared by every end-to-end test through `cloacina_e2e::packages`.
 
@@ -154,18 +155,18 @@ fn variant(
         .replacen("version = \"1.0.0\"", &versioned, 1)
         .replace("../../../crates", &crates)
         + "\n[workspace]\n";
-    fs::write(dir.join("Cargo.toml"), cargo_toml).expect("write Cargo.toml");
+    write_atomically(&dir.join("Cargo.toml"), cargo_toml.as_bytes());
     let manifest = fs::read_to_string(src.join("package.toml"))
         .expect("read the example's package.toml")
         .replacen("version = \"1.0.0\"", &versioned, 1);
-    fs::write(dir.join("package.toml"), manifest).expect("write package.toml");
-    match lib_rs {
-        Some(text) => fs::write(dir.join("src/lib.rs"), text).expect("write lib.rs"),
-        None => fs::copy(src.join("src/lib.rs"), dir.join("src/lib.rs"))
-            .map(|_| ())
-            .expect("copy lib.rs"),
-    }
-    fs::copy(examples_dir().join("Cargo.lock"), dir.join("Cargo.lock")).expect("copy Cargo.lock");
+    write_atomically(&dir.join("package.toml"), manifest.as_bytes());
+    let lib_rs = match lib_rs {
+        Some(text) => text.into_bytes(),
+        None => fs::read(src.join("src/lib.rs")).expect("read the example's lib.rs"),
+    };
+    write_atomically(&dir.join("src/lib.rs"), &lib_rs);
+    let lock_file = fs::read(examples_dir().join("Cargo.lock")).expect("read Cargo.lock");
+    write_atomically(&dir.join("Cargo.lock"), &lock_file);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let output = Command::new(cargo)
         .args(["build", "--manifest-path"])
@@ -181,9 +182,22 @@ fn variant(
     );
     let file = library_file_name(crate_name);
     let library = dir.join(&file);
-    fs::copy(base.join("target/debug").join(&file), &library).expect("copy the library out");
+    let built_library = fs::read(base.join("target/debug").join(&file)).expect("read the library");
+    write_atomically(&library, &built_library);
     drop(lock);
     let found = (dir, library);
     built.insert(key, found.clone());
     found
+}
+
+/// Writes `contents` to `path` as a whole: into a file beside it, renamed over it. A process
+/// reading the old file meanwhile (another test process packing the same variant: nextest runs
+/// each test in a process of its own) sees the old file or the new one, never a half-written
+/// one. The file is always rewritten, so its modification time moves on and cargo rebuilds the
+/// variant: every variant of one crate links the same library file in the shared target
+/// directory, so only a fresh build says which variant that file is.
+fn write_atomically(path: &Path, contents: &[u8]) {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    fs::write(&tmp, contents).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+    fs::rename(&tmp, path).unwrap_or_else(|e| panic!("rename onto {}: {e}", path.display()));
 }
