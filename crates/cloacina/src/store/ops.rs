@@ -212,9 +212,7 @@ pub(crate) async fn bump(
         Stmt::new(BUMPED).bind::<Text, _>(execution.to_string()),
     )
     .await?
-    .ok_or_else(|| {
-        StoreError::ExecutionNotFound(crate::store::rows::parse_uuid(execution).unwrap_or_default())
-    })?;
+    .ok_or_else(|| StoreError::ExecutionNotFound(parse_uuid(execution).unwrap_or_default()))?;
     if n > 0 {
         let first = event_seq - n + 1;
         let rows: Vec<EventRow> = events

@@ -55,7 +55,8 @@ pub(crate) trait SqlText: Copy + Send + Sync + 'static {
     }
 }
 
-fn without_returning(sql: &'static str) -> &'static str {
+/// `sql` without its `RETURNING` clause (which binds nothing).
+pub(crate) fn without_returning(sql: &'static str) -> &'static str {
     match sql.find(" RETURNING ") {
         Some(i) => &sql[..i],
         None => sql,
@@ -100,11 +101,7 @@ macro_rules! statement {
                 static PARTS: std::sync::OnceLock<&'static [&'static str]> =
                     std::sync::OnceLock::new();
                 PARTS.get_or_init(|| {
-                    let sql: &'static str = $text;
-                    $crate::store::stmt::split(match sql.find(" RETURNING ") {
-                        Some(i) => &sql[..i],
-                        None => sql,
-                    })
+                    $crate::store::stmt::split($crate::store::stmt::without_returning($text))
                 })
             }
         }
