@@ -59,9 +59,23 @@ pub async fn ensure(
         }
         None => (generated_in(file)?, Bootstrap::Generated),
     };
-    // Every key is revoked: a key already in the table (revoked) cannot come back.
-    let hash = auth::key_hash(&plaintext);
-    if control.api_key_find(&hash).await?.is_some() {
+    record(control, &plaintext, outcome, file).await
+}
+
+/// Records `plaintext` as the bootstrap key. The count said no usable keys, but a replica
+/// started together with this one may have recorded the same key since: that counts as done.
+/// A revoked key cannot come back.
+async fn record(
+    control: &Store,
+    plaintext: &str,
+    outcome: Bootstrap,
+    file: &Path,
+) -> Result<Bootstrap, BootstrapError> {
+    let hash = auth::key_hash(plaintext);
+    if let Some(found) = control.api_key_find(&hash).await? {
+        if !found.is_revoked() {
+            return Ok(Bootstrap::KeysExist);
+        }
         return Err(match outcome {
             Bootstrap::Given => BootstrapError::Revoked {
                 which: "given (--bootstrap-key/CLOACINA_BOOTSTRAP_KEY)".to_string(),
@@ -132,5 +146,32 @@ fn generated_in(file: &Path) -> Result<String, BootstrapError> {
             }
         }
         Err(e) => Err(write_err(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn control(dir: &Path) -> Store {
+        let url = format!("sqlite://{}", dir.join("control.db").display());
+        Store::open(&url).await.expect("open the control store")
+    }
+
+    /// The window after the count: another replica recorded the same key first.
+    #[tokio::test]
+    async fn a_key_recorded_meanwhile_by_another_replica_counts_as_done() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = control(dir.path()).await;
+        let key = auth::key_generate().plaintext;
+        let file = dir.path().join("bootstrap-key");
+        let first = record(&store, &key, Bootstrap::Given, &file).await;
+        assert_eq!(first.expect("first replica records it"), Bootstrap::Given);
+        let second = record(&store, &key, Bootstrap::Given, &file).await;
+        assert_eq!(
+            second.expect("second replica accepts it"),
+            Bootstrap::KeysExist
+        );
+        assert_eq!(store.api_key_count().await.expect("count"), 1);
     }
 }
