@@ -17,6 +17,7 @@
 mod cache;
 mod config;
 mod executor;
+mod waiters;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -184,6 +185,8 @@ struct Shared {
     stopping: AtomicBool,
     stats: RunnerStats,
     contexts: Mutex<cache::ContextCache>,
+    /// Who waits for which execution's end ([`Runner::wait`], [`Runner::wait_record`]).
+    waiters: Arc<waiters::Waiters>,
     /// Whether a finish also claims other ready work for its freed slot: the store's
     /// [`Capabilities::refill_on_finish`](crate::store::Capabilities::refill_on_finish), asked
     /// once at start.
@@ -240,6 +243,7 @@ impl Runner {
             stopping: AtomicBool::new(false),
             stats: RunnerStats::default(),
             contexts: Mutex::new(cache::ContextCache::new(CONTEXT_CACHE_ENTRIES)),
+            waiters: Arc::default(),
             refill,
         });
         recover(&shared).await;
@@ -482,7 +486,7 @@ impl Runner {
         timeout: Option<Duration>,
     ) -> Result<ExecutionResult, EngineError> {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-        let mut signals = self.shared.store.subscribe();
+        let mut waiter = self.shared.waiters.register(id);
         loop {
             // A database outage is waited out (to the deadline, if any), not reported: the
             // execution goes on once the database is back.
@@ -509,7 +513,7 @@ impl Runner {
                 }
             };
             tokio::select! {
-                _ = wait_for_finish(&mut signals, id) => {}
+                _ = waiter.woken() => {}
                 _ = safety_net => {}
                 _ = until_deadline => {
                     let rec = self.record(id).await?;
@@ -531,8 +535,8 @@ impl Runner {
         limit: Duration,
     ) -> Result<ExecutionRecord, EngineError> {
         let deadline = tokio::time::Instant::now() + limit;
-        // Subscribed before the first read, so an end between the read and the wait is seen.
-        let mut signals = self.shared.store.subscribe();
+        // Registered before the first read, so an end between the read and the wait is seen.
+        let mut waiter = self.shared.waiters.register(id);
         let safety_net = self.shared.config.poll_interval.max(Duration::from_secs(5));
         loop {
             let rec = self.record(id).await?;
@@ -540,7 +544,7 @@ impl Runner {
                 return Ok(rec);
             }
             tokio::select! {
-                _ = wait_for_finish(&mut signals, id) => {}
+                _ = waiter.woken() => {}
                 _ = tokio::time::sleep(safety_net) => {}
                 _ = tokio::time::sleep_until(deadline) => {}
             }
@@ -713,20 +717,6 @@ fn not_found(id: Uuid) -> impl Fn(StoreError) -> StoreError {
     move |e| match e {
         StoreError::ExecutionNotFound(_) => StoreError::ExecutionNotFound(id),
         other => other,
-    }
-}
-
-async fn wait_for_finish(signals: &mut broadcast::Receiver<StoreSignal>, id: Uuid) {
-    loop {
-        match signals.recv().await {
-            Ok(StoreSignal::ExecutionFinished(done)) if done == id => return,
-            // Signals were lost during an outage: re-check the status.
-            Ok(StoreSignal::Resync) => return,
-            Ok(_) => continue,
-            // Missed signals: re-check the status.
-            Err(broadcast::error::RecvError::Lagged(_)) => return,
-            Err(broadcast::error::RecvError::Closed) => futures::future::pending::<()>().await,
-        }
     }
 }
 
@@ -1062,10 +1052,19 @@ fn schedule_wake(shared: &Arc<Shared>, at: i64) {
 async fn signal_loop(shared: Arc<Shared>, mut signals: broadcast::Receiver<StoreSignal>) {
     loop {
         match signals.recv().await {
-            Ok(StoreSignal::TasksReady)
-            | Ok(StoreSignal::Resync)
-            | Err(broadcast::error::RecvError::Lagged(_)) => shared.wake.notify_one(),
-            Ok(StoreSignal::ExecutionChanged(id)) | Ok(StoreSignal::ExecutionFinished(id)) => {
+            Ok(StoreSignal::TasksReady) => shared.wake.notify_one(),
+            Ok(StoreSignal::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                shared.wake.notify_one();
+                shared.waiters.wake_all();
+            }
+            // An ended run has no task left to cancel or hold back, so no read is needed (a
+            // cancel also signals `ExecutionChanged`, handled below).
+            Ok(StoreSignal::ExecutionFinished(id)) => {
+                shared.wake.notify_one();
+                shared.waiters.wake(id);
+                shared.mark_paused(id, false);
+            }
+            Ok(StoreSignal::ExecutionChanged(id)) => {
                 shared.wake.notify_one();
                 let tracked = lock(&shared.running).contains_key(&id);
                 if tracked && let Ok(Some(rec)) = shared.store.execution_get(id).await {

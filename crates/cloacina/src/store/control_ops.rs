@@ -71,12 +71,13 @@ pub(crate) async fn api_key_find(
     conn: &mut Conn,
     hash: String,
 ) -> Result<Option<ApiKeyRecord>, StoreError> {
-    ak::table
+    // Every request's lookup: keyed (the hash is unique), without `first`'s `LIMIT ?`, which
+    // makes SQLite re-prepare the statement on every call (see `ops::execution_get`).
+    let query = ak::table
         .filter(ak::key_hash.eq(hash))
-        .select(ApiKeyRow::as_select())
-        .first(conn)
-        .await
-        .optional()?
+        .select(ApiKeyRow::as_select());
+    super::keyed_row::<_, ApiKeyRow>(conn, query)
+        .await?
         .map(TryInto::try_into)
         .transpose()
 }

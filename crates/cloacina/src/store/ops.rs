@@ -452,15 +452,13 @@ pub(crate) async fn execution_get(
     conn: &mut Conn,
     id: Uuid,
 ) -> Result<Option<ExecutionRecord>, StoreError> {
-    // `get_result`, not `first`: a key finds at most one row, and `first` binds a `LIMIT ?`,
-    // whose value the bundled SQLite (3.50) plans with, so it re-prepares the statement on
-    // every call.
-    we::table
+    // Not `first`: a key finds at most one row, and `first` binds a `LIMIT ?`, whose value
+    // the bundled SQLite (3.50) plans with, so it re-prepares the statement on every call.
+    let query = we::table
         .find(id.to_string())
-        .select(ExecutionRow::as_select())
-        .get_result(conn)
-        .await
-        .optional()?
+        .select(ExecutionRow::as_select());
+    super::keyed_row::<_, ExecutionRow>(conn, query)
+        .await?
         .map(TryInto::try_into)
         .transpose()
 }

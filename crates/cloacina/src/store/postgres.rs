@@ -452,6 +452,19 @@ impl Merge<Conn> for Finishes {
     }
 }
 
+/// At most one row of a query built with diesel's DSL (a lookup by key); see the SQLite
+/// backend's `keyed_row` for why it is a function of the backend.
+pub(crate) async fn keyed_row<'q, Q, U>(conn: &mut Conn, query: Q) -> Result<Option<U>, StoreError>
+where
+    Q: diesel_async::methods::LoadQuery<'q, Conn, U> + Send + 'q,
+    U: Send + 'q,
+{
+    use diesel::OptionalExtension;
+    Ok(diesel_async::RunQueryDsl::get_result(query, conn)
+        .await
+        .optional()?)
+}
+
 pub(crate) use pg_batch::{
     bump_many, claim_rows, insert_events, insert_tasks, release_dependents, start_executions,
     update_returning,

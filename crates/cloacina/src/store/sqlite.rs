@@ -462,6 +462,21 @@ where
     Ok(Some(read.get_result(conn).await?))
 }
 
+/// At most one row of a query built with diesel's DSL (a lookup by key), run straight on the
+/// blocking connection. Through diesel-async's wrapper the query is rendered to SQL and its
+/// binds copied on every call (to ship it to the connection), and diesel then finds the
+/// prepared statement by hashing that text; run here, diesel finds it by the query's type.
+pub(crate) async fn keyed_row<Q, U>(conn: &mut Conn, query: Q) -> Result<Option<U>, StoreError>
+where
+    Q: diesel::query_dsl::LoadQuery<'static, SqliteConnection, U> + Send + 'static,
+    U: Send + 'static,
+{
+    use diesel::OptionalExtension;
+    Ok(conn
+        .spawn_blocking(move |c| diesel::RunQueryDsl::get_result(query, c).optional())
+        .await?)
+}
+
 statement! {
     /// An execution's first claim.
     START_EXECUTION = "UPDATE workflow_executions SET status = 'Running', started_at = ? \
