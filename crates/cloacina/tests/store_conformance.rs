@@ -97,6 +97,91 @@ async fn kinds(store: &Store, id: Uuid) -> Vec<String> {
         .collect()
 }
 
+/// A creation that claims its roots: on a store that does not merge creations, the claimed
+/// roots are the creating transaction's (leased, attempt 1, the run started, events in
+/// order) and only the rest is left for claims; a store that merges creations claims
+/// nothing there and leaves every root ready. Either way nobody else can claim a root twice.
+async fn creation_claims_its_roots_for_free_slots(db: &TestDb) {
+    let store = db.open().await;
+    let merged = store.capabilities().merged_writes;
+    // Two roots, one slot.
+    let wf = Workflow::new(
+        "two_roots",
+        None,
+        vec![
+            noop("x", &[], 1),
+            noop("y", &[], 1),
+            noop("z", &["x", "y"], 1),
+        ],
+    )
+    .expect("valid");
+    let mut signals = store.subscribe();
+    let claim = ClaimRequest {
+        limit: 1,
+        ..claim_all("creator")
+    };
+    let created = store
+        .execution_create_claiming(NewExecution::for_workflow(&wf, ctx(json!({})), None), claim)
+        .await
+        .expect("create");
+    let id = created.record.id;
+    assert!(created.left_ready, "one root is left for any runner");
+    assert_eq!(
+        signals.recv().await.expect("signal"),
+        StoreSignal::TasksReady,
+        "a root left ready is signalled"
+    );
+    let others = store.task_claim(claim_all("other")).await.expect("claim");
+    if merged {
+        assert!(created.claimed.is_empty(), "{:?}", created.claimed);
+        assert_eq!(ids(&others), vec!["x", "y"]);
+        return;
+    }
+    assert_eq!(ids(&created.claimed), vec!["x"]);
+    assert_eq!(created.claimed[0].attempt, 1);
+    assert_eq!(created.claimed[0].execution_id, id);
+    assert_eq!(ids(&others), vec!["y"], "the claimed root is held");
+    let rec = store.execution_get(id).await.expect("get").expect("exists");
+    assert_eq!(rec.status, ExecutionStatus::Running);
+    assert!(rec.started_at.is_some());
+    let tasks = store.task_list(id).await.expect("tasks");
+    let x = tasks.iter().find(|t| t.task_id == "x").expect("x");
+    assert_eq!(x.status, TaskStatus::Running);
+    assert_eq!(x.lease_owner.as_deref(), Some("creator"));
+    assert_eq!(
+        kinds(&store, id).await,
+        vec![
+            "execution_created",
+            "task_ready:x",
+            "task_ready:y",
+            "execution_started",
+            "task_claimed:x",
+            "task_claimed:y",
+        ]
+    );
+
+    // All roots claimed: nothing is signalled, nothing is left.
+    let created = store
+        .execution_create_claiming(
+            NewExecution::for_workflow(&single(), ctx(json!({})), None),
+            claim_all("creator"),
+        )
+        .await
+        .expect("create");
+    assert!(!created.left_ready);
+    assert_eq!(ids(&created.claimed), vec!["only"]);
+    assert!(
+        store
+            .task_claim(claim_all("other"))
+            .await
+            .expect("claim")
+            .is_empty(),
+        "the single root is held"
+    );
+    let r = complete(&store, &created.claimed[0], ctx(json!({"done": true}))).await;
+    assert_eq!(r.execution_finished, Some(ExecutionStatus::Completed));
+}
+
 async fn reopen_is_idempotent(db: &TestDb) {
     let a = db.open().await;
     let e = create(&a, &single(), Context::new()).await;
@@ -1398,6 +1483,7 @@ conformance!(
     concurrent_cron_claims_fire_each_instant_once,
     dedup_key_blocks_only_unfinished_runs,
     concurrent_creations_each_get_their_answer,
+    creation_claims_its_roots_for_free_slots,
 );
 
 /// PostgreSQL only: a write in one process-like store wakes a subscriber on another through

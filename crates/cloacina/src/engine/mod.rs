@@ -414,8 +414,18 @@ impl Runner {
     async fn create(&self, new: NewExecution) -> Result<ExecutionRecord, StoreError> {
         let id = new.id;
         let mut retry = executor::Backoff::default();
+        let mut first = true;
         loop {
-            match self.shared.store.execution_create(new.clone()).await {
+            let claiming = if std::mem::take(&mut first) {
+                self.create_claiming(&new).await
+            } else {
+                None
+            };
+            let created = match claiming {
+                Some(result) => result,
+                None => self.shared.store.execution_create(new.clone()).await,
+            };
+            match created {
                 Err(e) if retry.retried() && created_by(&e, id) => {
                     if let Some(rec) = self.shared.store.execution_get(id).await? {
                         return Ok(rec);
@@ -426,6 +436,50 @@ impl Runner {
                 other => return other,
             }
         }
+    }
+
+    /// A creation that also claims the run's root tasks for this runner's free slots, and
+    /// starts them once it has committed: the run's first task needs no dispatcher wake-up and
+    /// no claim transaction of its own. `None` where that does not apply (no free slot, a
+    /// store that merges creations, a cron fire). A failed attempt frees its slots; if its
+    /// commit went through after all (its answer lost), the claimed tasks go back to `Ready`
+    /// when their lease runs out, as any task of a runner that stopped answering.
+    async fn create_claiming(
+        &self,
+        new: &NewExecution,
+    ) -> Option<Result<ExecutionRecord, StoreError>> {
+        let roots = new.tasks.iter().filter(|t| t.dependencies == 0).count();
+        if roots == 0 || new.cron.is_some() || self.shared.store.capabilities().merged_writes {
+            return None;
+        }
+        let mut permits = Vec::with_capacity(roots);
+        while permits.len() < roots {
+            match self.shared.holds.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        if permits.is_empty() {
+            return None;
+        }
+        let claim = ClaimRequest {
+            owner: self.shared.owner.clone(),
+            lease_ms: self.shared.config.lease.as_millis() as i64,
+            limit: permits.len() as i64,
+            workflows: None,
+            only: None,
+        };
+        let created = self
+            .shared
+            .store
+            .execution_create_claiming(new.clone(), claim)
+            .await;
+        Some(created.map(|c| {
+            for (task, permit) in c.claimed.into_iter().zip(permits) {
+                spawn_task(&self.shared, task, permit);
+            }
+            c.record
+        }))
     }
 
     /// Starts a run like [`submit`](Self::submit), with [`SubmitOptions`](crate::store::SubmitOptions):

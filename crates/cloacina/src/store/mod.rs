@@ -608,6 +608,36 @@ impl Store {
         dispatch!(write self, sig, |c| ops::execution_create(c, new, now))
     }
 
+    /// [`execution_create`](Self::execution_create), also claiming the new run's root tasks
+    /// (at most `claim.limit`) for `claim.owner` in the same transaction: a runner that has
+    /// free slots starts the run's first tasks when the creation commits, instead of waking
+    /// its dispatcher for a claim that is a transaction of its own. `claim.only` is replaced
+    /// by the roots. Where creations are merged per group commit (PostgreSQL), and for a cron
+    /// fire, nothing is claimed here: the roots are left to the ordinary claim.
+    pub async fn execution_create_claiming(
+        &self,
+        new: NewExecution,
+        claim: ClaimRequest,
+    ) -> Result<CreatedClaimed, StoreError> {
+        fn sig(c: &CreatedClaimed) -> Vec<StoreSignal> {
+            if c.left_ready {
+                vec![StoreSignal::TasksReady]
+            } else {
+                Vec::new()
+            }
+        }
+        if self.capabilities().merged_writes || new.cron.is_some() || claim.limit < 1 {
+            let record = self.execution_create(new).await?;
+            return Ok(CreatedClaimed {
+                record,
+                claimed: Vec::new(),
+                left_ready: true,
+            });
+        }
+        let now = now_ms();
+        dispatch!(write self, sig, |c| ops::execution_create_claiming(c, new, claim, now))
+    }
+
     pub async fn execution_get(&self, id: Uuid) -> Result<Option<ExecutionRecord>, StoreError> {
         dispatch!(read self, |c| ops::execution_get(c, id))
     }

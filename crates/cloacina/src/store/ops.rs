@@ -39,10 +39,10 @@ use crate::store::schema::{
 };
 use crate::store::stmt::{Lit, statement};
 use crate::store::types::{
-    AttemptOutcome, ClaimRequest, ClaimedTask, CronClaim, CronFireRecord, CronScheduleFilter,
-    CronScheduleRecord, EventRecord, ExecutionFilter, ExecutionRecord, ExecutionStatus,
-    FINAL_CONTEXT, FinishResult, INPUT_CONTEXT, Millis, NewCronSchedule, NewExecution,
-    RecoveryResult, TaskFinish, TaskRecord, TaskStatus, event_kind,
+    AttemptOutcome, ClaimRequest, ClaimedTask, CreatedClaimed, CronClaim, CronFireRecord,
+    CronScheduleFilter, CronScheduleRecord, EventRecord, ExecutionFilter, ExecutionRecord,
+    ExecutionStatus, FINAL_CONTEXT, FinishResult, INPUT_CONTEXT, Millis, NewCronSchedule,
+    NewExecution, RecoveryResult, TaskFinish, TaskRecord, TaskStatus, event_kind,
 };
 use crate::workflow::Context;
 
@@ -396,6 +396,36 @@ pub(crate) async fn execution_create(
     insert_context(conn, input).await?;
     insert_events(conn, events).await?;
     row.try_into()
+}
+
+/// [`execution_create`], then a claim of the new run's root tasks (at most `claim.limit`) in
+/// the same transaction.
+pub(crate) async fn execution_create_claiming(
+    conn: &mut Conn,
+    new: NewExecution,
+    mut claim: ClaimRequest,
+    now: Millis,
+) -> Result<CreatedClaimed, StoreError> {
+    let id = new.id;
+    let roots: Vec<(Uuid, String)> = new
+        .tasks
+        .iter()
+        .filter(|t| t.dependencies == 0)
+        .map(|t| (id, t.task_id.clone()))
+        .collect();
+    let record = execution_create(conn, new, now).await?;
+    let take = roots.len().min(usize::try_from(claim.limit).unwrap_or(0));
+    let claimed = if take == 0 {
+        Vec::new()
+    } else {
+        claim.only = Some(roots[..take].to_vec());
+        claim_tasks(conn, claim, now, false).await?
+    };
+    Ok(CreatedClaimed {
+        record,
+        left_ready: claimed.len() < roots.len(),
+        claimed,
+    })
 }
 
 statement! {

@@ -350,6 +350,17 @@ pub(crate) struct ClaimedRow {
     pub(crate) maybe_pending: bool,
 }
 
+/// An execution created together with a claim of its first tasks
+/// ([`Store::execution_create_claiming`](super::Store::execution_create_claiming)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreatedClaimed {
+    pub record: ExecutionRecord,
+    /// The root tasks claimed in the creating transaction.
+    pub claimed: Vec<ClaimedTask>,
+    /// Some root task was left `Ready` for any runner to claim.
+    pub left_ready: bool,
+}
+
 /// A task this runner now holds. `attempt` is the fencing token for every later write.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimedTask {
