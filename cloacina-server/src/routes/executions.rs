@@ -167,13 +167,31 @@ fn parse_id(id: &str) -> ApiResult<Uuid> {
     })
 }
 
+/// The execution with its final context (once it has one), in one read.
+async fn with_final(
+    tenant: &Tenant,
+    id: Uuid,
+) -> ApiResult<(ExecutionRecord, Option<cloacina::workflow::Context>)> {
+    tenant
+        .store()
+        .execution_get_with_final(id)
+        .await?
+        .ok_or_else(|| execution_not_found(tenant, id))
+}
+
 async fn record(tenant: &Tenant, id: Uuid) -> ApiResult<ExecutionRecord> {
-    tenant.store().execution_get(id).await?.ok_or_else(|| {
-        ApiError::not_found(
-            "execution_not_found",
-            format!("execution {id} not found in tenant '{}'", tenant.name),
-        )
-    })
+    tenant
+        .store()
+        .execution_get(id)
+        .await?
+        .ok_or_else(|| execution_not_found(tenant, id))
+}
+
+fn execution_not_found(tenant: &Tenant, id: Uuid) -> ApiError {
+    ApiError::not_found(
+        "execution_not_found",
+        format!("execution {id} not found in tenant '{}'", tenant.name),
+    )
 }
 
 fn origin(e: &ExecutionRecord) -> String {
@@ -246,8 +264,8 @@ pub async fn execution_get(
 ) -> ApiResult<Json<ExecutionDetail>> {
     let tenant = tenant_for(&state, &caller, &tenant_name, Role::Read)?;
     let id = parse_id(&id)?;
-    let e = match wait_limit(q.wait.as_deref())? {
-        None => record(&tenant, id).await?,
+    let (e, final_context) = match wait_limit(q.wait.as_deref())? {
+        None => with_final(&tenant, id).await?,
         Some(limit) => {
             // A stopping server answers a held request at once (with the status as it
             // stands) instead of holding its shutdown for the rest of the wait.
@@ -258,21 +276,15 @@ pub async fn execution_get(
             };
             match waited {
                 Some(Err(cloacina::EngineError::ExecutionNotFound(_))) | None => {
-                    record(&tenant, id).await?
+                    with_final(&tenant, id).await?
                 }
                 Some(other) => other?,
             }
         }
     };
-    let result = if e.status == ExecutionStatus::Completed {
-        tenant
-            .store()
-            .context_get(id, cloacina::store::FINAL_CONTEXT)
-            .await?
-            .map(|c| c.into_value())
-    } else {
-        None
-    };
+    let result = final_context
+        .filter(|_| e.status == ExecutionStatus::Completed)
+        .map(|c| c.into_value());
     Ok(Json(ExecutionDetail {
         tenant_id: tenant_name,
         execution_id: e.id,

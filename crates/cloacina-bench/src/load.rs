@@ -36,6 +36,9 @@ use crate::rounds::percentile;
 use crate::server::{self, RUN_LIMIT, Server, TENANT, WORKFLOW};
 use crate::{Args, round};
 
+/// Clients by default: a steady load well inside the server's limits.
+const CLIENTS: usize = 16;
+
 /// RSS may grow by this fraction of the first window's mean, plus [`RSS_BOUND_MB`], between
 /// the first and the last window: room for caches that fill slowly (SQLite's page cache per
 /// connection, the allocator's arenas), none for growth in proportion to the work done.
@@ -155,7 +158,10 @@ pub async fn run(args: &Args) -> anyhow::Result<(String, bool)> {
     let archive = crate::reconcile::example_archive(work.path())?;
     let (url, database) = server::database_for(args, work.path()).await?;
     let home = work.path().join("home");
-    let (clients, poll) = (args.clients, Duration::from_millis(args.poll_ms));
+    let (clients, poll) = (
+        args.clients.unwrap_or(CLIENTS),
+        Duration::from_millis(args.poll_ms),
+    );
     let result = tokio::task::spawn_blocking(move || {
         let mut server = Server::start(&binary, &home, &url)?;
         let result = drive(&server, &archive, duration, clients, poll);
@@ -528,7 +534,7 @@ fn report(
         backend: backend.to_string(),
         sync,
         duration_s: round(elapsed, 1),
-        clients: args.clients,
+        clients: args.clients.unwrap_or(CLIENTS),
         poll_ms: args.poll_ms,
         requests,
         requests_per_s: round(requests as f64 / elapsed.max(1e-9), 1),

@@ -66,11 +66,12 @@ struct Args {
     /// Finished executions already in the database for the `history` scenario.
     #[arg(long, default_value_t = 1_000_000)]
     history: usize,
-    /// `server` only: HTTP clients, each submitting an execution and polling it to its end
-    /// before submitting the next.
-    #[arg(long, default_value_t = 16,
+    /// `server` and `load`: HTTP clients, each submitting an execution and polling it to its
+    /// end before submitting the next. Default: `server` 32 (as many runs in flight as the
+    /// in-process scenarios' `--concurrency`, so the two compare like for like), `load` 16.
+    #[arg(long,
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
-    clients: usize,
+    clients: Option<usize>,
     /// `server` and `load`: how often a client asks after its execution's status, in ms; 0
     /// (the default) asks once with a long poll (`?wait=`), answered when the run has ended.
     #[arg(long, default_value_t = 0)]
@@ -201,12 +202,14 @@ fn run_all(args: &Args) -> anyhow::Result<()> {
                 .args(["--concurrency", &args.concurrency.to_string()])
                 .args(["--sync", &args.sync, "--history", &args.history.to_string()])
                 .args(["--rounds", &args.rounds.to_string()])
-                .args(["--clients", &args.clients.to_string()])
                 .args(["--poll-ms", &args.poll_ms.to_string()])
                 .args(["--duration", &args.duration.to_string()])
                 .args(["--postgres-url", &args.postgres_url]);
             if let Some(n) = args.workflows {
                 cmd.args(["--workflows", &n.to_string()]);
+            }
+            if let Some(n) = args.clients {
+                cmd.args(["--clients", &n.to_string()]);
             }
             let out = cmd
                 .output()

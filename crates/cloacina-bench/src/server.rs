@@ -27,6 +27,9 @@ use crate::{Args, Report, round};
 /// `greeting`.
 pub(crate) const WORKFLOW: &str = "hello";
 pub(crate) const TENANT: &str = "public";
+/// Clients by default: as many runs in flight as the in-process scenarios' default
+/// `--concurrency` (32), so the end-to-end figure compares like for like with `simple`.
+const CLIENTS: usize = 32;
 /// How long the server may take to start, and a run to end, before the bench gives up.
 const START_LIMIT: Duration = Duration::from_secs(120);
 pub(crate) const RUN_LIMIT: Duration = Duration::from_secs(120);
@@ -86,7 +89,7 @@ pub async fn database_for(
 pub async fn run(args: &Args) -> anyhow::Result<Report> {
     let settings = Settings {
         executions: args.workflows.unwrap_or(300),
-        clients: args.clients,
+        clients: args.clients.unwrap_or(CLIENTS),
         rounds: args.rounds,
         poll: Duration::from_millis(args.poll_ms),
     };

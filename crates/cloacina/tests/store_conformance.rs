@@ -285,6 +285,20 @@ async fn completion_cascades_atomically_to_final_context(db: &TestDb) {
         .expect("exists");
     assert_eq!(running.status, ExecutionStatus::Running);
     assert!(running.started_at.is_some());
+    let (with, final_ctx) = store
+        .execution_get_with_final(e.id)
+        .await
+        .expect("get with final")
+        .expect("exists");
+    assert_eq!(with, running, "the same record as execution_get");
+    assert_eq!(final_ctx, None, "no final context while it runs");
+    assert!(
+        store
+            .execution_get_with_final(Uuid::new_v4())
+            .await
+            .expect("get with final")
+            .is_none()
+    );
 
     let r = complete(&store, &first[0], ctx(json!({"input": true, "a": 1}))).await;
     assert!(!r.fenced);
@@ -313,11 +327,18 @@ async fn completion_cascades_atomically_to_final_context(db: &TestDb) {
     assert_eq!(done.remaining_tasks, 0);
     assert!(done.completed_at.is_some());
     // Final context: input merged with the leaf (d) output.
+    let expected = ctx(json!({"input": true, "shared": {"x": 1, "z": 3}, "d": 4}));
     assert_eq!(
         store.context_get(e.id, FINAL_CONTEXT).await.expect("final"),
-        Some(ctx(
-            json!({"input": true, "shared": {"x": 1, "z": 3}, "d": 4})
-        ))
+        Some(expected.clone())
+    );
+    assert_eq!(
+        store
+            .execution_get_with_final(e.id)
+            .await
+            .expect("get with final"),
+        Some((done.clone(), Some(expected))),
+        "the record and its final context in one read"
     );
     let outputs = store
         .contexts_get(e.id, vec!["a".into(), "b".into(), "missing".into()])

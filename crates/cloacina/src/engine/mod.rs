@@ -545,13 +545,10 @@ impl Runner {
             // A database outage is waited out (to the deadline, if any), not reported: the
             // execution goes on once the database is back.
             let mut safety_net = self.shared.config.poll_interval.max(Duration::from_secs(5));
-            match self.record(id).await {
-                Ok(rec) if rec.status.is_terminal() => match self.result_of(rec).await {
-                    Err(EngineError::Store(e)) if e.is_transient() => {
-                        safety_net = OUTAGE_RECHECK;
-                    }
-                    result => return result,
-                },
+            match self.record_with_final(id).await {
+                Ok((rec, context)) if rec.status.is_terminal() => {
+                    return Ok(result_from(rec, context));
+                }
                 Ok(_) => {}
                 Err(EngineError::Store(e)) if e.is_transient() => {
                     tracing::warn!(execution = %id, error = %e, "checking on an execution failed transiently; checking again shortly");
@@ -570,9 +567,9 @@ impl Runner {
                 _ = waiter.woken() => {}
                 _ = safety_net => {}
                 _ = until_deadline => {
-                    let rec = self.record(id).await?;
+                    let (rec, context) = self.record_with_final(id).await?;
                     if rec.status.is_terminal() {
-                        return self.result_of(rec).await;
+                        return Ok(result_from(rec, context));
                     }
                     return Err(EngineError::WaitTimeout(timeout.unwrap_or_default(), id));
                 }
@@ -583,19 +580,20 @@ impl Runner {
     /// The record of execution `id` once it has ended, or as it stands when `limit` has passed
     /// (a long poll: running out of time is an answer, not an error). Woken by the store's
     /// signal, so a client learns of the end in one request instead of polling for it.
+    /// Comes with the final context, once the run has one (Completed or Failed).
     pub async fn wait_record(
         &self,
         id: Uuid,
         limit: Duration,
-    ) -> Result<ExecutionRecord, EngineError> {
+    ) -> Result<(ExecutionRecord, Option<Context>), EngineError> {
         let deadline = tokio::time::Instant::now() + limit;
         // Registered before the first read, so an end between the read and the wait is seen.
         let mut waiter = self.shared.waiters.register(id);
         let safety_net = self.shared.config.poll_interval.max(Duration::from_secs(5));
         loop {
-            let rec = self.record(id).await?;
+            let (rec, context) = self.record_with_final(id).await?;
             if rec.status.is_terminal() || tokio::time::Instant::now() >= deadline {
-                return Ok(rec);
+                return Ok((rec, context));
             }
             tokio::select! {
                 _ = waiter.woken() => {}
@@ -607,8 +605,8 @@ impl Runner {
 
     /// The execution's current status, and its final context once it has one.
     pub async fn status(&self, id: Uuid) -> Result<ExecutionResult, EngineError> {
-        let rec = self.record(id).await?;
-        self.result_of(rec).await
+        let (rec, context) = self.record_with_final(id).await?;
+        Ok(result_from(rec, context))
     }
 
     /// The execution's final context, once it has ended Completed or Failed.
@@ -729,20 +727,17 @@ impl Runner {
             .ok_or(EngineError::ExecutionNotFound(id))
     }
 
-    async fn result_of(&self, rec: ExecutionRecord) -> Result<ExecutionResult, EngineError> {
-        let context = match rec.status {
-            ExecutionStatus::Completed | ExecutionStatus::Failed => {
-                self.shared.store.context_get(rec.id, FINAL_CONTEXT).await?
-            }
-            _ => None,
-        };
-        Ok(ExecutionResult {
-            id: rec.id,
-            workflow: rec.workflow_name,
-            status: rec.status,
-            context,
-            error: rec.error,
-        })
+    /// The record and its final context in one read (a waiter's look at a run that may have
+    /// ended).
+    async fn record_with_final(
+        &self,
+        id: Uuid,
+    ) -> Result<(ExecutionRecord, Option<Context>), EngineError> {
+        self.shared
+            .store
+            .execution_get_with_final(id)
+            .await?
+            .ok_or(EngineError::ExecutionNotFound(id))
     }
 }
 
@@ -754,6 +749,21 @@ impl Drop for Runner {
                 h.abort();
             }
         }
+    }
+}
+
+/// What a waiter answers: the final context only for a run that ended Completed or Failed.
+fn result_from(rec: ExecutionRecord, context: Option<Context>) -> ExecutionResult {
+    let context = match rec.status {
+        ExecutionStatus::Completed | ExecutionStatus::Failed => context,
+        _ => None,
+    };
+    ExecutionResult {
+        id: rec.id,
+        workflow: rec.workflow_name,
+        status: rec.status,
+        context,
+        error: rec.error,
     }
 }
 

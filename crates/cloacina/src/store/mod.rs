@@ -642,6 +642,14 @@ impl Store {
         dispatch!(read self, |c| ops::execution_get(c, id))
     }
 
+    /// An execution with its final context (once it has one), in one read.
+    pub async fn execution_get_with_final(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(ExecutionRecord, Option<Context>)>, StoreError> {
+        dispatch!(read self, |c| ops::execution_get_with_final(c, id))
+    }
+
     /// Executions, newest first.
     pub async fn execution_list(
         &self,

@@ -19,7 +19,10 @@
 
 use std::collections::BTreeMap;
 
-use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
+use diesel::{
+    BoolExpressionMethods, ExpressionMethods, JoinOnDsl, NullableExpressionMethods,
+    OptionalExtension, QueryDsl, SelectableHelper,
+};
 use diesel_async::RunQueryDsl;
 
 use super::{
@@ -491,6 +494,35 @@ pub(crate) async fn execution_get(
         .await?
         .map(TryInto::try_into)
         .transpose()
+}
+
+/// An execution with its final context, if it has one yet, in one read: what a waiter needs
+/// once the run has ended (a second read would be a second transaction).
+pub(crate) async fn execution_get_with_final(
+    conn: &mut Conn,
+    id: Uuid,
+) -> Result<Option<(ExecutionRecord, Option<Context>)>, StoreError> {
+    let query = we::table
+        .left_join(
+            contexts::table.on(contexts::execution_id
+                .eq(we::id)
+                .and(contexts::owner.eq(FINAL_CONTEXT.to_string()))),
+        )
+        .filter(we::id.eq(id.to_string()))
+        .select((ExecutionRow::as_select(), contexts::data.nullable()));
+    let Some((row, doc)) =
+        super::keyed_row::<_, (ExecutionRow, Option<String>)>(conn, query).await?
+    else {
+        return Ok(None);
+    };
+    let context = doc
+        .map(|d| {
+            Context::from_json(&d).map_err(|err| {
+                crate::store::error::corrupt(format!("context '{FINAL_CONTEXT}' of {id}: {err}"))
+            })
+        })
+        .transpose()?;
+    Ok(Some((row.try_into()?, context)))
 }
 
 pub(crate) async fn execution_list(
