@@ -716,6 +716,9 @@ impl Runner {
         for h in lock(&self.background).drain(..) {
             h.abort();
         }
+        // The signal loop is gone: waiters look at the database once more now, and from here
+        // on at their safety-net interval.
+        shared.waiters.wake_all();
         Ok(report)
     }
 
