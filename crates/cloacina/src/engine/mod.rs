@@ -32,8 +32,8 @@ pub use config::RunnerConfig;
 
 use crate::store::{
     AttemptOutcome, ClaimRequest, ClaimedTask, EventRecord, ExecutionFilter, ExecutionRecord,
-    ExecutionStatus, FINAL_CONTEXT, Handoff, NewExecution, Store, StoreError, StoreSignal,
-    TaskFinish, TaskRecord, now_ms,
+    ExecutionStatus, Handoff, NewExecution, Store, StoreError, StoreSignal, TaskFinish, TaskRecord,
+    now_ms,
 };
 use crate::workflow::{Context, Workflow, WorkflowError};
 
@@ -448,8 +448,8 @@ impl Runner {
         &self,
         new: &NewExecution,
     ) -> Option<Result<ExecutionRecord, StoreError>> {
-        let roots = new.tasks.iter().filter(|t| t.dependencies == 0).count();
-        if roots == 0 || new.cron.is_some() || self.shared.store.capabilities().merged_writes {
+        let roots = new.tasks.iter().filter(|t| t.is_root()).count();
+        if roots == 0 || !self.shared.store.claims_at_creation(new) {
             return None;
         }
         let mut permits = Vec::with_capacity(roots);
@@ -611,8 +611,7 @@ impl Runner {
 
     /// The execution's final context, once it has ended Completed or Failed.
     pub async fn result(&self, id: Uuid) -> Result<Option<Context>, EngineError> {
-        self.record(id).await?;
-        Ok(self.shared.store.context_get(id, FINAL_CONTEXT).await?)
+        Ok(self.record_with_final(id).await?.1)
     }
 
     pub async fn execution(&self, id: Uuid) -> Result<ExecutionRecord, EngineError> {

@@ -626,7 +626,7 @@ impl Store {
                 Vec::new()
             }
         }
-        if self.capabilities().merged_writes || new.cron.is_some() || claim.limit < 1 {
+        if !self.claims_at_creation(&new) || claim.limit < 1 {
             let record = self.execution_create(new).await?;
             return Ok(CreatedClaimed {
                 record,
@@ -636,6 +636,12 @@ impl Store {
         }
         let now = now_ms();
         dispatch!(write self, sig, |c| ops::execution_create_claiming(c, new, claim, now))
+    }
+
+    /// Whether [`execution_create_claiming`](Self::execution_create_claiming) claims anything
+    /// for `new`: not where creations are merged per group commit, nor for a cron fire.
+    pub fn claims_at_creation(&self, new: &NewExecution) -> bool {
+        !self.capabilities().merged_writes && new.cron.is_none()
     }
 
     pub async fn execution_get(&self, id: Uuid) -> Result<Option<ExecutionRecord>, StoreError> {

@@ -267,7 +267,7 @@ pub(crate) fn execution_rows(new: NewExecution, now: Millis) -> NewRows {
         .tasks
         .iter()
         .map(|t| {
-            let ready = t.dependencies == 0;
+            let ready = t.is_root();
             if ready {
                 events.push(PendingEvent::task(
                     event_kind::TASK_READY,
@@ -413,7 +413,7 @@ pub(crate) async fn execution_create_claiming(
     let roots: Vec<(Uuid, String)> = new
         .tasks
         .iter()
-        .filter(|t| t.dependencies == 0)
+        .filter(|t| t.is_root())
         .map(|t| (id, t.task_id.clone()))
         .collect();
     let record = execution_create(conn, new, now).await?;

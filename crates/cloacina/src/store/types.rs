@@ -157,6 +157,14 @@ pub struct NewTask {
     pub max_attempts: i32,
 }
 
+impl NewTask {
+    /// A task with no dependencies: created `Ready`, and claimable with its execution's
+    /// creation.
+    pub fn is_root(&self) -> bool {
+        self.dependencies == 0
+    }
+}
+
 /// An execution to create: the execution row, its task rows (roots start `Ready`), its input
 /// context and its first events, all in one transaction.
 #[derive(Debug, Clone, PartialEq)]
