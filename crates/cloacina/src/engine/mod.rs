@@ -943,8 +943,10 @@ fn spawn_task(shared: &Arc<Shared>, task: ClaimedTask, permit: OwnedSemaphorePer
                 spawn_task(&s, t, p);
             }
         }
+        // No dispatcher wake-up here: a freed slot wakes a dispatcher waiting for one (the
+        // semaphore), and work that became ready signalled it. Waking it at every task end
+        // cost a claim that found nothing, in the writer's transaction, per task.
         lock(&s.tasks).remove(&slot);
-        s.wake.notify_one();
     };
     // Insert under the lock the body's removal also takes, so no entry outlives its task.
     let mut tasks = lock(&shared.tasks);
@@ -974,6 +976,8 @@ async fn run_task(
         })
         .await;
         shared.stats.handed_back.fetch_add(1, Ordering::SeqCst);
+        // The task is Ready again and a release signals nothing: look for work.
+        shared.wake.notify_one();
         if let Err(e) = released {
             tracing::warn!(
                 execution = %task.execution_id, task = %task.task_id, error = %e,
@@ -1087,6 +1091,8 @@ async fn run_task(
                     .task_release(task.execution_id, &task.task_id, task.attempt, &reason)
             })
             .await;
+            // The task is Ready again and a release signals nothing: look for work.
+            shared.wake.notify_one();
             match released {
                 Ok(_) => tracing::warn!(
                     execution = %task.execution_id, task = %task.task_id, error = %e,
@@ -1126,7 +1132,6 @@ async fn signal_loop(shared: Arc<Shared>, mut signals: broadcast::Receiver<Store
             // An ended run has no task left to cancel or hold back, so no read is needed (a
             // cancel also signals `ExecutionChanged`, handled below).
             Ok(StoreSignal::ExecutionFinished(id)) => {
-                shared.wake.notify_one();
                 shared.waiters.wake(id);
                 shared.mark_paused(id, false);
             }
