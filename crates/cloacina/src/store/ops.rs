@@ -244,8 +244,29 @@ async fn append_events(
     bump(conn, execution, events, 0, 0, now).await
 }
 
-/// The rows a new execution writes: its own, its tasks (roots `Ready`), its input context
-/// and its first events (created, and each root ready).
+/// Root tasks a creation claims for its creator: their rows are inserted already leased and
+/// the run already started, with the events a claim right after the creation would have
+/// appended (started, then each claimed), instead of that claim's updates and reads.
+pub(crate) struct RootClaim<'a> {
+    pub(crate) owner: &'a str,
+    pub(crate) expires: Millis,
+    /// The first `take` roots, in the order of the new execution's tasks.
+    pub(crate) take: usize,
+}
+
+/// The event of a claim: the task is leased to `owner` until `expires`.
+fn claimed_event(task: &str, attempt: i32, owner: &str, expires: Millis) -> PendingEvent {
+    PendingEvent::task(
+        event_kind::TASK_CLAIMED,
+        task,
+        Some(attempt),
+        Some(format!("leased to {owner} until {expires}")),
+    )
+}
+
+/// The rows a new execution writes: its own, its tasks (roots `Ready`, or leased where the
+/// creation claims them), its input context and its first events (created, each root ready,
+/// and for a claiming creation started and each root claimed).
 pub(crate) struct NewRows {
     pub(crate) execution: ExecutionRow,
     pub(crate) tasks: Vec<TaskRow>,
@@ -253,8 +274,14 @@ pub(crate) struct NewRows {
     pub(crate) events: Vec<EventRow>,
 }
 
-pub(crate) fn execution_rows(new: NewExecution, now: Millis) -> NewRows {
+pub(crate) fn execution_rows(
+    new: NewExecution,
+    now: Millis,
+    claim: Option<&RootClaim<'_>>,
+) -> NewRows {
     let id = new.id.to_string();
+    let take = claim.map_or(0, |c| c.take);
+    let mut claimed_events = Vec::new();
     let mut events = vec![PendingEvent::execution(
         event_kind::EXECUTION_CREATED,
         Some(format!(
@@ -276,34 +303,57 @@ pub(crate) fn execution_rows(new: NewExecution, now: Millis) -> NewRows {
                     None,
                 ));
             }
+            let lease = match claim {
+                Some(c) if ready && claimed_events.len() < take => {
+                    claimed_events.push(claimed_event(&t.task_id, 1, c.owner, c.expires));
+                    Some((c.owner.to_string(), c.expires))
+                }
+                _ => None,
+            };
+            let status = match (&lease, ready) {
+                (Some(_), _) => "Running",
+                (None, true) => "Ready",
+                (None, false) => "NotStarted",
+            };
             TaskRow {
                 execution_id: id.clone(),
                 task_id: t.task_id.clone(),
                 position: t.position,
                 dependents: encode_list(&t.dependents),
-                status: if ready { "Ready" } else { "NotStarted" }.to_string(),
+                status: status.to_string(),
                 remaining_deps: t.dependencies,
                 failed_deps: 0,
-                attempt: 0,
+                attempt: i32::from(lease.is_some()),
                 max_attempts: t.max_attempts,
                 recoveries: 0,
                 ready_at: ready.then_some(now),
-                lease_owner: None,
-                lease_expires_at: None,
+                started_at: lease.as_ref().map(|_| now),
+                lease_expires_at: lease.as_ref().map(|l| l.1),
+                lease_owner: lease.map(|l| l.0),
                 error: None,
                 created_at: now,
                 updated_at: now,
-                started_at: None,
                 completed_at: None,
             }
         })
         .collect();
+    let started = !claimed_events.is_empty();
+    if started {
+        events.push(PendingEvent::execution(event_kind::EXECUTION_STARTED, None));
+        events.append(&mut claimed_events);
+    }
     let execution = ExecutionRow {
         id: id.clone(),
         workflow_name: new.workflow_name,
         workflow_version: new.workflow_version,
         package_id: new.package_id,
-        status: ExecutionStatus::Pending.as_str().to_string(),
+        status: if started {
+            ExecutionStatus::Running
+        } else {
+            ExecutionStatus::Pending
+        }
+        .as_str()
+        .to_string(),
         total_tasks: tasks.len() as i32,
         remaining_tasks: tasks.len() as i32,
         failed_tasks: 0,
@@ -311,7 +361,7 @@ pub(crate) fn execution_rows(new: NewExecution, now: Millis) -> NewRows {
         error: None,
         created_at: now,
         updated_at: now,
-        started_at: None,
+        started_at: started.then_some(now),
         completed_at: None,
         dedup_key: new.dedup_key,
     };
@@ -371,6 +421,16 @@ pub(crate) async fn execution_create(
     new: NewExecution,
     now: Millis,
 ) -> Result<ExecutionRecord, StoreError> {
+    execution_insert(conn, new, now, None).await
+}
+
+/// Inserts a new execution's rows, with `claim`'s roots already leased.
+async fn execution_insert(
+    conn: &mut Conn,
+    new: NewExecution,
+    now: Millis,
+    claim: Option<&RootClaim<'_>>,
+) -> Result<ExecutionRecord, StoreError> {
     let id = new.id.to_string();
     if let Some(claim) = &new.cron {
         cron_claim(conn, claim, &id, now).await?;
@@ -381,7 +441,7 @@ pub(crate) async fn execution_create(
         tasks,
         input,
         events,
-    } = execution_rows(new, now);
+    } = execution_rows(new, now, claim);
     // DO NOTHING rather than failing: a conflict (the id, or the de-duplication key of an
     // unfinished run) must not abort a PostgreSQL transaction that may hold a cron claim.
     let inserted = match insert_execution(conn, &row).await {
@@ -401,32 +461,51 @@ pub(crate) async fn execution_create(
     row.try_into()
 }
 
-/// [`execution_create`], then a claim of the new run's root tasks (at most `claim.limit`) in
-/// the same transaction.
+/// [`execution_create`] with the new run's first root tasks (at most `claim.limit`) claimed
+/// for `claim.owner`: inserted leased, with the events and counters a claim in the same
+/// transaction would have written (a new run is Pending and its roots Ready, so such a claim
+/// could not fail; the rows are simply written in their claimed state).
 pub(crate) async fn execution_create_claiming(
     conn: &mut Conn,
     new: NewExecution,
-    mut claim: ClaimRequest,
+    claim: ClaimRequest,
     now: Millis,
 ) -> Result<CreatedClaimed, StoreError> {
     let id = new.id;
-    let roots: Vec<(Uuid, String)> = new
+    let roots: Vec<String> = new
         .tasks
         .iter()
         .filter(|t| t.is_root())
-        .map(|t| (id, t.task_id.clone()))
+        .map(|t| t.task_id.clone())
         .collect();
-    let record = execution_create(conn, new, now).await?;
     let take = roots.len().min(usize::try_from(claim.limit).unwrap_or(0));
-    let claimed = if take == 0 {
-        Vec::new()
-    } else {
-        claim.only = Some(roots[..take].to_vec());
-        claim_tasks(conn, claim, now, false).await?
+    let (workflow_name, workflow_version) =
+        (new.workflow_name.clone(), new.workflow_version.clone());
+    let expires = now + claim.lease_ms;
+    let root_claim = RootClaim {
+        owner: &claim.owner,
+        expires,
+        take,
     };
+    let record = execution_insert(conn, new, now, Some(&root_claim)).await?;
+    let left_ready = take < roots.len();
+    let claimed = roots
+        .into_iter()
+        .take(take)
+        .map(|task_id| ClaimedTask {
+            execution_id: id,
+            task_id,
+            attempt: 1,
+            recoveries: 0,
+            failed_deps: 0,
+            workflow_name: workflow_name.clone(),
+            workflow_version: workflow_version.clone(),
+            lease_expires_at: expires,
+        })
+        .collect::<Vec<_>>();
     Ok(CreatedClaimed {
         record,
-        left_ready: claimed.len() < roots.len(),
+        left_ready,
         claimed,
     })
 }
@@ -820,12 +899,7 @@ async fn claim_tasks(
             events.push(PendingEvent::execution(event_kind::EXECUTION_STARTED, None));
         }
         for (t, attempt, _, _) in &per_execution[e] {
-            events.push(PendingEvent::task(
-                event_kind::TASK_CLAIMED,
-                t,
-                Some(*attempt),
-                Some(format!("leased to {} until {expires}", req.owner)),
-            ));
+            events.push(claimed_event(t, *attempt, &req.owner, expires));
         }
         bumps.push(Bump {
             execution: e.clone(),

@@ -1192,7 +1192,7 @@ async fn create_many(
     let n = news.len();
     let rows: Vec<ops::NewRows> = news
         .into_iter()
-        .map(|new| ops::execution_rows(new, now))
+        .map(|new| ops::execution_rows(new, now, None))
         .collect();
     let x = rows.iter().map(|r| &r.execution);
     let conflict = (n == 1).then(|| {
