@@ -148,6 +148,16 @@ async fn creation_claims_its_roots_for_free_slots(db: &TestDb) {
     let x = tasks.iter().find(|t| t.task_id == "x").expect("x");
     assert_eq!(x.status, TaskStatus::Running);
     assert_eq!(x.lease_owner.as_deref(), Some("creator"));
+    assert_eq!(x.attempt, 1, "the claim's fencing token");
+    assert_eq!(
+        x.lease_expires_at,
+        Some(created.claimed[0].lease_expires_at)
+    );
+    assert_eq!(
+        created.record.status,
+        ExecutionStatus::Running,
+        "the creation answers with the run as it committed it"
+    );
     assert_eq!(
         kinds(&store, id).await,
         vec![
