@@ -180,7 +180,7 @@ pub async fn run(args: &Args) -> anyhow::Result<(String, bool)> {
     let report = report(
         &args.backend,
         sync,
-        args,
+        (clients, poll),
         duration,
         elapsed,
         book,
@@ -476,7 +476,7 @@ fn rss_within_bound(first: f64, last: f64) -> (bool, f64) {
 fn report(
     backend: &str,
     sync: Option<String>,
-    args: &Args,
+    (clients, poll): (usize, Duration),
     duration: Duration,
     elapsed: f64,
     book: Book,
@@ -534,8 +534,8 @@ fn report(
         backend: backend.to_string(),
         sync,
         duration_s: round(elapsed, 1),
-        clients: args.clients.unwrap_or(CLIENTS),
-        poll_ms: args.poll_ms,
+        clients,
+        poll_ms: u64::try_from(poll.as_millis()).unwrap_or(u64::MAX),
         requests,
         requests_per_s: round(requests as f64 / elapsed.max(1e-9), 1),
         errors,
