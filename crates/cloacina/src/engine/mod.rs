@@ -944,8 +944,8 @@ fn spawn_task(shared: &Arc<Shared>, task: ClaimedTask, permit: OwnedSemaphorePer
             }
         }
         // No dispatcher wake-up here: a freed slot wakes a dispatcher waiting for one (the
-        // semaphore), and work that became ready signalled it. Waking it at every task end
-        // cost a claim that found nothing, in the writer's transaction, per task.
+        // semaphore), and work that became ready (a release included) was signalled by the
+        // store. Waking it at every task end cost a claim per task end, in the writer.
         lock(&s.tasks).remove(&slot);
     };
     // Insert under the lock the body's removal also takes, so no entry outlives its task.
@@ -976,8 +976,6 @@ async fn run_task(
         })
         .await;
         shared.stats.handed_back.fetch_add(1, Ordering::SeqCst);
-        // The task is Ready again and a release signals nothing: look for work.
-        shared.wake.notify_one();
         if let Err(e) = released {
             tracing::warn!(
                 execution = %task.execution_id, task = %task.task_id, error = %e,
@@ -1091,8 +1089,6 @@ async fn run_task(
                     .task_release(task.execution_id, &task.task_id, task.attempt, &reason)
             })
             .await;
-            // The task is Ready again and a release signals nothing: look for work.
-            shared.wake.notify_one();
             match released {
                 Ok(_) => tracing::warn!(
                     execution = %task.execution_id, task = %task.task_id, error = %e,
