@@ -250,7 +250,7 @@ async fn append_events(
 pub(crate) struct RootClaim<'a> {
     pub(crate) owner: &'a str,
     pub(crate) expires: Millis,
-    /// The first `take` roots, in the order of the new execution's tasks.
+    /// At most this many roots, the first in the order of the new execution's tasks.
     pub(crate) take: usize,
 }
 
@@ -421,16 +421,17 @@ pub(crate) async fn execution_create(
     new: NewExecution,
     now: Millis,
 ) -> Result<ExecutionRecord, StoreError> {
-    execution_insert(conn, new, now, None).await
+    Ok(execution_insert(conn, new, now, None).await?.record)
 }
 
-/// Inserts a new execution's rows, with `claim`'s roots already leased.
+/// Inserts a new execution's rows, with `claim`'s roots already leased; answers with the
+/// tasks so claimed (as the rows say), and whether any root was left `Ready`.
 async fn execution_insert(
     conn: &mut Conn,
     new: NewExecution,
     now: Millis,
     claim: Option<&RootClaim<'_>>,
-) -> Result<ExecutionRecord, StoreError> {
+) -> Result<CreatedClaimed, StoreError> {
     let id = new.id.to_string();
     if let Some(claim) = &new.cron {
         cron_claim(conn, claim, &id, now).await?;
@@ -453,12 +454,32 @@ async fn execution_insert(
     if inserted == 0 {
         return Err(creation_conflict(conn, new_id, dedup_key).await);
     }
+    let left_ready = tasks.iter().any(|t| t.status == "Ready");
+    let claimed = tasks
+        .iter()
+        .filter_map(|t| {
+            Some(ClaimedTask {
+                execution_id: new_id,
+                task_id: t.task_id.clone(),
+                attempt: t.attempt,
+                recoveries: t.recoveries,
+                failed_deps: t.failed_deps,
+                workflow_name: row.workflow_name.clone(),
+                workflow_version: row.workflow_version.clone(),
+                lease_expires_at: t.lease_expires_at?,
+            })
+        })
+        .collect();
     if !tasks.is_empty() {
         insert_tasks(conn, tasks).await?;
     }
     insert_context(conn, input).await?;
     insert_events(conn, events).await?;
-    row.try_into()
+    Ok(CreatedClaimed {
+        record: row.try_into()?,
+        claimed,
+        left_ready,
+    })
 }
 
 /// [`execution_create`] with the new run's first root tasks (at most `claim.limit`) claimed
@@ -471,43 +492,12 @@ pub(crate) async fn execution_create_claiming(
     claim: ClaimRequest,
     now: Millis,
 ) -> Result<CreatedClaimed, StoreError> {
-    let id = new.id;
-    let roots: Vec<String> = new
-        .tasks
-        .iter()
-        .filter(|t| t.is_root())
-        .map(|t| t.task_id.clone())
-        .collect();
-    let take = roots.len().min(usize::try_from(claim.limit).unwrap_or(0));
-    let (workflow_name, workflow_version) =
-        (new.workflow_name.clone(), new.workflow_version.clone());
-    let expires = now + claim.lease_ms;
     let root_claim = RootClaim {
         owner: &claim.owner,
-        expires,
-        take,
+        expires: now + claim.lease_ms,
+        take: usize::try_from(claim.limit).unwrap_or(0),
     };
-    let record = execution_insert(conn, new, now, Some(&root_claim)).await?;
-    let left_ready = take < roots.len();
-    let claimed = roots
-        .into_iter()
-        .take(take)
-        .map(|task_id| ClaimedTask {
-            execution_id: id,
-            task_id,
-            attempt: 1,
-            recoveries: 0,
-            failed_deps: 0,
-            workflow_name: workflow_name.clone(),
-            workflow_version: workflow_version.clone(),
-            lease_expires_at: expires,
-        })
-        .collect::<Vec<_>>();
-    Ok(CreatedClaimed {
-        record,
-        left_ready,
-        claimed,
-    })
+    execution_insert(conn, new, now, Some(&root_claim)).await
 }
 
 statement! {
